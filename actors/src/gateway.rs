@@ -1,0 +1,160 @@
+//! What every session shares: the verifier, the connection table, roles,
+//! limits, TLS, and handles to the registry and the recorder.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::auth::{Identity, TokenVerifier};
+use crate::error::SessionError;
+use crate::pg::cancel::CancelMap;
+use crate::recorder::RecorderHandle;
+use crate::registry::RegistryHandle;
+
+/// A secret held by the appliance. Its `Debug` never shows the value.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// How Gatehouse talks TLS to a PostgreSQL target.
+#[derive(Clone)]
+pub enum TargetTls {
+    Disable,
+    /// Encrypt, without verifying the server's certificate.
+    Require(Arc<rustls::ClientConfig>),
+    /// Encrypt and verify the certificate chain and host name.
+    VerifyFull(Arc<rustls::ClientConfig>),
+}
+
+impl fmt::Debug for TargetTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TargetTls::Disable => "disable",
+            TargetTls::Require(_) => "require",
+            TargetTls::VerifyFull(_) => "verify-full",
+        })
+    }
+}
+
+/// A PostgreSQL connection as configured: where it is and the credential
+/// only the appliance holds.
+#[derive(Debug, Clone)]
+pub struct PgTarget {
+    pub name: String,
+    /// `host:port`.
+    pub address: String,
+    pub database: String,
+    pub user: String,
+    pub password: Option<Secret>,
+    pub tls: TargetTls,
+    pub policy: String,
+}
+
+impl PgTarget {
+    pub fn host(&self) -> &str {
+        self.address
+            .rsplit_once(':')
+            .map_or(self.address.as_str(), |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+    }
+}
+
+/// Token groups that grant access to connections.
+#[derive(Debug, Clone)]
+pub struct Role {
+    pub name: String,
+    pub groups: Vec<String>,
+    pub connections: Vec<String>,
+}
+
+/// Bounds that keep one client from hurting the others.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Concurrent sessions; beyond it clients get 53300.
+    pub max_sessions: usize,
+    /// TLS handshake, startup and authentication must finish within this.
+    pub startup_timeout: Duration,
+    /// Largest frame a client may send.
+    pub max_message_bytes: usize,
+    /// Result rows recorded per statement; the rest are counted.
+    pub rows_per_statement: u64,
+    /// How long sessions may finish on shutdown before they are ended.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            // Each idle session costs a few tens of KiB; 10,000 fits the
+            // smallest appliance with room to spare.
+            max_sessions: 10_000,
+            // Long enough for a slow TLS client and token verification with
+            // a JWKS refresh, short enough that stalled sockets do not pile up.
+            startup_timeout: Duration::from_secs(10),
+            // PostgreSQL accepts up to 1 GiB; a gateway buffering whole frames
+            // needs a far smaller bound. 64 MiB covers large COPY rows and
+            // generated SQL.
+            max_message_bytes: 64 << 20,
+            rows_per_statement: 1000,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+pub struct Gateway {
+    pub verifier: Arc<dyn TokenVerifier>,
+    pub connections: HashMap<String, PgTarget>,
+    pub roles: Vec<Role>,
+    pub limits: Limits,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Accept plaintext startups (loopback demos only).
+    pub allow_plaintext: bool,
+    pub recorder: RecorderHandle,
+    pub registry: RegistryHandle,
+    pub cancels: CancelMap,
+}
+
+impl Gateway {
+    /// Identity → roles → the requested connection. Unknown and forbidden
+    /// connections produce the same client-visible error.
+    pub fn authorize(
+        &self,
+        identity: &Identity,
+        requested: &str,
+    ) -> Result<&PgTarget, SessionError> {
+        let refuse = |why| SessionError::NotAllowed {
+            requested: requested.to_owned(),
+            subject: identity.subject.clone(),
+            why,
+        };
+        let target = self
+            .connections
+            .get(requested)
+            .ok_or_else(|| refuse("no such connection"))?;
+        let granted = self.roles.iter().any(|role| {
+            role.connections.iter().any(|c| c == requested)
+                && role.groups.iter().any(|g| identity.groups.contains(g))
+        });
+        if granted {
+            Ok(target)
+        } else {
+            Err(refuse("no role grants it"))
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! Gatehouse's session runtime: the actors that carry agent sessions from
+//! the first byte to the last recorded event.
+//!
+//! Every PostgreSQL connection becomes a [`pg::PgSession`] actor that runs
+//! these phases in order, each with a clear failure mode:
+//!
+//! ```text
+//! startup ─▶ authenticate ─▶ authorize ─▶ connect ─▶ relay ───────────▶ closed
+//!   TLS        token as        identity →    held        frames cut to     end recorded
+//!   startup    password,       roles →       credential  length, tapped    (closed, refused,
+//!   message    TokenVerifier   connection    + TLS mode  for the recorder  failed, terminated)
+//! ```
+//!
+//! Layout:
+//! - [`pg::codec`] framing and encoders, no I/O; [`pg::messages`] bounds-checked
+//!   decoders for the messages the gateway reads.
+//! - [`pg::startup`] the client's TLS negotiation and token exchange;
+//!   [`pg::upstream`] the target's connection and authentication;
+//!   [`pg::cancel`] minted cancel keys.
+//! - [`pg::relay`] the two pumps; [`pg::tap`] turns frames into events.
+//! - [`pg::session`] the `PgSession` actor; [`pg::listener`] accept loop and limits.
+//! - [`registry`] live sessions and kill; [`recorder`] the single redb writer.
+//! - [`recording`] the recording model and its text rendering; [`store`] the
+//!   on-disk schema and readers.
+//! - [`auth`] the token-verification interface the appliance implements;
+//!   [`gateway`] what all sessions share; [`error`] errors that know their side.
+//!
+//! ```no_run
+//! # use gatehouse_actors::store::RecordingStore;
+//! let store = RecordingStore::open_read_only("recordings.redb".as_ref()).unwrap();
+//! for header in store.sessions().unwrap() {
+//!     println!("{}", gatehouse_actors::recording::format_header(&header));
+//! }
+//! ```
+
+pub mod auth;
+pub mod error;
+pub mod gateway;
+pub mod pg;
+pub mod recorder;
+pub mod recording;
+pub mod registry;
+pub mod store;

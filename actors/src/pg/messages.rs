@@ -1,0 +1,238 @@
+//! Decoders for the message bodies Gatehouse inspects while relaying.
+//!
+//! Each takes the body of one isolated frame (the bytes after the five-byte
+//! header) and returns borrowed views; everything else is relayed untouched,
+//! so FunctionCall and message types this module does not know pass through
+//! raw.
+
+use super::codec::{CodecError, Reader};
+
+/// Frontend `Parse`: a named or unnamed prepared statement.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Parse<'a> {
+    pub statement: &'a str,
+    pub query: &'a str,
+}
+
+pub fn parse(body: &[u8]) -> Result<Parse<'_>, CodecError> {
+    let mut r = Reader::new(body);
+    let statement = r.cstr("Parse")?;
+    let query = r.cstr("Parse")?;
+    let n = r.count(4, "Parse")?;
+    r.bytes(n * 4, "Parse")?;
+    r.finish("Parse")?;
+    Ok(Parse { statement, query })
+}
+
+/// Frontend `Bind`: parameter values with their formats.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Bind<'a> {
+    pub portal: &'a str,
+    pub statement: &'a str,
+    /// `(binary, value)` per parameter; `None` is SQL NULL.
+    pub params: Vec<(bool, Option<&'a [u8]>)>,
+}
+
+pub fn bind(body: &[u8]) -> Result<Bind<'_>, CodecError> {
+    let mut r = Reader::new(body);
+    let portal = r.cstr("Bind")?;
+    let statement = r.cstr("Bind")?;
+    let nformats = r.count(2, "Bind")?;
+    let mut formats = Vec::with_capacity(nformats);
+    for _ in 0..nformats {
+        formats.push(r.i16("Bind")? == 1);
+    }
+    let nparams = r.count(4, "Bind")?;
+    // The protocol allows 0 formats (all text), 1 (applies to all) or one per
+    // parameter; anything else is malformed.
+    if nformats > 1 && nformats != nparams {
+        return Err(CodecError::Malformed("Bind"));
+    }
+    let mut params = Vec::with_capacity(nparams);
+    for i in 0..nparams {
+        let binary = match nformats {
+            0 => false,
+            1 => formats[0],
+            _ => formats[i],
+        };
+        params.push((binary, r.value("Bind")?));
+    }
+    let nresults = r.count(2, "Bind")?;
+    r.bytes(nresults * 2, "Bind")?;
+    r.finish("Bind")?;
+    Ok(Bind {
+        portal,
+        statement,
+        params,
+    })
+}
+
+/// Frontend `Execute`.
+pub fn execute(body: &[u8]) -> Result<(&str, i32), CodecError> {
+    let mut r = Reader::new(body);
+    let portal = r.cstr("Execute")?;
+    let max_rows = r.i32("Execute")?;
+    r.finish("Execute")?;
+    Ok((portal, max_rows))
+}
+
+/// Frontend `Query` (simple protocol).
+pub fn query(body: &[u8]) -> Result<&str, CodecError> {
+    let mut r = Reader::new(body);
+    let sql = r.cstr("Query")?;
+    r.finish("Query")?;
+    Ok(sql)
+}
+
+/// Backend `RowDescription`: `(name, binary format)` per column, in order.
+pub fn row_description(body: &[u8]) -> Result<Vec<(&str, bool)>, CodecError> {
+    let mut r = Reader::new(body);
+    let n = r.count(19, "RowDescription")?;
+    let mut names = Vec::with_capacity(n);
+    for _ in 0..n {
+        let name = r.cstr("RowDescription")?;
+        // table oid, column number, type oid, type size, type modifier
+        r.bytes(16, "RowDescription")?;
+        names.push((name, r.i16("RowDescription")? == 1));
+    }
+    r.finish("RowDescription")?;
+    Ok(names)
+}
+
+/// Backend `DataRow`: the column values, `None` for NULL.
+pub fn data_row(body: &[u8]) -> Result<Vec<Option<&[u8]>>, CodecError> {
+    let mut r = Reader::new(body);
+    let n = r.count(4, "DataRow")?;
+    let mut values = Vec::with_capacity(n);
+    for _ in 0..n {
+        values.push(r.value("DataRow")?);
+    }
+    r.finish("DataRow")?;
+    Ok(values)
+}
+
+/// Backend `CommandComplete`: the command tag, e.g. `SELECT 3`.
+pub fn command_complete(body: &[u8]) -> Result<&str, CodecError> {
+    let mut r = Reader::new(body);
+    let tag = r.cstr("CommandComplete")?;
+    r.finish("CommandComplete")?;
+    Ok(tag)
+}
+
+/// The fields of an ErrorResponse or NoticeResponse that a reader needs.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ErrorFields<'a> {
+    pub severity: &'a str,
+    pub code: &'a str,
+    pub message: &'a str,
+}
+
+pub fn error_fields(body: &[u8]) -> Result<ErrorFields<'_>, CodecError> {
+    let mut r = Reader::new(body);
+    let mut fields = ErrorFields::default();
+    loop {
+        let kind = r.u8("ErrorResponse")?;
+        if kind == 0 {
+            break;
+        }
+        let value = r.cstr("ErrorResponse")?;
+        match kind {
+            b'V' => fields.severity = value,
+            b'S' if fields.severity.is_empty() => fields.severity = value,
+            b'C' => fields.code = value,
+            b'M' => fields.message = value,
+            _ => {}
+        }
+    }
+    r.finish("ErrorResponse")?;
+    Ok(fields)
+}
+
+/// Backend `NotificationResponse`: `(process id, channel, payload)`.
+pub fn notification(body: &[u8]) -> Result<(i32, &str, &str), CodecError> {
+    let mut r = Reader::new(body);
+    let pid = r.i32("NotificationResponse")?;
+    let channel = r.cstr("NotificationResponse")?;
+    let payload = r.cstr("NotificationResponse")?;
+    r.finish("NotificationResponse")?;
+    Ok((pid, channel, payload))
+}
+
+/// The number a command tag reports (`INSERT 0 5` → 5, `SELECT 3` → 3).
+pub fn tag_rows(tag: &str) -> Option<u64> {
+    tag.rsplit(' ').next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use postgres_protocol::IsNull;
+    use postgres_protocol::message::frontend;
+
+    fn body(buf: &BytesMut) -> &[u8] {
+        &buf[5..]
+    }
+
+    #[test]
+    fn parse_and_bind_round_trip_through_libpq_encoder() {
+        let mut buf = BytesMut::new();
+        frontend::parse("s1", "select $1, $2", [25, 23], &mut buf).unwrap();
+        assert_eq!(
+            parse(body(&buf)).unwrap(),
+            Parse {
+                statement: "s1",
+                query: "select $1, $2"
+            }
+        );
+
+        let mut buf = BytesMut::new();
+        let values: [Option<&[u8]>; 2] = [Some(b"abc"), None];
+        frontend::bind(
+            "p",
+            "s1",
+            [0i16],
+            values,
+            |v, out| match v {
+                Some(v) => {
+                    out.extend_from_slice(v);
+                    Ok(IsNull::No)
+                }
+                None => Ok(IsNull::Yes),
+            },
+            [0i16],
+            &mut buf,
+        )
+        .map_err(|_| ())
+        .unwrap();
+        let b = bind(body(&buf)).unwrap();
+        assert_eq!(b.portal, "p");
+        assert_eq!(b.params, vec![(false, Some(&b"abc"[..])), (false, None)]);
+    }
+
+    #[test]
+    fn truncated_bodies_are_errors_not_panics() {
+        assert!(parse(&[]).is_err());
+        assert!(parse(b"s\0select\0\0").is_err());
+        assert!(bind(&[]).is_err());
+        assert!(data_row(&[0, 5]).is_err());
+        assert!(data_row(&[0, 1, 0, 0, 0, 9, 1]).is_err());
+        assert!(row_description(&[0, 1, b'a', 0]).is_err());
+        assert!(query(b"select 1").is_err());
+        assert!(error_fields(b"Sx").is_err());
+    }
+
+    #[test]
+    fn forged_counts_do_not_allocate() {
+        // 32767 columns claimed in a 2-byte body.
+        assert!(data_row(&[0x7f, 0xff]).is_err());
+        assert!(bind(b"\0\0\x7f\xff").is_err());
+    }
+
+    #[test]
+    fn tags() {
+        assert_eq!(tag_rows("INSERT 0 5"), Some(5));
+        assert_eq!(tag_rows("SELECT 3"), Some(3));
+        assert_eq!(tag_rows("BEGIN"), None);
+    }
+}

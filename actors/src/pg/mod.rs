@@ -1,0 +1,16 @@
+//! The PostgreSQL gateway: codec, startup, upstream, relay and the session
+//! actor that ties them together.
+
+pub mod cancel;
+pub mod codec;
+pub mod listener;
+pub mod messages;
+pub mod relay;
+pub mod session;
+pub mod startup;
+pub mod stream;
+pub mod tap;
+pub mod upstream;
+
+pub use listener::PgListener;
+pub use session::PgSession;

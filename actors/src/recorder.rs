@@ -1,0 +1,375 @@
+//! The Recorder: the single writer of `recordings.redb`.
+//!
+//! It runs on its own thread because redb commits block on fsync. Sessions
+//! send it batches of events through a bounded channel (its one typed inbox,
+//! [`RecorderMsg`]); it assigns sequence numbers in arrival order, groups
+//! pending events per session and commits them as zstd chunks in one write
+//! transaction per flush — group commit across all sessions. A flush happens
+//! when the oldest pending event is `flush_interval` old, when a session's
+//! pending events grow past `CHUNK_TARGET`, when a session ends, or when asked.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::oneshot;
+
+use crate::recording::{Direction, Event, EventKind, Outcome, RecordingId, SessionHeader};
+use crate::store::StoreError;
+use crate::store::schema::{CHUNKS, Chunk, SESSIONS, chain_hash};
+
+/// Batches in flight between sessions and the recorder. A full inbox makes
+/// sessions wait (back-pressure) instead of growing memory without bound.
+const INBOX_CAPACITY: usize = 4096;
+
+/// Raw bytes of pending events after which a session's chunk is cut early,
+/// keeping chunks well under `MAX_CHUNK_RAW` and memory per session bounded.
+const CHUNK_TARGET: usize = 1 << 20;
+
+#[derive(Debug, Clone)]
+pub struct RecorderConfig {
+    /// How long an event may wait before it is durable.
+    pub flush_interval: Duration,
+}
+
+impl Default for RecorderConfig {
+    fn default() -> Self {
+        RecorderConfig {
+            flush_interval: Duration::from_millis(200),
+        }
+    }
+}
+
+/// An event before the recorder numbered it.
+#[derive(Debug)]
+pub struct PendingEvent {
+    pub at: i64,
+    pub dir: Direction,
+    pub kind: EventKind,
+}
+
+/// The recorder's inbox.
+#[derive(Debug)]
+pub enum RecorderMsg {
+    /// Create or replace a session's header (identity learned, etc.).
+    Header(SessionHeader),
+    Events(RecordingId, Vec<PendingEvent>),
+    /// The session ended; its End event is appended and it is flushed.
+    Close {
+        id: RecordingId,
+        outcome: Outcome,
+        reason: Option<String>,
+        at: i64,
+    },
+    /// Make everything received so far durable, then reply.
+    Flush(oneshot::Sender<()>),
+}
+
+/// A cheap, cloneable handle to the recorder.
+#[derive(Clone)]
+pub struct RecorderHandle {
+    tx: flume::Sender<RecorderMsg>,
+}
+
+impl RecorderHandle {
+    pub async fn send(&self, msg: RecorderMsg) {
+        if self.tx.send_async(msg).await.is_err() {
+            tracing::error!("recorder is gone; event dropped");
+        }
+    }
+
+    /// For paths that cannot await (drop, sync code): waits if the inbox is
+    /// full only when called off the async runtime.
+    pub fn send_now(&self, msg: RecorderMsg) {
+        match self.tx.try_send(msg) {
+            Ok(()) => {}
+            Err(flume::TrySendError::Full(msg)) => {
+                // Keep the record: hand it to a helper thread that waits.
+                let tx = self.tx.clone();
+                std::thread::spawn(move || {
+                    let _ = tx.send(msg);
+                });
+            }
+            Err(flume::TrySendError::Disconnected(_)) => {
+                tracing::error!("recorder is gone; event dropped")
+            }
+        }
+    }
+
+    /// Wait until everything sent so far is durable.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        self.send(RecorderMsg::Flush(tx)).await;
+        let _ = rx.await;
+    }
+}
+
+/// Unix time now, in microseconds.
+pub fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+struct Live {
+    header: SessionHeader,
+    header_dirty: bool,
+    pending: Vec<Event>,
+    pending_bytes: usize,
+    next_seq: u64,
+    next_chunk: u32,
+    prev_hash: [u8; 32],
+    closed: bool,
+}
+
+impl Live {
+    fn new(header: SessionHeader) -> Self {
+        Live {
+            header,
+            header_dirty: true,
+            pending: Vec::new(),
+            pending_bytes: 0,
+            next_seq: 0,
+            next_chunk: 0,
+            prev_hash: [0; 32],
+            closed: false,
+        }
+    }
+
+    fn push(&mut self, at: i64, dir: Direction, kind: EventKind) {
+        self.pending_bytes += approx_size(&kind);
+        self.pending.push(Event {
+            seq: self.next_seq,
+            at,
+            dir,
+            kind,
+        });
+        self.next_seq += 1;
+        self.header.event_count = self.next_seq;
+    }
+}
+
+fn approx_size(kind: &EventKind) -> usize {
+    match kind {
+        EventKind::Query { sql } | EventKind::Parse { sql, .. } => sql.len() + 16,
+        EventKind::Row { values } | EventKind::Bind { params: values, .. } => {
+            values
+                .iter()
+                .map(|v| v.as_ref().map_or(1, |s| s.len() + 2))
+                .sum::<usize>()
+                + 8
+        }
+        EventKind::Columns { names } => names.iter().map(|n| n.len() + 1).sum::<usize>() + 8,
+        _ => 32,
+    }
+}
+
+pub struct Recorder {
+    db: redb::Database,
+    live: HashMap<RecordingId, Live>,
+    config: RecorderConfig,
+    oldest_pending: Option<Instant>,
+}
+
+impl Recorder {
+    /// Open (or create) the store, mark sessions a previous run left open as
+    /// interrupted, and start the recorder thread.
+    pub fn start(path: &Path, config: RecorderConfig) -> Result<RecorderHandle, StoreError> {
+        let db = redb::Builder::new()
+            .set_concurrency_mode(redb::ConcurrencyMode::SingleWriter)
+            .create(path)?;
+        let mut recorder = Recorder {
+            db,
+            live: HashMap::new(),
+            config,
+            oldest_pending: None,
+        };
+        recorder.mark_interrupted()?;
+        let (tx, rx) = flume::bounded(INBOX_CAPACITY);
+        std::thread::Builder::new()
+            .name("recorder".into())
+            .spawn(move || recorder.run(rx))
+            .map_err(|e| StoreError::Storage(redb::StorageError::Io(e)))?;
+        Ok(RecorderHandle { tx })
+    }
+
+    fn mark_interrupted(&mut self) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut sessions = txn.open_table(SESSIONS)?;
+            txn.open_table(CHUNKS)?;
+            let mut open = Vec::new();
+            for row in redb::ReadableTable::iter(&sessions)? {
+                let (k, v) = row?;
+                if let Ok(h) = serde_json::from_slice::<SessionHeader>(v.value())
+                    && h.outcome.is_none()
+                {
+                    open.push((k.value(), h));
+                }
+            }
+            for (key, mut h) in open {
+                tracing::warn!(session = %h.id, "session left open by a previous run; marked interrupted");
+                h.outcome = Some(Outcome::Interrupted);
+                h.reason = Some("appliance stopped without ending the session".into());
+                let bytes = serde_json::to_vec(&h).unwrap_or_default();
+                sessions.insert(key, bytes.as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn run(mut self, rx: flume::Receiver<RecorderMsg>) {
+        let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
+        loop {
+            let timeout = match self.oldest_pending {
+                Some(t) => self.config.flush_interval.saturating_sub(t.elapsed()),
+                None => Duration::from_secs(3600),
+            };
+            let msg = match rx.recv_timeout(timeout) {
+                Ok(msg) => Some(msg),
+                Err(flume::RecvTimeoutError::Timeout) => None,
+                Err(flume::RecvTimeoutError::Disconnected) => {
+                    self.flush();
+                    return;
+                }
+            };
+            let mut force = false;
+            if let Some(msg) = msg {
+                force |= self.accept(msg, &mut waiters);
+                // Drain what is already queued so one commit covers it all.
+                while let Ok(msg) = rx.try_recv() {
+                    force |= self.accept(msg, &mut waiters);
+                }
+            }
+            let due = self
+                .oldest_pending
+                .is_some_and(|t| t.elapsed() >= self.config.flush_interval);
+            if force || due || !waiters.is_empty() {
+                self.flush();
+                for w in waiters.drain(..) {
+                    let _ = w.send(());
+                }
+            }
+        }
+    }
+
+    /// Take one message; true when it asks for an immediate flush.
+    fn accept(&mut self, msg: RecorderMsg, waiters: &mut Vec<oneshot::Sender<()>>) -> bool {
+        match msg {
+            RecorderMsg::Header(h) => {
+                let id = h.id;
+                match self.live.get_mut(&id) {
+                    Some(live) => {
+                        let count = live.header.event_count;
+                        live.header = h;
+                        live.header.event_count = count;
+                        live.header_dirty = true;
+                    }
+                    None => {
+                        self.live.insert(id, Live::new(h));
+                    }
+                }
+                self.oldest_pending.get_or_insert_with(Instant::now);
+                false
+            }
+            RecorderMsg::Events(id, events) => {
+                let Some(live) = self.live.get_mut(&id) else {
+                    tracing::error!(session = %id, "events for a session without a header");
+                    return false;
+                };
+                for e in events {
+                    live.push(e.at, e.dir, e.kind);
+                }
+                self.oldest_pending.get_or_insert_with(Instant::now);
+                live.pending_bytes > CHUNK_TARGET
+            }
+            RecorderMsg::Close {
+                id,
+                outcome,
+                reason,
+                at,
+            } => {
+                let Some(live) = self.live.get_mut(&id) else {
+                    return false;
+                };
+                live.push(
+                    at,
+                    Direction::Gateway,
+                    EventKind::End {
+                        outcome,
+                        reason: reason.clone(),
+                    },
+                );
+                live.header.ended_at = Some(at);
+                live.header.outcome = Some(outcome);
+                live.header.reason = reason;
+                live.header_dirty = true;
+                live.closed = true;
+                true
+            }
+            RecorderMsg::Flush(reply) => {
+                waiters.push(reply);
+                true
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        self.oldest_pending = None;
+        if let Err(e) = self.commit() {
+            // Issue: durability modes decide what a failure means for the
+            // sessions; for now the failure is loud and the events stay
+            // pending so the next flush retries them.
+            tracing::error!(error = %e, "recording flush failed");
+            self.oldest_pending = Some(Instant::now());
+            return;
+        }
+        self.live.retain(|_, l| !l.closed);
+    }
+
+    fn commit(&mut self) -> Result<(), StoreError> {
+        if !self
+            .live
+            .values()
+            .any(|l| l.header_dirty || !l.pending.is_empty())
+        {
+            return Ok(());
+        }
+        let txn = self.db.begin_write()?;
+        // Chunk numbers and hashes advance only once the commit succeeded.
+        let mut advanced = Vec::new();
+        {
+            let mut sessions = txn.open_table(SESSIONS)?;
+            let mut chunks = txn.open_table(CHUNKS)?;
+            for (id, live) in &self.live {
+                let key = id.0.as_u128();
+                if !live.pending.is_empty() {
+                    let chunk = Chunk::seal(live.prev_hash, &live.pending)
+                        .and_then(|c| c.encode())
+                        .map_err(|e| StoreError::Chunk(*id, live.next_chunk, e))?;
+                    chunks.insert((key, live.next_chunk), chunk.as_slice())?;
+                    advanced.push((*id, chain_hash(&chunk)));
+                }
+                if live.header_dirty || !live.pending.is_empty() {
+                    let bytes =
+                        serde_json::to_vec(&live.header).map_err(|e| StoreError::Header(*id, e))?;
+                    sessions.insert(key, bytes.as_slice())?;
+                }
+            }
+        }
+        txn.commit()?;
+        for (id, hash) in advanced {
+            if let Some(live) = self.live.get_mut(&id) {
+                live.prev_hash = hash;
+                live.next_chunk += 1;
+                live.pending.clear();
+                live.pending_bytes = 0;
+            }
+        }
+        for live in self.live.values_mut() {
+            live.header_dirty = false;
+        }
+        Ok(())
+    }
+}

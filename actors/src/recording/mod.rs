@@ -1,0 +1,7 @@
+//! The recording model, shared by the recorder, the readers and exports.
+
+mod event;
+mod text;
+
+pub use event::{Direction, Event, EventKind, Outcome, RecordingId, SessionHeader};
+pub use text::{format_event, format_header, format_time};

@@ -1,0 +1,107 @@
+//! Human-readable rendering of headers and events for `recordings show`.
+
+use super::event::{Event, EventKind, SessionHeader};
+
+/// Unix microseconds as RFC 3339 UTC with millisecond precision.
+pub fn format_time(micros: i64) -> String {
+    let nanos = i128::from(micros) * 1000;
+    match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.millisecond()
+        ),
+        Err(_) => micros.to_string(),
+    }
+}
+
+/// One line per session, as `recordings list` prints it.
+pub fn format_header(h: &SessionHeader) -> String {
+    format!(
+        "{}  {}  {:<8} {:<10} {:<16} {:<20} {}",
+        h.id,
+        format_time(h.started_at),
+        h.protocol,
+        h.outcome.map_or("live", |o| o.as_str()),
+        h.connection.as_deref().unwrap_or("-"),
+        h.identity.as_deref().unwrap_or("-"),
+        h.client_addr,
+    )
+}
+
+/// One line per event, as `recordings show` prints it.
+pub fn format_event(e: &Event) -> String {
+    let what = match &e.kind {
+        EventKind::Connected { target } => format!("connected to {target}"),
+        EventKind::Query { sql } => format!("query: {sql}"),
+        EventKind::Parse { statement, sql } => format!("parse {statement:?}: {sql}"),
+        EventKind::Bind {
+            portal,
+            statement,
+            params,
+        } => format!(
+            "bind {portal:?} to {statement:?}: [{}]",
+            params
+                .iter()
+                .map(|p| p.as_deref().map_or("NULL".to_owned(), |v| format!("{v:?}")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        EventKind::Execute { portal, max_rows } => {
+            format!("execute {portal:?} max_rows={max_rows}")
+        }
+        EventKind::Opaque { tag, len } => format!("relayed message '{tag}' ({len} bytes)"),
+        EventKind::Columns { names } => format!("columns: {}", names.join(" | ")),
+        EventKind::Row { values } => format!(
+            "row: {}",
+            values
+                .iter()
+                .map(|v| v.as_deref().unwrap_or("NULL"))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        ),
+        EventKind::Complete {
+            tag,
+            rows,
+            rows_recorded,
+        } if rows_recorded < rows => {
+            format!("complete: {tag} ({rows} rows, first {rows_recorded} recorded)")
+        }
+        EventKind::Complete { tag, rows, .. } => format!("complete: {tag} ({rows} rows)"),
+        EventKind::Error {
+            severity,
+            code,
+            message,
+        } => format!("error {severity} {code}: {message}"),
+        EventKind::Notice {
+            severity,
+            code,
+            message,
+        } => format!("notice {severity} {code}: {message}"),
+        EventKind::Notification { channel, payload } => {
+            format!("notification on {channel}: {payload}")
+        }
+        EventKind::Copy {
+            direction,
+            bytes,
+            messages,
+        } => format!("copy from {direction:?}: {bytes} bytes in {messages} messages"),
+        EventKind::Cancel => "cancel requested".to_owned(),
+        EventKind::End { outcome, reason } => match reason {
+            Some(r) => format!("end: {} ({r})", outcome.as_str()),
+            None => format!("end: {}", outcome.as_str()),
+        },
+    };
+    format!(
+        "{:>6} {} {:<7} {}",
+        e.seq,
+        format_time(e.at),
+        format!("{:?}", e.dir).to_lowercase(),
+        what
+    )
+}

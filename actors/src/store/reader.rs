@@ -1,0 +1,105 @@
+//! Reading recordings, from the daemon or from a second process.
+//!
+//! The daemon opens the database in `SingleWriter` mode, so a read-only
+//! handle opened with the same mode by `gatehouse recordings ...` follows the
+//! writer's commits while the daemon runs.
+
+use std::path::Path;
+
+use redb::{ReadableDatabase, ReadableTable};
+
+use super::schema::{CHUNKS, Chunk, ChunkError, SESSIONS};
+use crate::recording::{Event, RecordingId, SessionHeader};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("recording database: {0}")]
+    Database(#[from] redb::DatabaseError),
+    #[error("recording database transaction: {0}")]
+    Transaction(#[from] redb::TransactionError),
+    #[error("recording database table: {0}")]
+    Table(#[from] redb::TableError),
+    #[error("recording database storage: {0}")]
+    Storage(#[from] redb::StorageError),
+    #[error("recording database commit: {0}")]
+    Commit(#[from] redb::CommitError),
+    #[error("stored header of {0} is unreadable: {1}")]
+    Header(RecordingId, serde_json::Error),
+    #[error("stored chunk {1} of {0} is unreadable: {2}")]
+    Chunk(RecordingId, u32, ChunkError),
+    #[error("no recording {0}")]
+    NotFound(RecordingId),
+}
+
+/// Read-only access to `recordings.redb`.
+pub struct RecordingStore {
+    db: redb::ReadOnlyDatabase,
+}
+
+impl RecordingStore {
+    pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        let db = redb::Builder::new()
+            .set_concurrency_mode(redb::ConcurrencyMode::SingleWriter)
+            .open_read_only(path)?;
+        Ok(RecordingStore { db })
+    }
+
+    /// Every session header, oldest first (ids are time-ordered).
+    pub fn sessions(&self) -> Result<Vec<SessionHeader>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = match txn.open_table(SESSIONS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            let id = RecordingId(uuid::Uuid::from_u128(k.value()));
+            out.push(serde_json::from_slice(v.value()).map_err(|e| StoreError::Header(id, e))?);
+        }
+        Ok(out)
+    }
+
+    pub fn header(&self, id: RecordingId) -> Result<SessionHeader, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SESSIONS)?;
+        let v = table.get(id.0.as_u128())?.ok_or(StoreError::NotFound(id))?;
+        serde_json::from_slice(v.value()).map_err(|e| StoreError::Header(id, e))
+    }
+
+    /// All events of a session, in order.
+    pub fn events(&self, id: RecordingId) -> Result<Vec<Event>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = match txn.open_table(CHUNKS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let key = id.0.as_u128();
+        let mut out = Vec::new();
+        for row in table.range((key, 0)..=(key, u32::MAX))? {
+            let (k, v) = row?;
+            let n = k.value().1;
+            let chunk = Chunk::decode(v.value()).map_err(|e| StoreError::Chunk(id, n, e))?;
+            out.extend(chunk.events().map_err(|e| StoreError::Chunk(id, n, e))?);
+        }
+        Ok(out)
+    }
+
+    /// Resolve a full id or a unique prefix of one.
+    pub fn resolve(&self, text: &str) -> Result<RecordingId, StoreError> {
+        if let Ok(id) = text.parse() {
+            return Ok(id);
+        }
+        let matches: Vec<_> = self
+            .sessions()?
+            .into_iter()
+            .filter(|h| h.id.to_string().starts_with(text))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(one.id),
+            _ => Err(StoreError::NotFound(RecordingId(uuid::Uuid::nil()))),
+        }
+    }
+}

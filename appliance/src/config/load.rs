@@ -1,0 +1,516 @@
+//! Loading and validating the config file.
+//!
+//! All problems are collected, not just the first, and each names the file,
+//! the line and what to do about it. Secrets are read here, once, and never
+//! printed.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_actors::gateway::{Limits, PgTarget, Role, Secret, TargetTls};
+use gatehouse_actors::recorder::RecorderConfig;
+use toml::Spanned;
+
+use super::{Config, Kind, RecordingMode, TlsMode, parse_duration};
+
+/// Algorithms an operator may allow. Symmetric ones are absent on purpose:
+/// an HMAC "key" made from a public key is the classic JWT forgery.
+const ASYMMETRIC_ALGORITHMS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
+
+/// Everything wrong with a config file.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for p in &self.problems {
+            writeln!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A validated config with paths resolved and secrets loaded.
+pub struct LoadedConfig {
+    pub raw: Config,
+    pub data_dir: PathBuf,
+    pub pg_listen: Option<SocketAddr>,
+    pub tls_files: Option<(PathBuf, PathBuf)>,
+    pub issuer: String,
+    pub algorithms: Vec<String>,
+    pub limits: Limits,
+    pub recorder: RecorderConfig,
+    pub pg_targets: HashMap<String, PgTarget>,
+    pub roles: Vec<Role>,
+    /// Things that are valid but worth saying (configured yet not served).
+    pub warnings: Vec<String>,
+}
+
+struct Checker<'a> {
+    file: &'a Path,
+    text: &'a str,
+    base: PathBuf,
+    problems: Vec<String>,
+    warnings: Vec<String>,
+}
+
+impl Checker<'_> {
+    fn line(&self, span: std::ops::Range<usize>) -> usize {
+        let end = span.start.min(self.text.len());
+        self.text[..end].matches('\n').count() + 1
+    }
+
+    fn problem<T>(&mut self, at: &Spanned<T>, what: impl fmt::Display) {
+        let line = self.line(at.span());
+        self.problems
+            .push(format!("{}:{}: {}", self.file.display(), line, what));
+    }
+
+    fn problem_at(&mut self, line: usize, what: impl fmt::Display) {
+        self.problems
+            .push(format!("{}:{}: {}", self.file.display(), line, what));
+    }
+
+    fn warn<T>(&mut self, at: &Spanned<T>, what: impl fmt::Display) {
+        let line = self.line(at.span());
+        self.warnings
+            .push(format!("{}:{}: {}", self.file.display(), line, what));
+    }
+
+    fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn existing_file(&mut self, at: &Spanned<PathBuf>, what: &str) -> Option<PathBuf> {
+        let path = self.resolve(at.get_ref());
+        if path.is_file() {
+            Some(path)
+        } else {
+            self.problem(
+                at,
+                format!(
+                    "{what} {} does not exist (paths are relative to the config file)",
+                    path.display()
+                ),
+            );
+            None
+        }
+    }
+
+    fn duration(&mut self, at: &Option<Spanned<String>>, key: &str, default: Duration) -> Duration {
+        match at {
+            None => default,
+            Some(s) => match parse_duration(s.get_ref()) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.problem(s, format!("{key}: {e}"));
+                    default
+                }
+            },
+        }
+    }
+}
+
+/// Read, parse and validate the config file at `path`.
+pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
+    let one = |p: String| ConfigError { problems: vec![p] };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| one(format!("{}: cannot read config: {e}", path.display())))?;
+    let raw: Config = toml::from_str(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+            .unwrap_or(0);
+        one(format!(
+            "{}:{}: {}",
+            path.display(),
+            line,
+            e.message().trim_end()
+        ))
+    })?;
+    let base = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut c = Checker {
+        file: path,
+        text: &text,
+        base,
+        problems: Vec::new(),
+        warnings: Vec::new(),
+    };
+
+    let data_dir = c.resolve(&raw.appliance.data_dir);
+
+    // Listeners.
+    let mut pg_listen = None;
+    if let Some(addr) = &raw.listen.postgres {
+        match addr.get_ref().parse::<SocketAddr>() {
+            Ok(a) => {
+                if raw.listen.postgres_plaintext && !a.ip().is_loopback() {
+                    c.problem(
+                        addr,
+                        "postgres_plaintext is only allowed on a loopback listener: tokens would cross the network in clear",
+                    );
+                }
+                pg_listen = Some(a);
+            }
+            Err(e) => c.problem(
+                addr,
+                format!("listen.postgres: {e}; write e.g. \"0.0.0.0:5432\""),
+            ),
+        }
+    } else {
+        c.problem_at(1, "listen.postgres is missing: there is nothing to serve");
+    }
+    for (key, value) in [
+        ("ssh", &raw.listen.ssh),
+        ("admin_ssh", &raw.listen.admin_ssh),
+        ("api", &raw.listen.api),
+    ] {
+        if let Some(v) = value {
+            c.warn(
+                v,
+                format!("listen.{key} is configured but not served by this version of gatehouse"),
+            );
+        }
+    }
+
+    let tls_files = raw.tls.as_ref().and_then(|t| {
+        let cert = c.existing_file(&t.cert, "tls.cert");
+        let key = c.existing_file(&t.key, "tls.key");
+        cert.zip(key)
+    });
+
+    for op in &raw.operators {
+        if op.public_key.split_whitespace().count() < 2 {
+            c.problem_at(
+                1,
+                format!(
+                    "operator {:?}: public_key must read like \"ssh-ed25519 AAAA... comment\"",
+                    op.name
+                ),
+            );
+        }
+    }
+    if !raw.operators.is_empty() && raw.listen.admin_ssh.is_none() {
+        c.warnings.push(format!(
+            "{}: operators are configured but listen.admin_ssh is not",
+            path.display()
+        ));
+    }
+
+    // Identity provider.
+    let issuer = raw
+        .auth
+        .oidc
+        .issuer
+        .get_ref()
+        .trim_end_matches('/')
+        .to_owned();
+    if let Err(e) = check_issuer_url(&issuer) {
+        c.problem(&raw.auth.oidc.issuer, e);
+    }
+    let algorithms = raw.auth.oidc.algorithms.get_ref().clone();
+    for alg in &algorithms {
+        if !ASYMMETRIC_ALGORITHMS.contains(&alg.as_str()) {
+            c.problem(
+                &raw.auth.oidc.algorithms,
+                format!(
+                    "auth.oidc.algorithms: {alg:?} is not allowed; choose from {}",
+                    ASYMMETRIC_ALGORITHMS.join(", ")
+                ),
+            );
+        }
+    }
+    if algorithms.is_empty() {
+        c.problem(
+            &raw.auth.oidc.algorithms,
+            "auth.oidc.algorithms is empty: no token could verify",
+        );
+    }
+
+    // Limits.
+    let defaults = Limits::default();
+    let limits = Limits {
+        max_sessions: raw
+            .limits
+            .max_sessions
+            .unwrap_or(defaults.max_sessions)
+            .max(1),
+        startup_timeout: c.duration(
+            &raw.limits.startup_timeout,
+            "limits.startup_timeout",
+            defaults.startup_timeout,
+        ),
+        max_message_bytes: raw
+            .limits
+            .max_message_bytes
+            .unwrap_or(defaults.max_message_bytes)
+            .max(1024),
+        rows_per_statement: raw
+            .limits
+            .rows_per_statement
+            .unwrap_or(defaults.rows_per_statement),
+        shutdown_grace: c.duration(
+            &raw.limits.shutdown_grace,
+            "limits.shutdown_grace",
+            defaults.shutdown_grace,
+        ),
+    };
+    let recorder = RecorderConfig {
+        flush_interval: c.duration(
+            &raw.recordings.flush_interval,
+            "recordings.flush_interval",
+            RecorderConfig::default().flush_interval,
+        ),
+    };
+
+    // Policies: refuse what this version cannot enforce rather than pretend.
+    for (name, policy) in &raw.policies {
+        if *policy.get_ref().recording.get_ref() == RecordingMode::Strict {
+            c.problem(
+                &policy.get_ref().recording,
+                format!("policies.{name}.recording = \"strict\" is not available in this version; use \"batched\""),
+            );
+        }
+        for rule in &policy.get_ref().rules {
+            c.problem(rule, format!("policies.{name}.rules: policy rules are not enforced by this version; refusing to start rather than let them be bypassed"));
+        }
+        for mask in &policy.get_ref().masks {
+            c.problem(mask, format!("policies.{name}.masks: masking is not available in this version; refusing to start rather than leak values"));
+        }
+    }
+
+    // Connections.
+    let mut pg_targets = HashMap::new();
+    let mut names = HashSet::new();
+    for conn in &raw.connections {
+        let name = conn.name.get_ref().clone();
+        if !names.insert(name.clone()) {
+            c.problem(&conn.name, format!("connection {name:?} is defined twice"));
+        }
+        if !raw.policies.contains_key(conn.policy.get_ref()) {
+            c.problem(
+                &conn.policy,
+                format!(
+                    "connection {name:?} uses policy {:?}, which is not defined; add [policies.{}]",
+                    conn.policy.get_ref(),
+                    conn.policy.get_ref()
+                ),
+            );
+        }
+        match conn.kind {
+            Kind::Ssh => {
+                match &conn.private_key_file {
+                    Some(k) => {
+                        c.existing_file(k, "private_key_file");
+                    }
+                    None => c.problem(
+                        &conn.name,
+                        format!("connection {name:?} needs `private_key_file`"),
+                    ),
+                }
+                if conn
+                    .host_key
+                    .as_deref()
+                    .is_none_or(|k| k.split_whitespace().count() < 2)
+                {
+                    c.problem(&conn.name, format!("connection {name:?} needs `host_key` (\"ssh-ed25519 AAAA...\"): target keys are pinned"));
+                }
+                c.warn(&conn.name, format!("connection {name:?} is an SSH connection, which this version does not serve"));
+            }
+            Kind::Postgres => {
+                if let Some(t) = pg_target(&mut c, conn) {
+                    pg_targets.insert(name, t);
+                }
+            }
+        }
+    }
+
+    // Roles.
+    let mut role_names = HashSet::new();
+    let mut roles = Vec::new();
+    for role in &raw.roles {
+        if !role_names.insert(role.name.get_ref().clone()) {
+            c.problem(
+                &role.name,
+                format!("role {:?} is defined twice", role.name.get_ref()),
+            );
+        }
+        for conn in &role.connections {
+            if !names.contains(conn.get_ref()) {
+                c.problem(
+                    conn,
+                    format!(
+                        "role {:?} grants connection {:?}, which is not defined",
+                        role.name.get_ref(),
+                        conn.get_ref()
+                    ),
+                );
+            }
+        }
+        roles.push(Role {
+            name: role.name.get_ref().clone(),
+            groups: role.groups.clone(),
+            connections: role
+                .connections
+                .iter()
+                .map(|c| c.get_ref().clone())
+                .collect(),
+        });
+    }
+
+    if !c.problems.is_empty() {
+        return Err(ConfigError {
+            problems: c.problems,
+        });
+    }
+    let warnings = c.warnings;
+    Ok(LoadedConfig {
+        raw,
+        data_dir,
+        pg_listen,
+        tls_files,
+        issuer,
+        algorithms,
+        limits,
+        recorder,
+        pg_targets,
+        roles,
+        warnings,
+    })
+}
+
+fn pg_target(c: &mut Checker<'_>, conn: &super::Connection) -> Option<PgTarget> {
+    let name = conn.name.get_ref();
+    let mut ok = true;
+    let mut required = |v: &Option<String>, key: &str, c: &mut Checker<'_>| match v {
+        Some(v) => v.clone(),
+        None => {
+            c.problem(&conn.name, format!("connection {name:?} needs `{key}`"));
+            ok = false;
+            String::new()
+        }
+    };
+    let database = required(&conn.database, "database", c);
+    let user = required(&conn.user, "user", c);
+    if conn.address.get_ref().rsplit_once(':').is_none() {
+        c.problem(&conn.address, "address must be host:port");
+        ok = false;
+    }
+    let password = match &conn.password_file {
+        None => None,
+        Some(p) => match c.existing_file(p, "password_file") {
+            None => {
+                ok = false;
+                None
+            }
+            Some(path) => match std::fs::read_to_string(&path) {
+                Ok(s) => Some(Secret::new(s.trim_end_matches(['\n', '\r']).to_owned())),
+                Err(e) => {
+                    c.problem(
+                        p,
+                        format!("password_file {} is unreadable: {e}", path.display()),
+                    );
+                    ok = false;
+                    None
+                }
+            },
+        },
+    };
+    let tls = match conn.tls.unwrap_or(TlsMode::VerifyFull) {
+        TlsMode::Disable => TargetTls::Disable,
+        TlsMode::Require => TargetTls::Require(Arc::new(crate::tls::no_verify_client_config())),
+        TlsMode::VerifyFull => {
+            let roots = match &conn.ca_file {
+                Some(ca) => match c.existing_file(ca, "ca_file") {
+                    Some(path) => match crate::tls::load_roots(&path) {
+                        Ok(r) => Some(r),
+                        Err(e) => {
+                            c.problem(ca, format!("ca_file: {e}"));
+                            None
+                        }
+                    },
+                    None => None,
+                },
+                None => Some(crate::tls::public_roots()),
+            };
+            match roots {
+                Some(r) => TargetTls::VerifyFull(Arc::new(crate::tls::verifying_client_config(r))),
+                None => {
+                    ok = false;
+                    TargetTls::Disable
+                }
+            }
+        }
+    };
+    ok.then(|| PgTarget {
+        name: name.clone(),
+        address: conn.address.get_ref().clone(),
+        database,
+        user,
+        password,
+        tls,
+        policy: conn.policy.get_ref().clone(),
+    })
+}
+
+/// The issuer must be HTTPS, except on a loopback address (tests, demo).
+pub fn check_issuer_url(issuer: &str) -> Result<(), String> {
+    if issuer.starts_with("https://") {
+        return Ok(());
+    }
+    let Some(rest) = issuer.strip_prefix("http://") else {
+        return Err(format!(
+            "auth.oidc.issuer {issuer:?} must be an https:// URL"
+        ));
+    };
+    let host = rest.split('/').next().unwrap_or("");
+    let host = host
+        .rsplit_once(':')
+        .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+        .map_or(host, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        Ok(())
+    } else {
+        Err(format!(
+            "auth.oidc.issuer {issuer:?} must be https:// (plain http is only accepted on a loopback address)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issuer_urls() {
+        assert!(check_issuer_url("https://idp.example.com").is_ok());
+        assert!(check_issuer_url("http://127.0.0.1:8080").is_ok());
+        assert!(check_issuer_url("http://[::1]:8080/realm").is_ok());
+        assert!(check_issuer_url("http://localhost:1").is_ok());
+        assert!(check_issuer_url("http://idp.example.com").is_err());
+        assert!(check_issuer_url("http://127.0.0.1.evil.com").is_err());
+        assert!(check_issuer_url("ftp://x").is_err());
+    }
+}
