@@ -83,6 +83,11 @@ pub struct Role {
     pub connections: Vec<String>,
 }
 
+/// Default cap on a client frame: PostgreSQL accepts up to 1 GiB, but a
+/// gateway buffering whole frames needs a far smaller bound; 64 MiB covers
+/// large COPY rows and generated SQL.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
+
 /// Bounds that keep one client from hurting the others.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -90,8 +95,8 @@ pub struct Limits {
     pub max_sessions: usize,
     /// TLS handshake, startup and authentication must finish within this.
     pub startup_timeout: Duration,
-    /// Largest frame a client may send.
-    pub max_message_bytes: usize,
+    /// Largest frame a client may send, per message type.
+    pub client_frames: crate::pg::codec::FrameLimits,
     /// Result rows recorded per statement; the rest are counted.
     pub rows_per_statement: u64,
     /// How long sessions may finish on shutdown before they are ended.
@@ -107,10 +112,7 @@ impl Default for Limits {
             // Long enough for a slow TLS client and token verification with
             // a JWKS refresh, short enough that stalled sockets do not pile up.
             startup_timeout: Duration::from_secs(10),
-            // PostgreSQL accepts up to 1 GiB; a gateway buffering whole frames
-            // needs a far smaller bound. 64 MiB covers large COPY rows and
-            // generated SQL.
-            max_message_bytes: 64 << 20,
+            client_frames: crate::pg::codec::FrameLimits::uniform(DEFAULT_MAX_MESSAGE_BYTES),
             rows_per_statement: 1000,
             shutdown_grace: Duration::from_secs(30),
         }

@@ -26,6 +26,10 @@ const INBOX_CAPACITY: usize = 4096;
 /// keeping chunks well under `MAX_CHUNK_RAW` and memory per session bounded.
 const CHUNK_TARGET: usize = 1 << 20;
 
+/// Longest the recorder sleeps between inbox checks: bounds how late a
+/// `Flush` request or a session end is noticed.
+const MAX_TICK: Duration = Duration::from_millis(10);
+
 #[derive(Debug, Clone)]
 pub struct RecorderConfig {
     /// How long an event may wait before it is durable.
@@ -219,27 +223,26 @@ impl Recorder {
         Ok(())
     }
 
+    /// The recorder polls its inbox on a short tick instead of blocking on
+    /// it: a blocking receive would wake this thread for every batch a
+    /// session sends (two per query), and those wake-ups cost more CPU than
+    /// the recording itself. Senders only push onto the queue.
     fn run(mut self, rx: flume::Receiver<RecorderMsg>) {
+        let tick = (self.config.flush_interval / 4).clamp(Duration::from_millis(1), MAX_TICK);
         let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
         loop {
-            let timeout = match self.oldest_pending {
-                Some(t) => self.config.flush_interval.saturating_sub(t.elapsed()),
-                None => Duration::from_secs(3600),
-            };
-            let msg = match rx.recv_timeout(timeout) {
-                Ok(msg) => Some(msg),
-                Err(flume::RecvTimeoutError::Timeout) => None,
-                Err(flume::RecvTimeoutError::Disconnected) => {
-                    self.flush();
-                    return;
-                }
-            };
             let mut force = false;
-            if let Some(msg) = msg {
-                force |= self.accept(msg, &mut waiters);
-                // Drain what is already queued so one commit covers it all.
-                while let Ok(msg) = rx.try_recv() {
-                    force |= self.accept(msg, &mut waiters);
+            loop {
+                match rx.try_recv() {
+                    Ok(msg) => force |= self.accept(msg, &mut waiters),
+                    Err(flume::TryRecvError::Empty) => break,
+                    Err(flume::TryRecvError::Disconnected) => {
+                        self.flush();
+                        for w in waiters.drain(..) {
+                            let _ = w.send(());
+                        }
+                        return;
+                    }
                 }
             }
             let due = self
@@ -251,6 +254,7 @@ impl Recorder {
                     let _ = w.send(());
                 }
             }
+            std::thread::sleep(tick);
         }
     }
 

@@ -26,6 +26,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// Sessions allocate many small, short-lived buffers and event strings from
+/// several threads; mimalloc handles that pattern with less CPU than glibc's
+/// allocator (malloc/free were ~8% of the relay's profile).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "gatehouse",

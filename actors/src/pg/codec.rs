@@ -63,6 +63,58 @@ pub fn frame_len(buf: &[u8], limit: usize) -> Result<Option<usize>, CodecError> 
     Ok((buf.len() >= total).then_some(total))
 }
 
+/// Per message type caps on frame size (header included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameLimits {
+    by_tag: [usize; 256],
+}
+
+impl FrameLimits {
+    /// Every type capped at `limit` bytes.
+    pub fn uniform(limit: usize) -> Self {
+        FrameLimits {
+            by_tag: [limit; 256],
+        }
+    }
+
+    pub fn set(&mut self, tag: u8, limit: usize) {
+        self.by_tag[tag as usize] = limit;
+    }
+
+    pub fn get(&self, tag: u8) -> usize {
+        self.by_tag[tag as usize]
+    }
+
+    /// Frontend message types by the names the config uses.
+    pub fn tag_for_name(name: &str) -> Option<u8> {
+        Some(match name {
+            "query" => b'Q',
+            "parse" => b'P',
+            "bind" => b'B',
+            "execute" => b'E',
+            "describe" => b'D',
+            "close" => b'C',
+            "sync" => b'S',
+            "flush" => b'H',
+            "copy_data" => b'd',
+            "copy_done" => b'c',
+            "copy_fail" => b'f',
+            "function_call" => b'F',
+            "password" => b'p',
+            "terminate" => b'X',
+            _ => return None,
+        })
+    }
+}
+
+/// [`frame_len`] with the cap chosen by the frame's type.
+pub fn frame_len_limited(buf: &[u8], limits: &FrameLimits) -> Result<Option<usize>, CodecError> {
+    match buf.first() {
+        None => Ok(None),
+        Some(tag) => frame_len(buf, limits.get(*tag)),
+    }
+}
+
 /// The first message of a connection, which has no type byte.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Initial {
@@ -276,6 +328,16 @@ mod tests {
             frame_len(b"Q\xff\xff\xff\xff", 100),
             Err(CodecError::BadLength(-1))
         ));
+    }
+
+    #[test]
+    fn per_type_limits() {
+        let mut limits = FrameLimits::uniform(100);
+        limits.set(b'Q', 10);
+        assert!(frame_len_limited(b"Q\0\0\0\x20", &limits).is_err());
+        assert_eq!(frame_len_limited(b"P\0\0\0\x20", &limits), Ok(None));
+        assert_eq!(FrameLimits::tag_for_name("copy_data"), Some(b'd'));
+        assert_eq!(FrameLimits::tag_for_name("nope"), None);
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub struct Relay {
     pub id: RecordingId,
     pub connection: String,
     pub recorder: RecorderHandle,
-    pub max_message_bytes: usize,
+    pub client_frames: codec::FrameLimits,
     pub rows_per_statement: u64,
 }
 
@@ -118,7 +118,8 @@ impl Relay {
         loop {
             let mut end = 0;
             let mut terminate = false;
-            while let Some(len) = codec::frame_len(&buf[end..], self.max_message_bytes)? {
+            tap.batch.stamp();
+            while let Some(len) = codec::frame_len_limited(&buf[end..], &self.client_frames)? {
                 let tag = buf[end];
                 tap.observe(tag, &buf[end + HEADER_LEN..end + len])?;
                 end += len;
@@ -168,6 +169,7 @@ impl Relay {
         let mut client_done = false;
         loop {
             let mut end = 0;
+            tap.batch.stamp();
             loop {
                 let len = match codec::frame_len(&buf[end..], codec::MAX_BACKEND_FRAME) {
                     Ok(Some(len)) => len,

@@ -220,7 +220,7 @@ impl Lifecycle {
             id: self.header.id,
             connection: est.connection.clone(),
             recorder: self.gw.recorder.clone(),
-            max_message_bytes: limits.max_message_bytes,
+            client_frames: limits.client_frames.clone(),
             rows_per_statement: limits.rows_per_statement,
         };
         tracing::info!("relaying");

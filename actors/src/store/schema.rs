@@ -5,13 +5,15 @@
 //! chunks   : (u128 RecordingId, u32 n) -> Chunk (postcard)
 //! ```
 //!
-//! A chunk is a batch of consecutive events of one session, serialised with
-//! postcard and compressed with zstd. Each chunk carries the SHA-256 of the
+//! A chunk is a batch of consecutive events of one session, serialised as a
+//! JSON array and compressed with zstd; the chunk envelope itself is postcard. Each chunk carries the SHA-256 of the
 //! previous chunk of the same session (all zeros for the first), so a chunk
 //! that is altered, removed or reordered breaks the chain. Headers are JSON
 //! because they are small, read often and must stay readable by future
-//! versions; events are postcard because they are many and written on the
-//! hot path. `FORMAT_VERSION` guards the event encoding.
+//! versions. Events are JSON too: self-describing (the event enum is
+//! internally tagged, which non-self-describing formats such as postcard
+//! cannot read back) and zstd removes most of its verbosity.
+//! `FORMAT_VERSION` guards the event encoding.
 
 use redb::TableDefinition;
 use serde::{Deserialize, Serialize};
@@ -42,6 +44,8 @@ pub struct Chunk {
 pub enum ChunkError {
     #[error("chunk encoding: {0}")]
     Encoding(#[from] postcard::Error),
+    #[error("event encoding: {0}")]
+    Events(#[from] serde_json::Error),
     #[error("chunk compression: {0}")]
     Compression(#[from] std::io::Error),
     #[error("chunk format version {0} is not supported")]
@@ -50,7 +54,7 @@ pub enum ChunkError {
 
 impl Chunk {
     pub fn seal(prev_hash: [u8; 32], events: &[Event]) -> Result<Chunk, ChunkError> {
-        let raw = postcard::to_allocvec(events)?;
+        let raw = serde_json::to_vec(events)?;
         Ok(Chunk {
             version: FORMAT_VERSION,
             prev_hash,
@@ -76,7 +80,7 @@ impl Chunk {
         // Bound decompression by what a chunk may legitimately hold so a
         // corrupted size field cannot exhaust memory.
         let raw = zstd::bulk::decompress(&self.compressed, MAX_CHUNK_RAW)?;
-        Ok(postcard::from_bytes(&raw)?)
+        Ok(serde_json::from_slice(&raw)?)
     }
 }
 
@@ -88,3 +92,46 @@ pub fn chain_hash(stored: &[u8]) -> [u8; 32] {
 /// The recorder cuts a chunk before its raw size passes this, and readers
 /// refuse to inflate more.
 pub const MAX_CHUNK_RAW: usize = 64 << 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recording::{Direction, EventKind, Outcome};
+
+    #[test]
+    fn chunks_round_trip_every_event_shape() {
+        let events = vec![
+            Event {
+                seq: 0,
+                at: 1,
+                dir: Direction::Client,
+                kind: EventKind::Query {
+                    sql: "select 1".into(),
+                },
+            },
+            Event {
+                seq: 1,
+                at: 2,
+                dir: Direction::Target,
+                kind: EventKind::Row {
+                    values: vec![Some("1".into()), None],
+                },
+            },
+            Event {
+                seq: 2,
+                at: 3,
+                dir: Direction::Gateway,
+                kind: EventKind::End {
+                    outcome: Outcome::Closed,
+                    reason: None,
+                },
+            },
+        ];
+        let chunk = Chunk::seal([7; 32], &events).unwrap();
+        let stored = chunk.encode().unwrap();
+        let back = Chunk::decode(&stored).unwrap();
+        assert_eq!(back.prev_hash, [7; 32]);
+        assert_eq!(back.first_seq, 0);
+        assert_eq!(back.events().unwrap(), events);
+    }
+}

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gatehouse_actors::gateway::{Limits, PgTarget, Role, Secret, TargetTls};
+use gatehouse_actors::pg::codec::FrameLimits;
 use gatehouse_actors::recorder::RecorderConfig;
 use toml::Spanned;
 
@@ -22,6 +23,10 @@ use super::{Config, Kind, RecordingMode, TlsMode, parse_duration};
 const ASYMMETRIC_ALGORITHMS: &[&str] = &[
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
 ];
+
+/// Smallest cap accepted for a message type: below this even ordinary
+/// statements would be refused.
+const MIN_MESSAGE_BYTES: usize = 1024;
 
 /// Everything wrong with a config file.
 #[derive(Debug)]
@@ -246,7 +251,23 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
 
     // Limits.
     let defaults = Limits::default();
+    let mut client_frames = FrameLimits::uniform(
+        raw.limits
+            .max_message_bytes
+            .unwrap_or(gatehouse_actors::gateway::DEFAULT_MAX_MESSAGE_BYTES)
+            .max(MIN_MESSAGE_BYTES),
+    );
+    for (name, bytes) in &raw.limits.message_bytes {
+        match FrameLimits::tag_for_name(name) {
+            Some(tag) => client_frames.set(tag, (*bytes.get_ref()).max(MIN_MESSAGE_BYTES)),
+            None => c.problem(
+                bytes,
+                format!("limits.message_bytes: unknown message type {name:?}; use query, parse, bind, execute, describe, close, sync, flush, copy_data, copy_done, copy_fail, function_call, password or terminate"),
+            ),
+        }
+    }
     let limits = Limits {
+        client_frames,
         max_sessions: raw
             .limits
             .max_sessions
@@ -257,11 +278,6 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
             "limits.startup_timeout",
             defaults.startup_timeout,
         ),
-        max_message_bytes: raw
-            .limits
-            .max_message_bytes
-            .unwrap_or(defaults.max_message_bytes)
-            .max(1024),
         rows_per_statement: raw
             .limits
             .rows_per_statement

@@ -97,6 +97,10 @@ pub struct Limits {
     pub max_sessions: Option<usize>,
     pub startup_timeout: Option<Spanned<String>>,
     pub max_message_bytes: Option<usize>,
+    /// Caps for single frontend message types (`query`, `bind`,
+    /// `copy_data`, ...), overriding `max_message_bytes`.
+    #[serde(default)]
+    pub message_bytes: BTreeMap<String, Spanned<usize>>,
     pub rows_per_statement: Option<u64>,
     pub shutdown_grace: Option<Spanned<String>>,
 }

@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# PostgreSQL gateway benchmark: Gatehouse against a direct connection and
+# PgBouncer (session pooling), measured in one run on this machine, every
+# client on TLS. Prints ratios; never pass/fail.
+#
+#   ROUNDS     interleaved pgbench rounds            (default 2)
+#   DURATION   seconds per pgbench run               (default 20)
+#   COPY_ROWS  rows of ~1 KiB for the bulk COPY      (default 1100000, ≈1.1 GB)
+#   IDLE       idle sessions for the memory figure   (default 1000)
+#   PROFILE=1  also sample Gatehouse's CPU with perf during one extra run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-2}
+DURATION=${DURATION:-20}
+COPY_ROWS=${COPY_ROWS:-1100000}
+IDLE=${IDLE:-1000}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/gatehouse-target}"
+
+WITH_BENCH=1 bash scripts/install-deps.sh
+cargo build --release -q -p gatehouse -p gatehouse-tests --bins
+bin="$CARGO_TARGET_DIR/release"
+pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+# Each session holds two sockets; the idle-session figure needs room.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+work=$(mktemp -d /tmp/gatehouse-bench.XXXXXX)
+chmod 755 "$work"
+mkdir -p "$work"/{pg,issuer,secrets,pgbouncer}
+chown postgres:postgres "$work/pg" "$work/pgbouncer"
+as_pg() { runuser -u postgres -- "$@"; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+PG_PORT=$(free_port); GH_PORT=$(free_port); PGB_PORT=$(free_port); ISS_PORT=$(free_port)
+
+cleanup() {
+    [ -n "${gh_pid:-}" ] && kill "$gh_pid" 2>/dev/null || true
+    [ -n "${iss_pid:-}" ] && kill "$iss_pid" 2>/dev/null || true
+    [ -n "${pgb_pid:-}" ] && kill "$pgb_pid" 2>/dev/null || true
+    as_pg "$pgbin/pg_ctl" -D "$work/pg/data" -m immediate stop >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# PostgreSQL with TLS on.
+password=$(openssl rand -hex 16)
+as_pg "$pgbin/initdb" -D "$work/pg/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 >/dev/null
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
+    -keyout "$work/pg/data/server.key" -out "$work/pg/data/server.crt" 2>/dev/null
+chown postgres:postgres "$work/pg/data/server.key" "$work/pg/data/server.crt"
+chmod 600 "$work/pg/data/server.key"
+as_pg "$pgbin/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w -o "-p $PG_PORT -k $work/pg \
+    -c listen_addresses=127.0.0.1 -c ssl=on -c max_connections=$((IDLE + 100)) -c shared_buffers=256MB \
+    -c fsync=off -c synchronous_commit=off" start >/dev/null
+as_pg psql -qX -h "$work/pg" -p "$PG_PORT" -U postgres -d postgres \
+    -c "CREATE ROLE gatehouse LOGIN SUPERUSER PASSWORD '$password'" -c "CREATE DATABASE bench OWNER gatehouse"
+printf '%s\n' "$password" > "$work/secrets/pg.password"
+PGPASSWORD=$password PGSSLMODE=require "$pgbin/pgbench" -q -i -s 10 -h 127.0.0.1 -p "$PG_PORT" -U gatehouse bench >/dev/null 2>&1
+
+# Issuer and Gatehouse (recording on, batched).
+"$bin/gatehouse-dev-issuer" serve --dir "$work/issuer" --port "$ISS_PORT" > "$work/issuer.log" 2>&1 &
+iss_pid=$!
+wait_port "$ISS_PORT"
+cat > "$work/gatehouse.toml" <<TOML
+[appliance]
+name = "bench"
+data_dir = "data"
+[listen]
+postgres = "127.0.0.1:$GH_PORT"
+[auth.oidc]
+issuer = "http://127.0.0.1:$ISS_PORT"
+audience = "gatehouse"
+algorithms = ["RS256"]
+[limits]
+max_sessions = $((IDLE + 100))
+[[roles]]
+name = "bench"
+groups = ["bench"]
+connections = ["bench"]
+[[connections]]
+name = "bench"
+kind = "postgres"
+address = "127.0.0.1:$PG_PORT"
+database = "bench"
+user = "gatehouse"
+password_file = "secrets/pg.password"
+tls = "disable"
+policy = "default"
+[policies.default]
+recording = "batched"
+TOML
+"$bin/gatehouse" serve --config "$work/gatehouse.toml" > "$work/gatehouse.log" 2>&1 &
+gh_pid=$!
+wait_port "$GH_PORT" || { cat "$work/gatehouse.log"; exit 1; }
+token=$("$bin/gatehouse-dev-issuer" mint --dir "$work/issuer" --issuer "http://127.0.0.1:$ISS_PORT" \
+    --sub bench --groups bench --ttl 7200)
+ca="$work/data/tls/ca.crt"
+
+# PgBouncer 1.18, session pooling, TLS to clients, plain to the server
+# (the same shape as Gatehouse's upstream here).
+printf '"gatehouse" "%s"\n' "$password" > "$work/pgbouncer/userlist.txt"
+cp "$work/pg/data/server.key" "$work/pg/data/server.crt" "$work/pgbouncer/"
+chown -R postgres:postgres "$work/pgbouncer"
+cat > "$work/pgbouncer/pgbouncer.ini" <<INI
+[databases]
+bench = host=127.0.0.1 port=$PG_PORT dbname=bench
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $PGB_PORT
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $work/pgbouncer/userlist.txt
+pool_mode = session
+max_client_conn = 200
+default_pool_size = 50
+client_tls_sslmode = require
+client_tls_key_file = $work/pgbouncer/server.key
+client_tls_cert_file = $work/pgbouncer/server.crt
+logfile = $work/pgbouncer/pgbouncer.log
+INI
+chown postgres:postgres "$work/pgbouncer/pgbouncer.ini"
+runuser -u postgres -- pgbouncer "$work/pgbouncer/pgbouncer.ini" > /dev/null 2>&1 &
+pgb_pid=$!
+wait_port "$PGB_PORT" || { cat "$work/pgbouncer/pgbouncer.log"; exit 1; }
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+tps() { # name port password user db sslmode [extra env]
+    local out
+    out=$(PGPASSWORD=$3 PGSSLMODE=$6 PGSSLROOTCERT=${7:-} "$pgbin/pgbench" -n -S -c 8 -j 2 -T "$DURATION" \
+        -h 127.0.0.1 -p "$2" -U "$4" "$5" 2>&1) || { echo "$out" >&2; return 1; }
+    echo "$out" | awk '/^tps = .*without initial/ {print $3}'
+}
+
+declare -A sum=([direct]=0 [gatehouse]=0 [pgbouncer]=0)
+gh_ticks=0; gh_tx=0
+echo "== pgbench -S -c 8 -j 2 -T $DURATION, $ROUNDS interleaved rounds, all TLS"
+for r in $(seq "$ROUNDS"); do
+    d=$(tps direct "$PG_PORT" "$password" gatehouse bench require)
+    t0=$(cpu_ticks "$gh_pid")
+    g=$(tps gatehouse "$GH_PORT" "$token" bench bench verify-full "$ca")
+    t1=$(cpu_ticks "$gh_pid")
+    gh_ticks=$((gh_ticks + t1 - t0))
+    gh_tx=$(python3 -c "print($gh_tx + $g * $DURATION)")
+    b=$(tps pgbouncer "$PGB_PORT" "$password" gatehouse bench require)
+    printf "round %d: direct %.0f  gatehouse %.0f  pgbouncer %.0f tps\n" "$r" "$d" "$g" "$b"
+    sum[direct]=$(python3 -c "print(${sum[direct]} + $d)")
+    sum[gatehouse]=$(python3 -c "print(${sum[gatehouse]} + $g)")
+    sum[pgbouncer]=$(python3 -c "print(${sum[pgbouncer]} + $b)")
+done
+python3 - "${sum[direct]}" "${sum[gatehouse]}" "${sum[pgbouncer]}" "$ROUNDS" "$gh_ticks" "$gh_tx" "$(getconf CLK_TCK)" <<'PY'
+import sys
+d, g, b, n, ticks, tx, hz = map(float, sys.argv[1:])
+d, g, b = d / n, g / n, b / n
+print(f"mean tps: direct {d:.0f}  gatehouse {g:.0f}  pgbouncer {b:.0f}")
+print(f"ratio gatehouse/direct {g/d:.2f}   gatehouse/pgbouncer {g/b:.2f}   pgbouncer/direct {b/d:.2f}")
+print(f"gatehouse CPU per transaction: {ticks / hz / tx * 1e6:.1f} us")
+PY
+
+if [ "${PROFILE:-0}" = 1 ] && command -v perf >/dev/null; then
+    echo "== where Gatehouse's CPU goes (perf, cpu-clock samples, top symbols)"
+    perf record -q -F 499 -e cpu-clock -g -p "$gh_pid" -o "$work/perf.data" -- sleep "$DURATION" 2>/dev/null &
+    perf_pid=$!
+    tps gatehouse "$GH_PORT" "$token" bench bench verify-full "$ca" >/dev/null
+    wait "$perf_pid" || true
+    perf report -i "$work/perf.data" --no-children --sort symbol --stdio 2>/dev/null \
+        | grep -E '^ +[0-9.]+%' | head -40
+fi
+
+echo "== bulk COPY TO STDOUT, $COPY_ROWS rows of ~1 KiB"
+copy_sql="\\copy (select g, repeat('x', 1000) from generate_series(1, $COPY_ROWS) g) to '/dev/null'"
+copy_run() { # port password sslmode sslrootcert
+    local s e
+    s=$(date +%s.%N)
+    PGPASSWORD=$2 PGSSLMODE=$3 PGSSLROOTCERT=${4:-} psql -qX -h 127.0.0.1 -p "$1" -U gatehouse -d bench -c "$copy_sql" >/dev/null
+    e=$(date +%s.%N)
+    python3 -c "print($e - $s)"
+}
+bytes=$(PGPASSWORD=$password psql -qXAt -h 127.0.0.1 -p "$PG_PORT" -U gatehouse -d bench \
+    -c "select sum(length(g::text) + 1002) from generate_series(1, $COPY_ROWS) g")
+cd_t=$(copy_run "$PG_PORT" "$password" require)
+cg_t=$(copy_run "$GH_PORT" "$token" verify-full "$ca")
+python3 - "$bytes" "$cd_t" "$cg_t" <<'PY'
+import sys
+b, d, g = map(float, sys.argv[1:])
+print(f"direct {b/d/1e6:.0f} MB/s   gatehouse {b/g/1e6:.0f} MB/s   ratio {d/g:.2f}   ({b/1e9:.2f} GB)")
+PY
+
+echo "== resident memory with $IDLE idle TLS sessions"
+python3 bench/idle_sessions.py "$GH_PORT" "$ca" "$token" bench "$gh_pid" "$IDLE"

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Bring up a working demo on this machine: a real local PostgreSQL target
+# with sample data, a development OIDC issuer on loopback, and Gatehouse in
+# front of the database. Prints the exact psql command to try (with a fresh
+# token), then waits; Ctrl-C stops everything.
+#
+#   DEMO_DIR   where state goes          (default /tmp/gatehouse-demo)
+#   DEMO_PORT  Gatehouse's listen port   (default 6432)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+DEMO_DIR=${DEMO_DIR:-/tmp/gatehouse-demo}
+DEMO_PORT=${DEMO_PORT:-6432}
+PG_PORT=${PG_PORT:-55432}
+ISSUER_PORT=${ISSUER_PORT:-18080}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/gatehouse-target}"
+
+bash scripts/install-deps.sh
+echo "building gatehouse (release)..."
+cargo build --release -q -p gatehouse -p gatehouse-tests --bins
+bin="$CARGO_TARGET_DIR/release"
+pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+
+rm -rf "$DEMO_DIR"
+mkdir -p "$DEMO_DIR"/{pg,issuer,secrets}
+chmod 755 "$DEMO_DIR"
+chown postgres:postgres "$DEMO_DIR/pg"
+as_pg() { runuser -u postgres -- "$@"; }
+
+cleanup() {
+    echo; echo "stopping demo..."
+    [ -n "${gh_pid:-}" ] && kill -TERM "$gh_pid" 2>/dev/null && wait "$gh_pid" 2>/dev/null || true
+    [ -n "${iss_pid:-}" ] && kill "$iss_pid" 2>/dev/null || true
+    as_pg "$pgbin/pg_ctl" -D "$DEMO_DIR/pg/data" -m fast stop >/dev/null 2>&1 || true
+}
+trap cleanup EXIT INT TERM
+
+# The target: a throwaway cluster with SCRAM and a sample table.
+password=$(openssl rand -hex 16)
+as_pg "$pgbin/initdb" -D "$DEMO_DIR/pg/data" -U postgres --auth-local=trust \
+    --auth-host=scram-sha-256 >/dev/null
+as_pg "$pgbin/pg_ctl" -D "$DEMO_DIR/pg/data" -l "$DEMO_DIR/pg/log" -w \
+    -o "-p $PG_PORT -k $DEMO_DIR/pg -c listen_addresses=127.0.0.1" start >/dev/null
+as_pg psql -q -h "$DEMO_DIR/pg" -p "$PG_PORT" -U postgres -d postgres <<SQL
+CREATE ROLE gatehouse LOGIN PASSWORD '$password';
+CREATE DATABASE orders OWNER gatehouse;
+SQL
+PGPASSWORD=$password psql -q -h 127.0.0.1 -p "$PG_PORT" -U gatehouse -d orders <<'SQL'
+CREATE TABLE customers (id serial PRIMARY KEY, name text, email text);
+INSERT INTO customers (name, email) VALUES
+  ('Ada', 'ada@example.com'), ('Grace', 'grace@example.com'), ('Linus', 'linus@example.com');
+SQL
+printf '%s\n' "$password" > "$DEMO_DIR/secrets/orders-db.password"
+chmod 600 "$DEMO_DIR/secrets/orders-db.password"
+
+# A development identity provider (never for production).
+"$bin/gatehouse-dev-issuer" serve --dir "$DEMO_DIR/issuer" --port "$ISSUER_PORT" \
+    > "$DEMO_DIR/issuer.log" 2>&1 &
+iss_pid=$!
+issuer="http://127.0.0.1:$ISSUER_PORT"
+wait_port() {
+    for _ in $(seq 100); do
+        (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+wait_port "$ISSUER_PORT" || { cat "$DEMO_DIR/issuer.log"; exit 1; }
+
+cat > "$DEMO_DIR/gatehouse.toml" <<TOML
+[appliance]
+name = "demo"
+data_dir = "data"
+
+[listen]
+postgres = "127.0.0.1:$DEMO_PORT"
+
+[auth.oidc]
+issuer = "$issuer"
+audience = "gatehouse"
+groups_claim = "groups"
+algorithms = ["RS256", "ES256"]
+
+[[roles]]
+name = "deployers"
+groups = ["ci-deploy"]
+connections = ["orders-db"]
+
+[[connections]]
+name = "orders-db"
+kind = "postgres"
+address = "127.0.0.1:$PG_PORT"
+database = "orders"
+user = "gatehouse"
+password_file = "secrets/orders-db.password"
+tls = "disable"
+policy = "default"
+
+[policies.default]
+recording = "batched"
+TOML
+
+"$bin/gatehouse" check-config --config "$DEMO_DIR/gatehouse.toml"
+"$bin/gatehouse" serve --config "$DEMO_DIR/gatehouse.toml" > "$DEMO_DIR/gatehouse.log" 2>&1 &
+gh_pid=$!
+wait_port "$DEMO_PORT" || { cat "$DEMO_DIR/gatehouse.log"; exit 1; }
+
+token=$("$bin/gatehouse-dev-issuer" mint --dir "$DEMO_DIR/issuer" --issuer "$issuer" \
+    --sub ci-runner-7 --groups ci-deploy --ttl 3600)
+cat <<MSG
+
+Gatehouse is running in front of PostgreSQL (log: $DEMO_DIR/gatehouse.log).
+Try it — the password is an OIDC token for ci-runner-7, valid for an hour:
+
+  PGPASSWORD='$token' psql "host=127.0.0.1 port=$DEMO_PORT dbname=orders-db user=ci-runner-7 sslmode=verify-full sslrootcert=$DEMO_DIR/data/tls/ca.crt" -c 'select * from customers'
+
+Then see what was recorded:
+
+  $bin/gatehouse recordings list --config $DEMO_DIR/gatehouse.toml
+  $bin/gatehouse recordings show <ID> --config $DEMO_DIR/gatehouse.toml
+
+A fresh token:  $bin/gatehouse-dev-issuer mint --dir $DEMO_DIR/issuer --issuer $issuer --sub ci-runner-7 --groups ci-deploy
+Press Ctrl-C to stop.
+MSG
+wait "$gh_pid"

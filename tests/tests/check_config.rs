@@ -1,0 +1,218 @@
+//! `gatehouse check-config`: each mistake an admin makes is named with the
+//! file, the line and what to do, and the exit status is non-zero.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::Result;
+use gatehouse_tests::gatehouse::gatehouse_bin;
+
+const GOOD: &str = r#"[appliance]
+name = "t"
+data_dir = "data"
+
+[listen]
+postgres = "127.0.0.1:6543"
+
+[auth.oidc]
+issuer = "http://127.0.0.1:9999"
+audience = "gatehouse"
+
+[[roles]]
+name = "deployers"
+groups = ["ci-deploy"]
+connections = ["orders-db"]
+
+[[connections]]
+name = "orders-db"
+kind = "postgres"
+address = "127.0.0.1:5432"
+database = "orders"
+user = "gatehouse"
+password_file = "secret.txt"
+tls = "disable"
+policy = "prod-db"
+
+[policies.prod-db]
+recording = "batched"
+"#;
+
+/// Write `config` next to a secret file and run check-config on it; the
+/// `--config` flag goes after the subcommand to show it is accepted in any
+/// position.
+fn check(config: &str) -> Result<(i32, String, String)> {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("secret.txt"), "s3cret-value\n")?;
+    let path = dir.path().join("gatehouse.toml");
+    std::fs::write(&path, config)?;
+    let out = Command::new(gatehouse_bin()?)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+fn line_of(config: &str, needle: &str) -> usize {
+    config
+        .lines()
+        .position(|l| l.contains(needle))
+        .map(|i| i + 1)
+        .expect("needle in config")
+}
+
+#[test]
+fn a_good_config_passes() -> Result<()> {
+    let (code, stdout, stderr) = check(GOOD)?;
+    assert_eq!(code, 0, "stderr: {stderr}");
+    assert!(stdout.contains(": ok"), "{stdout}");
+    Ok(())
+}
+
+#[test]
+fn an_unknown_key_names_its_line_and_the_expected_keys() -> Result<()> {
+    let bad = GOOD.replace(
+        "audience = \"gatehouse\"",
+        "audience = \"gatehouse\"\naudiance = \"typo\"",
+    );
+    let (code, _, stderr) = check(&bad)?;
+    assert_ne!(code, 0);
+    let line = line_of(&bad, "audiance");
+    assert!(
+        stderr.contains(&format!("gatehouse.toml:{line}:")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("unknown field `audiance`"), "{stderr}");
+    assert!(
+        stderr.contains("audience"),
+        "the hint lists the valid keys: {stderr}"
+    );
+    Ok(())
+}
+
+#[test]
+fn semantic_mistakes_are_all_reported_with_lines() -> Result<()> {
+    let bad =
+        GOOD.replace(
+            "password_file = \"secret.txt\"",
+            "password_file = \"missing.txt\"",
+        )
+        .replace("policy = \"prod-db\"", "policy = \"prod-dbb\"")
+        .replace(
+            "connections = [\"orders-db\"]",
+            "connections = [\"orders-db\", \"nope-db\"]",
+        ) + r#"
+[[connections]]
+name = "orders-db"
+kind = "postgres"
+address = "127.0.0.1:5433"
+database = "orders"
+user = "gatehouse"
+tls = "disable"
+policy = "prod-db"
+"#;
+    let (code, _, stderr) = check(&bad)?;
+    assert_ne!(code, 0);
+    let expect = [
+        (line_of(&bad, "missing.txt"), "missing.txt does not exist"),
+        (
+            line_of(&bad, "prod-dbb"),
+            "policy \"prod-dbb\", which is not defined",
+        ),
+        (
+            line_of(&bad, "nope-db"),
+            "grants connection \"nope-db\", which is not defined",
+        ),
+    ];
+    for (line, text) in expect {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains(&format!("gatehouse.toml:{line}:")) && l.contains(text)),
+            "expected line {line} to say {text:?}:\n{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("connection \"orders-db\" is defined twice"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("s3cret"),
+        "secrets never appear in messages"
+    );
+    Ok(())
+}
+
+#[test]
+fn insecure_choices_are_refused() -> Result<()> {
+    for (from, to, says) in [
+        (
+            "issuer = \"http://127.0.0.1:9999\"",
+            "issuer = \"http://idp.example.com\"",
+            "must be https://",
+        ),
+        (
+            "audience = \"gatehouse\"",
+            "audience = \"gatehouse\"\nalgorithms = [\"HS256\"]",
+            "\"HS256\" is not allowed",
+        ),
+        (
+            "postgres = \"127.0.0.1:6543\"",
+            "postgres = \"0.0.0.0:6543\"\npostgres_plaintext = true",
+            "only allowed on a loopback listener",
+        ),
+    ] {
+        let (code, _, stderr) = check(&GOOD.replace(from, to))?;
+        assert_ne!(code, 0, "{to} should be refused");
+        assert!(stderr.contains(says), "{to}: {stderr}");
+    }
+    Ok(())
+}
+
+#[test]
+fn unenforceable_policy_is_refused_not_ignored() -> Result<()> {
+    let bad = GOOD.to_owned()
+        + r#"
+[[policies.prod-db.rules]]
+action = "block"
+statements = ["drop"]
+"#;
+    let (code, _, stderr) = check(&bad)?;
+    assert_ne!(code, 0);
+    assert!(stderr.contains("not enforced by this version"), "{stderr}");
+    let strict = GOOD.replace("recording = \"batched\"", "recording = \"strict\"");
+    let (code, _, stderr) = check(&strict)?;
+    assert_ne!(code, 0);
+    assert!(stderr.contains("\"strict\" is not available"), "{stderr}");
+    Ok(())
+}
+
+#[test]
+fn an_unknown_message_type_limit_is_named() -> Result<()> {
+    let bad = GOOD.to_owned() + "\n[limits.message_bytes]\nquery = 4096\nqeury = 10\n";
+    let (code, _, stderr) = check(&bad)?;
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("unknown message type \"qeury\""),
+        "{stderr}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_missing_config_file_is_a_clear_error() -> Result<()> {
+    let out = Command::new(gatehouse_bin()?)
+        .args(["--config", "/nonexistent/gatehouse.toml", "check-config"])
+        .output()?;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("/nonexistent/gatehouse.toml: cannot read config"),
+        "{stderr}"
+    );
+    assert!(!Path::new("/nonexistent").exists());
+    Ok(())
+}
