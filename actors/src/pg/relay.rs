@@ -40,6 +40,14 @@ pub enum Stop {
     Terminated(String),
 }
 
+/// How the client pump ended.
+enum UpEnd {
+    /// The client sent Terminate or closed its side.
+    Done,
+    /// A stop signal arrived; the target pump acts on it.
+    Stopped,
+}
+
 /// How the relay ended.
 pub enum RelayEnd {
     /// Client said Terminate or closed, target followed.
@@ -72,15 +80,20 @@ impl Relay {
         tokio::pin!(up, down);
         tokio::select! {
             up_end = &mut up => {
+                // A pump that ended because of a stop signal must not replace
+                // that signal: the target pump still has to act on it.
                 let signal = match &up_end {
-                    Ok(()) => Stop::ClientDone,
-                    Err(e) => Stop::ClientError { sqlstate: e.sqlstate(), message: e.client_message() },
+                    Ok(UpEnd::Done) => Some(Stop::ClientDone),
+                    Ok(UpEnd::Stopped) => None,
+                    Err(e) => Some(Stop::ClientError { sqlstate: e.sqlstate(), message: e.client_message() }),
                 };
-                stop_tx.send_replace(Some(signal));
+                if let Some(signal) = signal {
+                    stop_tx.send_replace(Some(signal));
+                }
                 let down_end = down.await;
                 match (up_end, down_end) {
-                    (Err(e), _) | (Ok(()), Err(e)) => RelayEnd::Failed(e),
-                    (Ok(()), Ok(())) => RelayEnd::Closed,
+                    (Err(e), _) | (Ok(_), Err(e)) => RelayEnd::Failed(e),
+                    (Ok(_), Ok(())) => RelayEnd::Closed,
                 }
             }
             down_end = &mut down => {
@@ -102,14 +115,14 @@ impl Relay {
         }
     }
 
-    /// Client → target. Ends with `Ok` on Terminate or EOF.
+    /// Client → target. Ends on Terminate, EOF or a stop signal.
     async fn client_to_target(
         &self,
         mut rd: ReadHalf<PgStream>,
         mut buf: BytesMut,
         mut wr: WriteHalf<PgStream>,
         mut stop: watch::Receiver<Option<Stop>>,
-    ) -> Result<(), SessionError> {
+    ) -> Result<UpEnd, SessionError> {
         let mut tap = ClientTap::default();
         let lost = |e: std::io::Error| SessionError::TargetLost {
             connection: self.connection.clone(),
@@ -135,19 +148,19 @@ impl Relay {
                 buf.advance(end);
             }
             if terminate {
-                return Ok(());
+                return Ok(UpEnd::Done);
             }
             reserve_for_next(&mut buf);
             tokio::select! {
                 biased;
-                _ = stop.changed() => return Ok(()),
+                _ = stop.changed() => return Ok(UpEnd::Stopped),
                 n = rd.read_buf(&mut buf) => match n {
                     Ok(0) => {
                         // The client vanished without Terminate: say it for
                         // them so the target ends its backend now.
                         let _ = wr.write_all(b"X\0\0\0\x04").await;
                         let _ = wr.flush().await;
-                        return Ok(());
+                        return Ok(UpEnd::Done);
                     }
                     Ok(_) => {}
                     Err(e) => return Err(SessionError::ClientIo(e)),

@@ -172,7 +172,7 @@ impl Lifecycle {
 
         let accepted = tokio::select! {
             r = tokio::time::timeout_at(deadline,
-                startup::accept(socket, self.gw.tls.as_ref(), self.gw.allow_plaintext)) => match r {
+                startup::accept(socket, self.gw.tls.as_ref())) => match r {
                 Ok(r) => r,
                 Err(_) => Err(SessionError::StartupTimeout(limits.startup_timeout)),
             },
@@ -200,6 +200,11 @@ impl Lifecycle {
             .or(client.param("user"))
             .map(str::to_owned);
         self.send_header().await;
+        if !client.stream.is_tls() && !self.gw.allow_plaintext {
+            let e = SessionError::PlaintextRefused;
+            let _ = startup::send_fatal(&mut client.stream, &e).await;
+            return self.end_with(Err(e)).await;
+        }
 
         let established = tokio::select! {
             r = tokio::time::timeout_at(deadline, self.establish(&mut client)) => match r {

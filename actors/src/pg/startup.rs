@@ -37,16 +37,16 @@ impl ClientStartup {
 }
 
 /// Negotiate TLS and read the startup message. Errors the client can still
-/// be told about (plaintext refused, malformed startup) are sent to it as a
-/// FATAL ErrorResponse before returning.
+/// be told about (a malformed startup) are sent to it as a FATAL
+/// ErrorResponse before returning. Whether a plaintext startup is acceptable
+/// is the caller's decision, made after it recorded what the client asked.
 pub async fn accept(
     socket: TcpStream,
     tls: Option<&tokio_rustls::TlsAcceptor>,
-    allow_plaintext: bool,
 ) -> Result<Hello, SessionError> {
     let mut slot = Some(PgStream::Plain(socket));
     let mut buf = BytesMut::with_capacity(1024);
-    match negotiate(&mut slot, &mut buf, tls, allow_plaintext).await {
+    match negotiate(&mut slot, &mut buf, tls).await {
         Ok(Hello::Startup(mut s)) => {
             s.buffered = buf;
             Ok(Hello::Startup(s))
@@ -78,7 +78,6 @@ async fn negotiate(
     slot: &mut Option<PgStream>,
     buf: &mut BytesMut,
     tls: Option<&tokio_rustls::TlsAcceptor>,
-    allow_plaintext: bool,
 ) -> Result<Hello, SessionError> {
     // A client may try GSSENC, then SSL, then start; never more than that.
     for _ in 0..3 {
@@ -138,9 +137,6 @@ async fn negotiate(
                 ))));
             }
             Initial::Startup { params } => {
-                if !stream.is_tls() && !allow_plaintext {
-                    return Err(SessionError::PlaintextRefused);
-                }
                 let stream = slot.take().ok_or_else(|| {
                     SessionError::Internal("stream lost during negotiation".into())
                 })?;
