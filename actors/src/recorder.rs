@@ -16,7 +16,9 @@ use tokio::sync::oneshot;
 
 use crate::recording::{Direction, Event, EventKind, Outcome, RecordingId, SessionHeader};
 use crate::store::StoreError;
-use crate::store::schema::{CHUNKS, Chunk, SESSIONS, chain_hash};
+use crate::store::schema::{CHUNKS, Chunk, SEALS, SESSIONS, chain_hash};
+use crate::store::seal::{Seal, SigningKey, header_hash};
+use crate::store::verify::{ChainState, walk_chain};
 
 /// Batches in flight between sessions and the recorder. A full inbox makes
 /// sessions wait (back-pressure) instead of growing memory without bound.
@@ -67,6 +69,9 @@ pub enum RecorderMsg {
     },
     /// Make everything received so far durable, then reply.
     Flush(oneshot::Sender<()>),
+    /// Flush, close the database cleanly and stop; replies when closed, so
+    /// a reader opened afterwards finds a database that needs no repair.
+    Shutdown(oneshot::Sender<()>),
 }
 
 /// A cheap, cloneable handle to the recorder.
@@ -100,6 +105,13 @@ impl RecorderHandle {
         }
     }
 
+    /// Flush and close the store; later sends are dropped with an error log.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        self.send(RecorderMsg::Shutdown(tx)).await;
+        let _ = rx.await;
+    }
+
     /// Wait until everything sent so far is durable.
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
@@ -123,6 +135,8 @@ struct Live {
     next_seq: u64,
     next_chunk: u32,
     prev_hash: [u8; 32],
+    /// Stored chunk bytes so far, for the seal.
+    bytes: u64,
     closed: bool,
 }
 
@@ -136,6 +150,7 @@ impl Live {
             next_seq: 0,
             next_chunk: 0,
             prev_hash: [0; 32],
+            bytes: 0,
             closed: false,
         }
     }
@@ -170,6 +185,7 @@ fn approx_size(kind: &EventKind) -> usize {
 
 pub struct Recorder {
     db: redb::Database,
+    key: SigningKey,
     live: HashMap<RecordingId, Live>,
     config: RecorderConfig,
     oldest_pending: Option<Instant>,
@@ -178,12 +194,17 @@ pub struct Recorder {
 impl Recorder {
     /// Open (or create) the store, mark sessions a previous run left open as
     /// interrupted, and start the recorder thread.
-    pub fn start(path: &Path, config: RecorderConfig) -> Result<RecorderHandle, StoreError> {
+    pub fn start(
+        path: &Path,
+        config: RecorderConfig,
+        key: SigningKey,
+    ) -> Result<RecorderHandle, StoreError> {
         let db = redb::Builder::new()
             .set_concurrency_mode(redb::ConcurrencyMode::SingleWriter)
             .create(path)?;
         let mut recorder = Recorder {
             db,
+            key,
             live: HashMap::new(),
             config,
             oldest_pending: None,
@@ -197,11 +218,16 @@ impl Recorder {
         Ok(RecorderHandle { tx })
     }
 
+    /// Seal every session a previous run left open as `interrupted`, over
+    /// the chunks that were durable. A chain that no longer verifies is left
+    /// unsealed (and logged) so `verify` reports it rather than a seal
+    /// vouching for it.
     fn mark_interrupted(&mut self) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
         {
             let mut sessions = txn.open_table(SESSIONS)?;
-            txn.open_table(CHUNKS)?;
+            let chunks = txn.open_table(CHUNKS)?;
+            let mut seals = txn.open_table(SEALS)?;
             let mut open = Vec::new();
             for row in redb::ReadableTable::iter(&sessions)? {
                 let (k, v) = row?;
@@ -212,15 +238,46 @@ impl Recorder {
                 }
             }
             for (key, mut h) in open {
+                let mut stored = Vec::new();
+                for row in redb::ReadableTable::range(&chunks, (key, 0)..=(key, u32::MAX))? {
+                    let (k, v) = row?;
+                    stored.push((k.value().1, v.value().to_vec()));
+                }
                 tracing::warn!(session = %h.id, "session left open by a previous run; marked interrupted");
                 h.outcome = Some(Outcome::Interrupted);
                 h.reason = Some("appliance stopped without ending the session".into());
-                let bytes = serde_json::to_vec(&h).unwrap_or_default();
+                let bytes = serde_json::to_vec(&h).map_err(|e| StoreError::Header(h.id, e))?;
                 sessions.insert(key, bytes.as_slice())?;
+                match walk_chain(&stored) {
+                    Ok(state) => {
+                        let seal = self.seal(h.id, Outcome::Interrupted, state, &bytes);
+                        let seal =
+                            serde_json::to_vec(&seal).map_err(|e| StoreError::Header(h.id, e))?;
+                        seals.insert(key, seal.as_slice())?;
+                    }
+                    Err((chunk, detail)) => tracing::error!(
+                        session = %h.id, chunk, "interrupted session's chain does not verify ({detail}); left unsealed"
+                    ),
+                }
             }
         }
         txn.commit()?;
         Ok(())
+    }
+
+    fn seal(&self, id: RecordingId, outcome: Outcome, state: ChainState, header: &[u8]) -> Seal {
+        let mut seal = Seal {
+            id,
+            outcome,
+            final_hash: state.last_hash,
+            chunks: state.chunks,
+            events: state.events,
+            bytes: state.bytes,
+            header_hash: header_hash(header),
+            signature: Vec::new(),
+        };
+        self.key.sign(&mut seal);
+        seal
     }
 
     /// The recorder polls its inbox on a short tick instead of blocking on
@@ -230,32 +287,46 @@ impl Recorder {
     fn run(mut self, rx: flume::Receiver<RecorderMsg>) {
         let tick = (self.config.flush_interval / 4).clamp(Duration::from_millis(1), MAX_TICK);
         let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
-        loop {
+        let closed_reply = loop {
             let mut force = false;
+            let mut shutdown = None;
             loop {
                 match rx.try_recv() {
+                    Ok(RecorderMsg::Shutdown(reply)) => {
+                        shutdown = Some(reply);
+                        break;
+                    }
                     Ok(msg) => force |= self.accept(msg, &mut waiters),
                     Err(flume::TryRecvError::Empty) => break,
                     Err(flume::TryRecvError::Disconnected) => {
-                        self.flush();
-                        for w in waiters.drain(..) {
-                            let _ = w.send(());
-                        }
-                        return;
+                        shutdown = Some(oneshot::channel().0);
+                        break;
                     }
                 }
             }
             let due = self
                 .oldest_pending
                 .is_some_and(|t| t.elapsed() >= self.config.flush_interval);
-            if force || due || !waiters.is_empty() {
+            if force || due || !waiters.is_empty() || shutdown.is_some() {
                 self.flush();
                 for w in waiters.drain(..) {
                     let _ = w.send(());
                 }
             }
+            if let Some(reply) = shutdown {
+                break reply;
+            }
             std::thread::sleep(tick);
+        };
+        if !self.live.is_empty() {
+            tracing::warn!(
+                sessions = self.live.len(),
+                "recorder stopping with sessions still open; they will be marked interrupted"
+            );
         }
+        drop(self);
+        tracing::info!("recording store closed");
+        let _ = closed_reply.send(());
     }
 
     /// Take one message; true when it asks for an immediate flush.
@@ -316,6 +387,11 @@ impl Recorder {
                 waiters.push(reply);
                 true
             }
+            // Handled by the run loop before messages reach here.
+            RecorderMsg::Shutdown(reply) => {
+                waiters.push(reply);
+                true
+            }
         }
     }
 
@@ -346,27 +422,46 @@ impl Recorder {
         {
             let mut sessions = txn.open_table(SESSIONS)?;
             let mut chunks = txn.open_table(CHUNKS)?;
+            let mut seals = txn.open_table(SEALS)?;
             for (id, live) in &self.live {
                 let key = id.0.as_u128();
+                let mut state = ChainState {
+                    chunks: live.next_chunk,
+                    events: live.next_seq - live.pending.len() as u64,
+                    bytes: live.bytes,
+                    last_hash: live.prev_hash,
+                };
                 if !live.pending.is_empty() {
                     let chunk = Chunk::seal(live.prev_hash, &live.pending)
                         .and_then(|c| c.encode())
                         .map_err(|e| StoreError::Chunk(*id, live.next_chunk, e))?;
                     chunks.insert((key, live.next_chunk), chunk.as_slice())?;
-                    advanced.push((*id, chain_hash(&chunk)));
+                    state.chunks += 1;
+                    state.events += live.pending.len() as u64;
+                    state.bytes += chunk.len() as u64;
+                    state.last_hash = chain_hash(&chunk);
+                    advanced.push((*id, state));
                 }
                 if live.header_dirty || !live.pending.is_empty() {
                     let bytes =
                         serde_json::to_vec(&live.header).map_err(|e| StoreError::Header(*id, e))?;
                     sessions.insert(key, bytes.as_slice())?;
+                    if live.closed {
+                        let outcome = live.header.outcome.unwrap_or(Outcome::Closed);
+                        let seal = self.seal(*id, outcome, state, &bytes);
+                        let seal =
+                            serde_json::to_vec(&seal).map_err(|e| StoreError::Header(*id, e))?;
+                        seals.insert(key, seal.as_slice())?;
+                    }
                 }
             }
         }
         txn.commit()?;
-        for (id, hash) in advanced {
+        for (id, state) in advanced {
             if let Some(live) = self.live.get_mut(&id) {
-                live.prev_hash = hash;
-                live.next_chunk += 1;
+                live.prev_hash = state.last_hash;
+                live.next_chunk = state.chunks;
+                live.bytes = state.bytes;
                 live.pending.clear();
                 live.pending_bytes = 0;
             }

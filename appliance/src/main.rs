@@ -75,6 +75,18 @@ enum RecordingsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Recompute hash chains and check seals; non-zero exit when any
+    /// recording was altered, truncated or sealed by another key.
+    Verify {
+        /// Recording id (or a unique prefix of one).
+        id: Option<String>,
+        /// Every recording.
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+        /// Public key (hex) to verify against; default data_dir/recording-signing.pub.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+    },
     /// A session's header and events.
     Show {
         /// Recording id (or a unique prefix of one).
@@ -110,6 +122,15 @@ fn main() -> ExitCode {
         Command::Recordings { command } => match command {
             RecordingsCommand::List { json } => recordings::list(&cfg, json),
             RecordingsCommand::Show { id, json } => recordings::show(&cfg, &id, json),
+            RecordingsCommand::Verify {
+                id,
+                all,
+                public_key,
+            } => match recordings::verify(&cfg, id.as_deref(), all, public_key.as_deref()) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::from(3),
+                Err(e) => Err(e),
+            },
         },
     };
     match result {

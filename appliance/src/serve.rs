@@ -34,8 +34,13 @@ pub fn run(cfg: LoadedConfig) -> anyhow::Result<()> {
 }
 
 async fn serve(cfg: LoadedConfig) -> anyhow::Result<()> {
-    let recorder = Recorder::start(&cfg.data_dir.join("recordings.redb"), cfg.recorder.clone())
-        .context("opening the recording store")?;
+    let key = crate::recordings::signing_key(&cfg.data_dir)?;
+    let recorder = Recorder::start(
+        &cfg.data_dir.join("recordings.redb"),
+        cfg.recorder.clone(),
+        key,
+    )
+    .context("opening the recording store")?;
 
     let verifier = Arc::new(OidcVerifier::new(OidcSettings {
         issuer: cfg.issuer.clone(),
@@ -143,7 +148,7 @@ async fn serve(cfg: LoadedConfig) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    recorder.flush().await;
+    recorder.shutdown().await;
     for w in workers {
         w.stop();
     }

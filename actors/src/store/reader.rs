@@ -8,7 +8,9 @@ use std::path::Path;
 
 use redb::{ReadableDatabase, ReadableTable};
 
-use super::schema::{CHUNKS, Chunk, ChunkError, SESSIONS};
+use super::schema::{CHUNKS, Chunk, ChunkError, SEALS, SESSIONS};
+use super::seal::Seal;
+use super::verify::{self, Verdict};
 use crate::recording::{Event, RecordingId, SessionHeader};
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +87,46 @@ impl RecordingStore {
             out.extend(chunk.events().map_err(|e| StoreError::Chunk(id, n, e))?);
         }
         Ok(out)
+    }
+
+    /// Recompute a session's chain and check it against its seal, using
+    /// the appliance's public key.
+    pub fn verify(&self, id: RecordingId, public_key: &[u8]) -> Result<Verdict, StoreError> {
+        let txn = self.db.begin_read()?;
+        let key = id.0.as_u128();
+        let header = {
+            let table = txn.open_table(SESSIONS)?;
+            let v = table.get(key)?.ok_or(StoreError::NotFound(id))?;
+            v.value().to_vec()
+        };
+        let mut chunks = Vec::new();
+        match txn.open_table(CHUNKS) {
+            Ok(table) => {
+                for row in table.range((key, 0)..=(key, u32::MAX))? {
+                    let (k, v) = row?;
+                    chunks.push((k.value().1, v.value().to_vec()));
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let seal: Option<Seal> = match txn.open_table(SEALS) {
+            Ok(table) => match table.get(key)? {
+                Some(v) => match serde_json::from_slice(v.value()) {
+                    Ok(seal) => Some(seal),
+                    Err(e) => {
+                        return Ok(Verdict::Altered {
+                            chunk: 0,
+                            detail: format!("the seal is unreadable: {e}"),
+                        });
+                    }
+                },
+                None => None,
+            },
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(verify::verify(&header, &chunks, seal.as_ref(), public_key))
     }
 
     /// Resolve a full id or a unique prefix of one.

@@ -3,6 +3,7 @@
 //! ```text
 //! sessions : u128 (RecordingId)        -> JSON SessionHeader
 //! chunks   : (u128 RecordingId, u32 n) -> Chunk (postcard)
+//! seals    : u128 (RecordingId)        -> JSON Seal (written once, at the end)
 //! ```
 //!
 //! A chunk is a batch of consecutive events of one session, serialised as a
@@ -23,6 +24,7 @@ use crate::recording::Event;
 
 pub const SESSIONS: TableDefinition<u128, &[u8]> = TableDefinition::new("sessions");
 pub const CHUNKS: TableDefinition<(u128, u32), &[u8]> = TableDefinition::new("chunks");
+pub const SEALS: TableDefinition<u128, &[u8]> = TableDefinition::new("seals");
 
 /// Version of the event encoding inside chunks.
 pub const FORMAT_VERSION: u16 = 1;

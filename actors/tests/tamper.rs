@@ -1,0 +1,188 @@
+//! Tamper evidence: a recording written by the recorder verifies; changing
+//! one byte of a chunk, dropping the tail, or re-sealing with another key
+//! is reported with the session and the first bad position.
+
+use std::path::Path;
+
+use gatehouse_actors::recorder::{
+    PendingEvent, Recorder, RecorderConfig, RecorderHandle, RecorderMsg,
+};
+use gatehouse_actors::recording::{Direction, EventKind, Outcome, RecordingId, SessionHeader};
+use gatehouse_actors::store::schema::{CHUNKS, SEALS};
+use gatehouse_actors::store::{RecordingStore, Seal, SigningKey, Verdict};
+use redb::ReadableTable;
+
+fn header(id: RecordingId) -> SessionHeader {
+    SessionHeader {
+        id,
+        protocol: "postgres".into(),
+        started_at: 1,
+        ended_at: None,
+        client_addr: "127.0.0.1:1".into(),
+        client_user: Some("bot".into()),
+        connection: Some("db".into()),
+        identity: Some("bot".into()),
+        groups: vec![],
+        outcome: None,
+        reason: None,
+        event_count: 0,
+    }
+}
+
+/// Record one session in three chunks (a flush after each batch) and end it.
+async fn record(recorder: &RecorderHandle) -> RecordingId {
+    let id = RecordingId::new();
+    recorder.send(RecorderMsg::Header(header(id))).await;
+    for i in 0..3 {
+        let events = (0..5)
+            .map(|j| PendingEvent {
+                at: 10 + i * 5 + j,
+                dir: Direction::Client,
+                kind: EventKind::Query {
+                    sql: format!("select {i}, {j}"),
+                },
+            })
+            .collect();
+        recorder.send(RecorderMsg::Events(id, events)).await;
+        recorder.flush().await;
+    }
+    recorder
+        .send(RecorderMsg::Close {
+            id,
+            outcome: Outcome::Closed,
+            reason: None,
+            at: 99,
+        })
+        .await;
+    recorder.flush().await;
+    id
+}
+
+fn rewrite(db: &Path, f: impl FnOnce(&redb::WriteTransaction)) {
+    let db = redb::Database::open(db).unwrap();
+    let txn = db.begin_write().unwrap();
+    f(&txn);
+    txn.commit().unwrap();
+}
+
+#[tokio::test]
+async fn verify_detects_alteration_truncation_and_foreign_seals() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("recordings.redb");
+    let key = SigningKey::load_or_create(&dir.path().join("key")).unwrap();
+    let public = key.public_key();
+    let recorder = Recorder::start(&db, RecorderConfig::default(), key).unwrap();
+    let (a, b, c) = (
+        record(&recorder).await,
+        record(&recorder).await,
+        record(&recorder).await,
+    );
+    recorder.shutdown().await;
+
+    {
+        let store = RecordingStore::open_read_only(&db).unwrap();
+        for id in [a, b, c] {
+            assert_eq!(
+                store.verify(id, &public).unwrap(),
+                Verdict::Intact {
+                    chunks: 4,
+                    events: 16
+                }
+            );
+        }
+    }
+
+    // One byte flipped inside chunk 1 of `a`: the chain breaks there.
+    rewrite(&db, |txn| {
+        let mut chunks = txn.open_table(CHUNKS).unwrap();
+        let key = (a.0.as_u128(), 1u32);
+        let mut bytes = chunks.get(key).unwrap().unwrap().value().to_vec();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x01;
+        chunks.insert(key, bytes.as_slice()).unwrap();
+    });
+    // The last chunk of `b` removed: the seal counts more than remain.
+    rewrite(&db, |txn| {
+        let mut chunks = txn.open_table(CHUNKS).unwrap();
+        chunks.remove((b.0.as_u128(), 3u32)).unwrap();
+    });
+    // `c` re-sealed by someone else's key over the same, intact chain.
+    rewrite(&db, |txn| {
+        let mut seals = txn.open_table(SEALS).unwrap();
+        let mut seal: Seal =
+            serde_json::from_slice(seals.get(c.0.as_u128()).unwrap().unwrap().value()).unwrap();
+        let other = tempfile::tempdir().unwrap();
+        SigningKey::load_or_create(&other.path().join("k"))
+            .unwrap()
+            .sign(&mut seal);
+        seals
+            .insert(c.0.as_u128(), serde_json::to_vec(&seal).unwrap().as_slice())
+            .unwrap();
+    });
+
+    let store = RecordingStore::open_read_only(&db).unwrap();
+    match store.verify(a, &public).unwrap() {
+        Verdict::Altered { chunk: 1, .. } => {}
+        other => panic!("flipped byte in chunk 1 reported as {other:?}"),
+    }
+    assert_eq!(
+        store.verify(b, &public).unwrap(),
+        Verdict::Truncated {
+            sealed: 4,
+            found: 3
+        }
+    );
+    assert_eq!(store.verify(c, &public).unwrap(), Verdict::BadSignature);
+}
+
+#[tokio::test]
+async fn sessions_left_open_are_sealed_interrupted_at_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("recordings.redb");
+    let key_path = dir.path().join("key");
+    let recorder = Recorder::start(
+        &db,
+        RecorderConfig::default(),
+        SigningKey::load_or_create(&key_path).unwrap(),
+    )
+    .unwrap();
+    let id = RecordingId::new();
+    recorder.send(RecorderMsg::Header(header(id))).await;
+    recorder
+        .send(RecorderMsg::Events(
+            id,
+            vec![PendingEvent {
+                at: 5,
+                dir: Direction::Client,
+                kind: EventKind::Query {
+                    sql: "select 1".into(),
+                },
+            }],
+        ))
+        .await;
+    recorder.flush().await;
+    // Stop without closing the session, as a crash would leave it.
+    recorder.shutdown().await;
+
+    let key = SigningKey::load_or_create(&key_path).unwrap();
+    let public = key.public_key();
+    let recorder = Recorder::start(&db, RecorderConfig::default(), key).unwrap();
+    recorder.shutdown().await;
+    let store = RecordingStore::open_read_only(&db).unwrap();
+    assert_eq!(
+        store.header(id).unwrap().outcome,
+        Some(Outcome::Interrupted)
+    );
+    assert_eq!(
+        store.events(id).unwrap().len(),
+        1,
+        "durable events are kept"
+    );
+    assert_eq!(
+        store.verify(id, &public).unwrap(),
+        Verdict::Intact {
+            chunks: 1,
+            events: 1
+        }
+    );
+}
