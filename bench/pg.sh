@@ -7,6 +7,7 @@
 #   DURATION   seconds per pgbench run               (default 20)
 #   COPY_ROWS  rows of ~1 KiB for the bulk COPY      (default 1100000, ≈1.1 GB)
 #   IDLE       idle sessions for the memory figure   (default 1000)
+#   WORKERS    Gatehouse session threads             (default: one per core)
 #   PROFILE=1  also sample Gatehouse's CPU with perf during one extra run
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -72,6 +73,7 @@ audience = "gatehouse"
 algorithms = ["RS256"]
 [limits]
 max_sessions = $((IDLE + 100))
+${WORKERS:+workers = $WORKERS}
 [[roles]]
 name = "bench"
 groups = ["bench"]
@@ -162,7 +164,7 @@ if [ "${PROFILE:-0}" = 1 ] && command -v perf >/dev/null; then
     tps gatehouse "$GH_PORT" "$token" bench bench verify-full "$ca" >/dev/null
     wait "$perf_pid" || true
     perf report -i "$work/perf.data" --no-children --sort symbol --stdio 2>/dev/null \
-        | grep -E '^ +[0-9.]+%' | head -40
+        | grep -E '^ +[0-9.]+%' | head -40 || true
 fi
 
 echo "== bulk COPY TO STDOUT, $COPY_ROWS rows of ~1 KiB"

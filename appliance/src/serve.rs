@@ -96,9 +96,13 @@ async fn serve(cfg: LoadedConfig) -> anyhow::Result<()> {
         cancels: CancelMap::default(),
     });
 
-    let workers: Vec<_> = (0..std::thread::available_parallelism().map_or(2, |n| n.get()))
-        .map(|_| Arbiter::new().handle())
-        .collect();
+    let worker_count = cfg
+        .raw
+        .limits
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .max(1);
+    let workers: Vec<_> = (0..worker_count).map(|_| Arbiter::new().handle()).collect();
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let addr = cfg.pg_listen.context("listen.postgres is required")?;
     let listener = tokio::net::TcpListener::bind(addr)

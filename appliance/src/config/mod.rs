@@ -95,6 +95,8 @@ fn default_algorithms() -> Spanned<Vec<String>> {
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     pub max_sessions: Option<usize>,
+    /// Threads running session actors; default one per core.
+    pub workers: Option<usize>,
     pub startup_timeout: Option<Spanned<String>>,
     pub max_message_bytes: Option<usize>,
     /// Caps for single frontend message types (`query`, `bind`,
