@@ -56,6 +56,8 @@ pub enum SessionError {
     TargetLost { connection: String, detail: String },
     #[error("terminated: {0}")]
     Terminated(String),
+    #[error("strict recording failed, statement not forwarded: {0}")]
+    RecordingFailed(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -75,7 +77,7 @@ impl SessionError {
             | TargetAuth { .. }
             | TargetFailed { .. }
             | TargetLost { .. } => Side::Target,
-            TooManySessions(_) | Terminated(_) | Internal(_) => Side::Internal,
+            TooManySessions(_) | Terminated(_) | RecordingFailed(_) | Internal(_) => Side::Internal,
         }
     }
 
@@ -92,6 +94,7 @@ impl SessionError {
             TooManySessions(_) => "53300",
             TargetUnreachable { .. } | TargetFailed { .. } | TargetLost { .. } => "08006",
             Terminated(_) => "57P01",
+            RecordingFailed(_) => "58030",
             Internal(_) => "XX000",
         }
     }
@@ -127,6 +130,9 @@ impl SessionError {
             TargetFailed { connection, .. } => format!("connection \"{connection}\" failed"),
             TargetLost { connection, .. } => format!("connection \"{connection}\" was lost"),
             Terminated(why) => format!("terminating connection: {why}"),
+            RecordingFailed(_) => {
+                "the session could not be recorded; the statement was not executed".into()
+            }
             Internal(_) => "internal gateway error".into(),
         }
     }

@@ -63,6 +63,9 @@ pub struct PgTarget {
     pub password: Option<Secret>,
     pub tls: TargetTls,
     pub policy: String,
+    /// Strict recording: a statement reaches the target only after its
+    /// event is durable; a recording failure ends the session (58030).
+    pub strict_recording: bool,
 }
 
 impl PgTarget {

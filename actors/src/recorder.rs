@@ -67,6 +67,14 @@ pub enum RecorderMsg {
         reason: Option<String>,
         at: i64,
     },
+    /// Events that must be durable before the session forwards the
+    /// statement they describe (strict recording). Replies once committed,
+    /// or with the reason the commit failed.
+    Durable(
+        RecordingId,
+        Vec<PendingEvent>,
+        oneshot::Sender<Result<(), String>>,
+    ),
     /// Make everything received so far durable, then reply.
     Flush(oneshot::Sender<()>),
     /// Flush, close the database cleanly and stop; replies when closed, so
@@ -78,6 +86,8 @@ pub enum RecorderMsg {
 #[derive(Clone)]
 pub struct RecorderHandle {
     tx: flume::Sender<RecorderMsg>,
+    /// The recorder thread, unparked when a session waits on durability.
+    thread: std::thread::Thread,
 }
 
 impl RecorderHandle {
@@ -103,6 +113,23 @@ impl RecorderHandle {
                 tracing::error!("recorder is gone; event dropped")
             }
         }
+    }
+
+    /// Record `events` and wait until they are durable (strict mode). All
+    /// sessions waiting at the same moment share one commit (group commit).
+    pub async fn record_durably(
+        &self,
+        id: RecordingId,
+        events: Vec<PendingEvent>,
+    ) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send_async(RecorderMsg::Durable(id, events, tx))
+            .await
+            .map_err(|_| "the recorder is not running".to_owned())?;
+        self.thread.unpark();
+        rx.await
+            .map_err(|_| "the recorder is not running".to_owned())?
     }
 
     /// Flush and close the store; later sends are dropped with an error log.
@@ -186,6 +213,8 @@ fn approx_size(kind: &EventKind) -> usize {
 pub struct Recorder {
     db: redb::Database,
     key: SigningKey,
+    /// Strict-mode sessions waiting for the next commit.
+    durable: Vec<oneshot::Sender<Result<(), String>>>,
     live: HashMap<RecordingId, Live>,
     config: RecorderConfig,
     oldest_pending: Option<Instant>,
@@ -205,17 +234,20 @@ impl Recorder {
         let mut recorder = Recorder {
             db,
             key,
+            durable: Vec::new(),
             live: HashMap::new(),
             config,
             oldest_pending: None,
         };
         recorder.mark_interrupted()?;
         let (tx, rx) = flume::bounded(INBOX_CAPACITY);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("recorder".into())
             .spawn(move || recorder.run(rx))
-            .map_err(|e| StoreError::Storage(redb::StorageError::Io(e)))?;
-        Ok(RecorderHandle { tx })
+            .map_err(|e| StoreError::Storage(redb::StorageError::Io(e)))?
+            .thread()
+            .clone();
+        Ok(RecorderHandle { tx, thread })
     }
 
     /// Seal every session a previous run left open as `interrupted`, over
@@ -316,7 +348,8 @@ impl Recorder {
             if let Some(reply) = shutdown {
                 break reply;
             }
-            std::thread::sleep(tick);
+            // Woken early by strict-mode sessions; otherwise a short nap.
+            std::thread::park_timeout(tick);
         };
         if !self.live.is_empty() {
             tracing::warn!(
@@ -383,6 +416,17 @@ impl Recorder {
                 live.closed = true;
                 true
             }
+            RecorderMsg::Durable(id, events, reply) => {
+                let Some(live) = self.live.get_mut(&id) else {
+                    let _ = reply.send(Err("no open recording for this session".into()));
+                    return false;
+                };
+                for e in events {
+                    live.push(e.at, e.dir, e.kind);
+                }
+                self.durable.push(reply);
+                true
+            }
             RecorderMsg::Flush(reply) => {
                 waiters.push(reply);
                 true
@@ -395,17 +439,23 @@ impl Recorder {
         }
     }
 
+    /// Commit what is pending. On failure the events stay pending so the
+    /// next flush retries them; strict sessions waiting on this commit are
+    /// told it failed and refuse their statement (batched ones go on, and
+    /// the failure is logged).
     fn flush(&mut self) {
         self.oldest_pending = None;
-        if let Err(e) = self.commit() {
-            // Issue: durability modes decide what a failure means for the
-            // sessions; for now the failure is loud and the events stay
-            // pending so the next flush retries them.
+        let result = self.commit();
+        if let Err(e) = &result {
             tracing::error!(error = %e, "recording flush failed");
             self.oldest_pending = Some(Instant::now());
-            return;
         }
-        self.live.retain(|_, l| !l.closed);
+        for reply in self.durable.drain(..) {
+            let _ = reply.send(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+        }
+        if result.is_ok() {
+            self.live.retain(|_, l| !l.closed);
+        }
     }
 
     fn commit(&mut self) -> Result<(), StoreError> {

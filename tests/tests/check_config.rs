@@ -185,8 +185,11 @@ statements = ["drop"]
     assert!(stderr.contains("not enforced by this version"), "{stderr}");
     let strict = GOOD.replace("recording = \"batched\"", "recording = \"strict\"");
     let (code, _, stderr) = check(&strict)?;
+    assert_eq!(code, 0, "strict recording is supported: {stderr}");
+    let bad_mode = GOOD.replace("recording = \"batched\"", "recording = \"sometimes\"");
+    let (code, _, stderr) = check(&bad_mode)?;
     assert_ne!(code, 0);
-    assert!(stderr.contains("\"strict\" is not available"), "{stderr}");
+    assert!(stderr.contains("unknown variant `sometimes`"), "{stderr}");
     Ok(())
 }
 

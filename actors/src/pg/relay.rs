@@ -61,6 +61,8 @@ pub struct Relay {
     pub recorder: RecorderHandle,
     pub client_frames: codec::FrameLimits,
     pub rows_per_statement: u64,
+    /// Forward client statements only once their events are durable.
+    pub strict: bool,
 }
 
 impl Relay {
@@ -141,7 +143,15 @@ impl Relay {
                     break;
                 }
             }
-            self.flush_events(&mut tap.batch.events).await;
+            if self.strict && !tap.batch.events.is_empty() {
+                let events = std::mem::take(&mut tap.batch.events);
+                self.recorder
+                    .record_durably(self.id, events)
+                    .await
+                    .map_err(SessionError::RecordingFailed)?;
+            } else {
+                self.flush_events(&mut tap.batch.events).await;
+            }
             if end > 0 {
                 wr.write_all(&buf[..end]).await.map_err(lost)?;
                 wr.flush().await.map_err(lost)?;

@@ -159,6 +159,7 @@ struct Lifecycle {
 
 /// A session that reached its target and is ready to relay.
 struct Established {
+    strict: bool,
     upstream: Upstream,
     cancel_key: (i32, i32),
     connection: String,
@@ -227,6 +228,7 @@ impl Lifecycle {
             recorder: self.gw.recorder.clone(),
             client_frames: limits.client_frames.clone(),
             rows_per_statement: limits.rows_per_statement,
+            strict: est.strict,
         };
         tracing::info!("relaying");
         let end = relay
@@ -307,6 +309,7 @@ impl Lifecycle {
             ))
             .await;
         Ok(Established {
+            strict: target.strict_recording,
             upstream,
             cancel_key,
             connection: target.name.clone(),

@@ -298,12 +298,6 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
 
     // Policies: refuse what this version cannot enforce rather than pretend.
     for (name, policy) in &raw.policies {
-        if *policy.get_ref().recording.get_ref() == RecordingMode::Strict {
-            c.problem(
-                &policy.get_ref().recording,
-                format!("policies.{name}.recording = \"strict\" is not available in this version; use \"batched\""),
-            );
-        }
         for rule in &policy.get_ref().rules {
             c.problem(rule, format!("policies.{name}.rules: policy rules are not enforced by this version; refusing to start rather than let them be bypassed"));
         }
@@ -351,7 +345,7 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
                 c.warn(&conn.name, format!("connection {name:?} is an SSH connection, which this version does not serve"));
             }
             Kind::Postgres => {
-                if let Some(t) = pg_target(&mut c, conn) {
+                if let Some(t) = pg_target(&mut c, conn, &raw.policies) {
                     pg_targets.insert(name, t);
                 }
             }
@@ -412,7 +406,14 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
     })
 }
 
-fn pg_target(c: &mut Checker<'_>, conn: &super::Connection) -> Option<PgTarget> {
+fn pg_target(
+    c: &mut Checker<'_>,
+    conn: &super::Connection,
+    policies: &std::collections::BTreeMap<String, Spanned<super::Policy>>,
+) -> Option<PgTarget> {
+    let strict_recording = policies
+        .get(conn.policy.get_ref())
+        .is_some_and(|p| *p.get_ref().recording.get_ref() == RecordingMode::Strict);
     let name = conn.name.get_ref();
     let mut ok = true;
     let mut required = |v: &Option<String>, key: &str, c: &mut Checker<'_>| match v {
@@ -483,6 +484,7 @@ fn pg_target(c: &mut Checker<'_>, conn: &super::Connection) -> Option<PgTarget> 
         password,
         tls,
         policy: conn.policy.get_ref().clone(),
+        strict_recording,
     })
 }
 

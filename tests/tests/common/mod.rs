@@ -715,3 +715,18 @@ pub fn execute(portal: &str, max_rows: i32) -> Vec<u8> {
 pub fn sync() -> Vec<u8> {
     frame(b'S', &[])
 }
+
+/// Waits until the daemon log contains `needle`.
+pub fn wait_for_log(gh: &Gatehouse, needle: &str, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !gh.log().contains(needle) {
+        if Instant::now() >= deadline {
+            bail!(
+                "{needle:?} not logged within {timeout:?}\n--- log ---\n{}",
+                gh.log()
+            );
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
