@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # PostgreSQL gateway benchmark: Gatehouse against a direct connection and
 # PgBouncer (session pooling), measured in one run on this machine, every
-# client on TLS. Prints ratios; never pass/fail.
+# client on TLS; and Gatehouse's strict recording mode against batched.
+# Prints ratios; never pass/fail.
 #
 #   ROUNDS     interleaved pgbench rounds            (default 2)
 #   DURATION   seconds per pgbench run               (default 20)
@@ -77,7 +78,7 @@ ${WORKERS:+workers = $WORKERS}
 [[roles]]
 name = "bench"
 groups = ["bench"]
-connections = ["bench"]
+connections = ["bench", "bench-strict"]
 [[connections]]
 name = "bench"
 kind = "postgres"
@@ -87,8 +88,19 @@ user = "gatehouse"
 password_file = "secrets/pg.password"
 tls = "disable"
 policy = "default"
+[[connections]]
+name = "bench-strict"
+kind = "postgres"
+address = "127.0.0.1:$PG_PORT"
+database = "bench"
+user = "gatehouse"
+password_file = "secrets/pg.password"
+tls = "disable"
+policy = "strict"
 [policies.default]
 recording = "batched"
+[policies.strict]
+recording = "strict"
 TOML
 "$bin/gatehouse" serve --config "$work/gatehouse.toml" > "$work/gatehouse.log" 2>&1 &
 gh_pid=$!
@@ -132,7 +144,7 @@ tps() { # name port password user db sslmode [extra env]
     echo "$out" | awk '/^tps = .*without initial/ {print $3}'
 }
 
-declare -A sum=([direct]=0 [gatehouse]=0 [pgbouncer]=0)
+declare -A sum=([direct]=0 [gatehouse]=0 [pgbouncer]=0 [strict]=0)
 gh_ticks=0; gh_tx=0
 echo "== pgbench -S -c 8 -j 2 -T $DURATION, $ROUNDS interleaved rounds, all TLS"
 for r in $(seq "$ROUNDS"); do
@@ -143,17 +155,20 @@ for r in $(seq "$ROUNDS"); do
     gh_ticks=$((gh_ticks + t1 - t0))
     gh_tx=$(python3 -c "print($gh_tx + $g * $DURATION)")
     b=$(tps pgbouncer "$PGB_PORT" "$password" gatehouse bench require)
-    printf "round %d: direct %.0f  gatehouse %.0f  pgbouncer %.0f tps\n" "$r" "$d" "$g" "$b"
+    st=$(tps gatehouse-strict "$GH_PORT" "$token" bench bench-strict verify-full "$ca")
+    printf "round %d: direct %.0f  gatehouse %.0f  pgbouncer %.0f  gatehouse-strict %.0f tps\n" "$r" "$d" "$g" "$b" "$st"
+    sum[strict]=$(python3 -c "print(${sum[strict]} + $st)")
     sum[direct]=$(python3 -c "print(${sum[direct]} + $d)")
     sum[gatehouse]=$(python3 -c "print(${sum[gatehouse]} + $g)")
     sum[pgbouncer]=$(python3 -c "print(${sum[pgbouncer]} + $b)")
 done
-python3 - "${sum[direct]}" "${sum[gatehouse]}" "${sum[pgbouncer]}" "$ROUNDS" "$gh_ticks" "$gh_tx" "$(getconf CLK_TCK)" <<'PY'
+python3 - "${sum[direct]}" "${sum[gatehouse]}" "${sum[pgbouncer]}" "${sum[strict]}" "$ROUNDS" "$gh_ticks" "$gh_tx" "$(getconf CLK_TCK)" <<'PY'
 import sys
-d, g, b, n, ticks, tx, hz = map(float, sys.argv[1:])
-d, g, b = d / n, g / n, b / n
-print(f"mean tps: direct {d:.0f}  gatehouse {g:.0f}  pgbouncer {b:.0f}")
+d, g, b, st, n, ticks, tx, hz = map(float, sys.argv[1:])
+d, g, b, st = d / n, g / n, b / n, st / n
+print(f"mean tps: direct {d:.0f}  gatehouse {g:.0f}  pgbouncer {b:.0f}  gatehouse-strict {st:.0f}")
 print(f"ratio gatehouse/direct {g/d:.2f}   gatehouse/pgbouncer {g/b:.2f}   pgbouncer/direct {b/d:.2f}")
+print(f"ratio strict/batched recording {st/g:.2f}")
 print(f"gatehouse CPU per transaction: {ticks / hz / tx * 1e6:.1f} us")
 PY
 

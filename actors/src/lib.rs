@@ -7,8 +7,10 @@
 //! ```text
 //! startup ─▶ authenticate ─▶ authorize ─▶ connect ─▶ relay ───────────▶ closed
 //!   TLS        token as        identity →    held        frames cut to     end recorded
-//!   startup    password,       roles →       credential  length, tapped    (closed, refused,
-//!   message    TokenVerifier   connection    + TLS mode  for the recorder  failed, terminated)
+//!   startup    password,       roles →       credential  length, tapped    and sealed (closed,
+//!   message    TokenVerifier   connection    + TLS mode  for the recorder  refused, failed,
+//!                                                        (strict: durable  terminated)
+//!                                                        before forwarded)
 //! ```
 //!
 //! Layout:
@@ -21,7 +23,8 @@
 //! - [`pg::session`] the `PgSession` actor; [`pg::listener`] accept loop and limits.
 //! - [`registry`] live sessions and kill; [`recorder`] the single redb writer.
 //! - [`recording`] the recording model and its text rendering; [`store`] the
-//!   on-disk schema and readers.
+//!   on-disk schema ([`store::schema`]), signed seals ([`store::seal`]), chain
+//!   verification ([`store::verify`]) and readers.
 //! - [`auth`] the token-verification interface the appliance implements;
 //!   [`gateway`] what all sessions share; [`error`] errors that know their side.
 //!

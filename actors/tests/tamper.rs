@@ -186,3 +186,124 @@ async fn sessions_left_open_are_sealed_interrupted_at_next_start() {
         }
     );
 }
+
+/// Rebuild an archive with `edit` applied to each member's bytes.
+fn rewrite_archive(archive: &[u8], edit: impl Fn(&str, &mut Vec<u8>)) -> Vec<u8> {
+    use std::io::Read;
+    let mut tar = tar::Archive::new(zstd::Decoder::new(archive).unwrap());
+    let mut out = tar::Builder::new(zstd::Encoder::new(Vec::new(), 3).unwrap());
+    for entry in tar.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).unwrap();
+        edit(&path, &mut data);
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o444);
+        header.set_cksum();
+        out.append_data(&mut header, &path, data.as_slice())
+            .unwrap();
+    }
+    out.into_inner().unwrap().finish().unwrap()
+}
+
+#[tokio::test]
+async fn archives_verify_off_the_store_and_show_tampering() {
+    use gatehouse_actors::store::archive::{verify_archive, write_archive};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("recordings.redb");
+    let key = SigningKey::load_or_create(&dir.path().join("key")).unwrap();
+    let public = key.public_key();
+    let recorder = Recorder::start(&db, RecorderConfig::default(), key).unwrap();
+    let (a, b) = (record(&recorder).await, record(&recorder).await);
+    recorder.shutdown().await;
+    let store = RecordingStore::open_read_only(&db).unwrap();
+    let mut archive = Vec::new();
+    write_archive(&store, &[a, b], &public, 1, &mut archive).unwrap();
+    drop(store);
+    std::fs::remove_file(&db).unwrap();
+
+    let report = verify_archive(archive.as_slice(), Some(&public)).unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.sessions.len(), 2);
+
+    // A flipped byte in a chunk, with the manifest hash updated to match:
+    // only the chain and the seal can tell.
+    let chunk = format!("sessions/{a}/chunks/00000002.bin");
+    let tampered = rewrite_archive(&archive, |path, data| {
+        if path == chunk {
+            let mid = data.len() / 2;
+            data[mid] ^= 1;
+        }
+    });
+    let tampered = fix_manifest(&tampered);
+    let report = verify_archive(tampered.as_slice(), Some(&public)).unwrap();
+    assert!(!report.is_ok());
+    let (_, verdict) = report.sessions.iter().find(|(id, _)| *id == a).unwrap();
+    assert!(
+        matches!(verdict, Verdict::Altered { chunk: 2, .. }),
+        "{verdict:?}"
+    );
+    assert!(
+        report.problems.is_empty(),
+        "manifest was made consistent: {:?}",
+        report.problems
+    );
+
+    // The readable copy edited: caught even though it is not signed itself.
+    let events = format!("sessions/{b}/events.jsonl");
+    let edited = fix_manifest(&rewrite_archive(&archive, |path, data| {
+        if path == events {
+            *data = String::from_utf8(data.clone())
+                .unwrap()
+                .replace("select 1", "select 7")
+                .into_bytes();
+        }
+    }));
+    let report = verify_archive(edited.as_slice(), Some(&public)).unwrap();
+    assert!(!report.is_ok());
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("events.jsonl differs")),
+        "{:?}",
+        report.problems
+    );
+
+    // Someone else's key: the archive's own key does not match.
+    let other = tempfile::tempdir().unwrap();
+    let other = SigningKey::load_or_create(&other.path().join("k"))
+        .unwrap()
+        .public_key();
+    let report = verify_archive(archive.as_slice(), Some(&other)).unwrap();
+    assert_eq!(report.key_matches, Some(false));
+    assert!(!report.is_ok());
+}
+
+/// Recompute the manifest's hashes after an edit, as a careful forger would.
+fn fix_manifest(archive: &[u8]) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut hashes = std::collections::BTreeMap::new();
+    let mut tar = tar::Archive::new(zstd::Decoder::new(archive).unwrap());
+    for entry in tar.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).unwrap();
+        hashes.insert(path, hex::encode(Sha256::digest(&data)));
+    }
+    rewrite_archive(archive, |path, data| {
+        if path == "manifest.json" {
+            let mut m: serde_json::Value = serde_json::from_slice(data).unwrap();
+            for (p, h) in &hashes {
+                if p != "manifest.json" {
+                    m["files"][p] = serde_json::Value::String(h.clone());
+                }
+            }
+            *data = serde_json::to_vec(&m).unwrap();
+        }
+    })
+}

@@ -83,9 +83,26 @@ enum RecordingsCommand {
         /// Every recording.
         #[arg(long, conflicts_with = "id")]
         all: bool,
+        /// Verify an exported archive instead of the store (any machine).
+        #[arg(long, conflicts_with_all = ["id", "all"])]
+        archive: Option<PathBuf>,
         /// Public key (hex) to verify against; default data_dir/recording-signing.pub.
         #[arg(long)]
         public_key: Option<PathBuf>,
+    },
+    /// Write recordings to stdout: one as JSON Lines, or any number as a
+    /// self-verifying .tar.zst archive.
+    Export {
+        /// Recording id (or a unique prefix of one).
+        id: Option<String>,
+        /// Sessions started at or after: 2026-11-01, an RFC 3339 time, or an age like 1d.
+        #[arg(long, conflicts_with = "id")]
+        since: Option<String>,
+        /// Sessions started before (same forms as --since).
+        #[arg(long, conflicts_with = "id")]
+        until: Option<String>,
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: recordings::ExportFormat,
     },
     /// A session's header and events.
     Show {
@@ -103,6 +120,25 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     logging::init(cli.log_format);
+    // An archive verifies anywhere: no config, no store.
+    if let Command::Recordings {
+        command:
+            RecordingsCommand::Verify {
+                archive: Some(path),
+                public_key,
+                ..
+            },
+    } = &cli.command
+    {
+        return match recordings::verify_archive(path, public_key.as_deref()) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(3),
+            Err(e) => {
+                eprintln!("gatehouse: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cfg = match config::load(&cli.config) {
         Ok(cfg) => cfg,
         Err(e) => {
@@ -122,10 +158,25 @@ fn main() -> ExitCode {
         Command::Recordings { command } => match command {
             RecordingsCommand::List { json } => recordings::list(&cfg, json),
             RecordingsCommand::Show { id, json } => recordings::show(&cfg, &id, json),
+            RecordingsCommand::Export {
+                id,
+                since,
+                until,
+                format,
+            } => recordings::export(
+                &cfg,
+                recordings::Selection {
+                    id: id.as_deref(),
+                    since: since.as_deref(),
+                    until: until.as_deref(),
+                },
+                format,
+            ),
             RecordingsCommand::Verify {
                 id,
                 all,
                 public_key,
+                ..
             } => match recordings::verify(&cfg, id.as_deref(), all, public_key.as_deref()) {
                 Ok(true) => Ok(()),
                 Ok(false) => return ExitCode::from(3),

@@ -121,3 +121,130 @@ pub fn verify(
     }
     Ok(ok)
 }
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// One session: its header, then one event per line.
+    Jsonl,
+    /// Any number of sessions as a self-verifying .tar.zst.
+    Archive,
+}
+
+/// Which sessions an export covers.
+pub struct Selection<'a> {
+    pub id: Option<&'a str>,
+    pub since: Option<&'a str>,
+    pub until: Option<&'a str>,
+}
+
+/// `recordings export`: to stdout, streamed.
+pub fn export(cfg: &LoadedConfig, what: Selection<'_>, format: ExportFormat) -> anyhow::Result<()> {
+    let store = open(cfg)?;
+    let ids = match (what.id, what.since, what.until) {
+        (Some(id), None, None) => {
+            vec![
+                store
+                    .resolve(id)
+                    .with_context(|| format!("no single recording matches {id:?}"))?,
+            ]
+        }
+        (None, since, until) => {
+            let from = since.map(parse_point).transpose()?.unwrap_or(i64::MIN);
+            let to = until.map(parse_point).transpose()?.unwrap_or(i64::MAX);
+            store
+                .sessions()?
+                .into_iter()
+                .filter(|h| h.started_at >= from && h.started_at < to)
+                .map(|h| h.id)
+                .collect()
+        }
+        _ => anyhow::bail!("give a recording id, or --since/--until"),
+    };
+    match format {
+        ExportFormat::Jsonl => {
+            let [id] = ids.as_slice() else {
+                anyhow::bail!(
+                    "--format jsonl exports one recording; use --format archive for several"
+                );
+            };
+            show(cfg, &id.to_string(), true)
+        }
+        ExportFormat::Archive => {
+            let public = hex::decode(
+                std::fs::read_to_string(cfg.data_dir.join(SIGNING_PUB))
+                    .context("reading the appliance public key")?
+                    .trim(),
+            )?;
+            let out = std::io::BufWriter::new(std::io::stdout().lock());
+            gatehouse_actors::store::archive::write_archive(
+                &store,
+                &ids,
+                &public,
+                gatehouse_actors::recorder::now_micros(),
+                out,
+            )?;
+            eprintln!("exported {} recordings", ids.len());
+            Ok(())
+        }
+    }
+}
+
+/// `--since`/`--until`: a date (`2026-11-01`, UTC midnight), an RFC 3339
+/// time, or an age (`1d`, `12h`) counted back from now. Unix microseconds.
+fn parse_point(text: &str) -> anyhow::Result<i64> {
+    if let Ok(age) = crate::config::parse_duration(text) {
+        return Ok(gatehouse_actors::recorder::now_micros() - age.as_micros() as i64);
+    }
+    let with_time = if text.len() == 10 {
+        format!("{text}T00:00:00Z")
+    } else {
+        text.to_owned()
+    };
+    let t = time::OffsetDateTime::parse(&with_time, &time::format_description::well_known::Rfc3339)
+        .with_context(|| {
+            format!("{text:?} is not a date (2026-11-01), a time (RFC 3339) or an age (1d)")
+        })?;
+    Ok((t.unix_timestamp_nanos() / 1000) as i64)
+}
+
+/// `recordings verify --archive FILE`: works on any machine, without the
+/// store. Exit status as for stored recordings.
+pub fn verify_archive(path: &Path, public_key: Option<&Path>) -> anyhow::Result<bool> {
+    let trusted = public_key
+        .map(|p| -> anyhow::Result<Vec<u8>> {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            Ok(hex::decode(text.trim())?)
+        })
+        .transpose()?;
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let report = gatehouse_actors::store::archive::verify_archive(
+        std::io::BufReader::new(file),
+        trusted.as_deref(),
+    )?;
+    let mut out = std::io::stdout().lock();
+    match report.key_matches {
+        Some(true) => writeln!(
+            out,
+            "key sha256:{} (matches --public-key)",
+            report.key_fingerprint
+        )?,
+        Some(false) => writeln!(
+            out,
+            "KEY MISMATCH: the archive carries sha256:{}, not the key given",
+            report.key_fingerprint
+        )?,
+        None => writeln!(
+            out,
+            "key sha256:{} (from the archive itself; compare it with the appliance's)",
+            report.key_fingerprint
+        )?,
+    }
+    for (id, verdict) in &report.sessions {
+        writeln!(out, "{id}  {verdict}")?;
+    }
+    for p in &report.problems {
+        writeln!(out, "PROBLEM: {p}")?;
+    }
+    Ok(report.is_ok())
+}

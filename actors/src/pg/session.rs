@@ -259,8 +259,10 @@ impl Lifecycle {
         drop(token);
 
         let span = tracing::Span::current();
-        span.record("identity", identity.subject.as_str());
-        span.record("connection", requested.as_str());
+        // Debug formatting escapes control characters: the connection name
+        // is whatever the client sent, and must not forge log lines.
+        span.record("identity", tracing::field::debug(&identity.subject));
+        span.record("connection", tracing::field::debug(&requested));
         self.header.identity = Some(identity.subject.clone());
         self.header.groups = identity.groups.clone();
         self.send_header().await;

@@ -1,10 +1,12 @@
-//! The recording store: schema, seals, chain verification and readers.
+//! The recording store: schema, seals, chain verification, readers and the
+//! self-verifying archive format.
 
+pub mod archive;
 mod reader;
 pub mod schema;
 pub mod seal;
 pub mod verify;
 
-pub use reader::{RecordingStore, StoreError};
+pub use reader::{RawRecording, RecordingStore, StoreError};
 pub use seal::{Seal, SigningKey};
 pub use verify::Verdict;

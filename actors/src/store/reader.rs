@@ -33,6 +33,33 @@ pub enum StoreError {
     NotFound(RecordingId),
 }
 
+/// One session as stored, byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawRecording {
+    pub id: RecordingId,
+    pub header: Vec<u8>,
+    pub chunks: Vec<(u32, Vec<u8>)>,
+    pub seal: Option<Vec<u8>>,
+}
+
+impl RawRecording {
+    pub fn verify(&self, public_key: &[u8]) -> Verdict {
+        let seal: Option<Seal> = match &self.seal {
+            None => None,
+            Some(bytes) => match serde_json::from_slice(bytes) {
+                Ok(seal) => Some(seal),
+                Err(e) => {
+                    return Verdict::Altered {
+                        chunk: 0,
+                        detail: format!("the seal is unreadable: {e}"),
+                    };
+                }
+            },
+        };
+        verify::verify(&self.header, &self.chunks, seal.as_ref(), public_key)
+    }
+}
+
 /// Read-only access to `recordings.redb`.
 pub struct RecordingStore {
     db: redb::ReadOnlyDatabase,
@@ -89,9 +116,9 @@ impl RecordingStore {
         Ok(out)
     }
 
-    /// Recompute a session's chain and check it against its seal, using
-    /// the appliance's public key.
-    pub fn verify(&self, id: RecordingId, public_key: &[u8]) -> Result<Verdict, StoreError> {
+    /// A session exactly as stored: header bytes, chunk bytes, seal bytes.
+    /// Verification and archives work on these, never on re-encoded data.
+    pub fn raw(&self, id: RecordingId) -> Result<RawRecording, StoreError> {
         let txn = self.db.begin_read()?;
         let key = id.0.as_u128();
         let header = {
@@ -110,23 +137,23 @@ impl RecordingStore {
             Err(redb::TableError::TableDoesNotExist(_)) => {}
             Err(e) => return Err(e.into()),
         }
-        let seal: Option<Seal> = match txn.open_table(SEALS) {
-            Ok(table) => match table.get(key)? {
-                Some(v) => match serde_json::from_slice(v.value()) {
-                    Ok(seal) => Some(seal),
-                    Err(e) => {
-                        return Ok(Verdict::Altered {
-                            chunk: 0,
-                            detail: format!("the seal is unreadable: {e}"),
-                        });
-                    }
-                },
-                None => None,
-            },
+        let seal = match txn.open_table(SEALS) {
+            Ok(table) => table.get(key)?.map(|v| v.value().to_vec()),
             Err(redb::TableError::TableDoesNotExist(_)) => None,
             Err(e) => return Err(e.into()),
         };
-        Ok(verify::verify(&header, &chunks, seal.as_ref(), public_key))
+        Ok(RawRecording {
+            id,
+            header,
+            chunks,
+            seal,
+        })
+    }
+
+    /// Recompute a session's chain and check it against its seal, using
+    /// the appliance's public key.
+    pub fn verify(&self, id: RecordingId, public_key: &[u8]) -> Result<Verdict, StoreError> {
+        Ok(self.raw(id)?.verify(public_key))
     }
 
     /// Resolve a full id or a unique prefix of one.
