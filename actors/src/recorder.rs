@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 
 use crate::recording::{Direction, Event, EventKind, Outcome, RecordingId, SessionHeader};
 use crate::store::StoreError;
+use crate::store::retention::{self, Criteria, PurgeRecord, Retention};
 use crate::store::schema::{CHUNKS, Chunk, SEALS, SESSIONS, chain_hash};
 use crate::store::seal::{Seal, SigningKey, header_hash};
 use crate::store::verify::{ChainState, walk_chain};
@@ -28,6 +29,9 @@ const INBOX_CAPACITY: usize = 4096;
 /// keeping chunks well under `MAX_CHUNK_RAW` and memory per session bounded.
 const CHUNK_TARGET: usize = 1 << 20;
 
+/// How often age and size retention run while the daemon is up.
+const RETENTION_PERIOD: Duration = Duration::from_secs(600);
+
 /// Longest the recorder sleeps between inbox checks: bounds how late a
 /// `Flush` request or a session end is noticed.
 const MAX_TICK: Duration = Duration::from_millis(10);
@@ -36,12 +40,15 @@ const MAX_TICK: Duration = Duration::from_millis(10);
 pub struct RecorderConfig {
     /// How long an event may wait before it is durable.
     pub flush_interval: Duration,
+    /// Age and size limits applied at start and every `RETENTION_PERIOD`.
+    pub retention: Retention,
 }
 
 impl Default for RecorderConfig {
     fn default() -> Self {
         RecorderConfig {
             flush_interval: Duration::from_millis(200),
+            retention: Retention::default(),
         }
     }
 }
@@ -77,9 +84,32 @@ pub enum RecorderMsg {
     ),
     /// Make everything received so far durable, then reply.
     Flush(oneshot::Sender<()>),
+    /// Remove sealed recordings now (operator request), logging the purge.
+    Purge {
+        criteria: Criteria,
+        by: String,
+        reply: oneshot::Sender<Result<PurgeRecord, String>>,
+    },
+    /// The recorder's health, for `recordings status`.
+    Status(oneshot::Sender<RecorderStatus>),
     /// Flush, close the database cleanly and stop; replies when closed, so
     /// a reader opened afterwards finds a database that needs no repair.
     Shutdown(oneshot::Sender<()>),
+}
+
+/// What `recordings status` shows.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct RecorderStatus {
+    /// Sessions with a header in memory (live, or ended and not yet sealed).
+    pub open_sessions: usize,
+    /// Events received and not yet durable.
+    pub pending_events: usize,
+    /// Flushes that failed since start; each was retried.
+    pub failed_flushes: u64,
+    /// The most recent failure: when (unix µs) and why.
+    pub last_error: Option<(i64, String)>,
+    /// When the most recent flush succeeded (unix µs).
+    pub last_flush: Option<i64>,
 }
 
 /// A cheap, cloneable handle to the recorder.
@@ -127,6 +157,28 @@ impl RecorderHandle {
             .send_async(RecorderMsg::Durable(id, events, tx))
             .await
             .map_err(|_| "the recorder is not running".to_owned())?;
+        self.thread.unpark();
+        rx.await
+            .map_err(|_| "the recorder is not running".to_owned())?
+    }
+
+    /// Ask the recorder for its health.
+    pub async fn status(&self) -> Option<RecorderStatus> {
+        let (tx, rx) = oneshot::channel();
+        self.send(RecorderMsg::Status(tx)).await;
+        self.thread.unpark();
+        rx.await.ok()
+    }
+
+    /// Purge sealed recordings now.
+    pub async fn purge(&self, criteria: Criteria, by: String) -> Result<PurgeRecord, String> {
+        let (tx, rx) = oneshot::channel();
+        self.send(RecorderMsg::Purge {
+            criteria,
+            by,
+            reply: tx,
+        })
+        .await;
         self.thread.unpark();
         rx.await
             .map_err(|_| "the recorder is not running".to_owned())?
@@ -215,6 +267,7 @@ pub struct Recorder {
     key: SigningKey,
     /// Strict-mode sessions waiting for the next commit.
     durable: Vec<oneshot::Sender<Result<(), String>>>,
+    status: RecorderStatus,
     live: HashMap<RecordingId, Live>,
     config: RecorderConfig,
     oldest_pending: Option<Instant>,
@@ -235,11 +288,13 @@ impl Recorder {
             db,
             key,
             durable: Vec::new(),
+            status: RecorderStatus::default(),
             live: HashMap::new(),
             config,
             oldest_pending: None,
         };
         recorder.mark_interrupted()?;
+        recorder.apply_retention();
         let (tx, rx) = flume::bounded(INBOX_CAPACITY);
         let thread = std::thread::Builder::new()
             .name("recorder".into())
@@ -297,6 +352,30 @@ impl Recorder {
         Ok(())
     }
 
+    fn purge(&mut self, criteria: Criteria, by: &str) -> Result<PurgeRecord, StoreError> {
+        let txn = self.db.begin_write()?;
+        let live = |id| self.live.contains_key(&id);
+        let record = retention::purge(&txn, criteria, by, now_micros(), &live)?;
+        txn.commit()?;
+        if !record.sessions.is_empty() {
+            tracing::info!(
+                by,
+                sessions = record.sessions.len(),
+                bytes = record.bytes,
+                "recordings purged"
+            );
+        }
+        Ok(record)
+    }
+
+    fn apply_retention(&mut self) {
+        if let Some(criteria) = self.config.retention.criteria(now_micros())
+            && let Err(e) = self.purge(criteria, "retention")
+        {
+            tracing::error!(error = %e, "retention purge failed");
+        }
+    }
+
     fn seal(&self, id: RecordingId, outcome: Outcome, state: ChainState, header: &[u8]) -> Seal {
         let mut seal = Seal {
             id,
@@ -319,7 +398,12 @@ impl Recorder {
     fn run(mut self, rx: flume::Receiver<RecorderMsg>) {
         let tick = (self.config.flush_interval / 4).clamp(Duration::from_millis(1), MAX_TICK);
         let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
+        let mut last_retention = Instant::now();
         let closed_reply = loop {
+            if last_retention.elapsed() >= RETENTION_PERIOD {
+                self.apply_retention();
+                last_retention = Instant::now();
+            }
             let mut force = false;
             let mut shutdown = None;
             loop {
@@ -431,6 +515,23 @@ impl Recorder {
                 waiters.push(reply);
                 true
             }
+            RecorderMsg::Purge {
+                criteria,
+                by,
+                reply,
+            } => {
+                // Seal what has ended first, so it can be considered.
+                self.flush();
+                let _ = reply.send(self.purge(criteria, &by).map_err(|e| e.to_string()));
+                false
+            }
+            RecorderMsg::Status(reply) => {
+                let mut status = self.status.clone();
+                status.open_sessions = self.live.len();
+                status.pending_events = self.live.values().map(|l| l.pending.len()).sum();
+                let _ = reply.send(status);
+                false
+            }
             // Handled by the run loop before messages reach here.
             RecorderMsg::Shutdown(reply) => {
                 waiters.push(reply);
@@ -446,9 +547,14 @@ impl Recorder {
     fn flush(&mut self) {
         self.oldest_pending = None;
         let result = self.commit();
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "recording flush failed");
-            self.oldest_pending = Some(Instant::now());
+        match &result {
+            Err(e) => {
+                tracing::error!(error = %e, "recording flush failed");
+                self.oldest_pending = Some(Instant::now());
+                self.status.failed_flushes += 1;
+                self.status.last_error = Some((now_micros(), e.to_string()));
+            }
+            Ok(()) => self.status.last_flush = Some(now_micros()),
         }
         for reply in self.durable.drain(..) {
             let _ = reply.send(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));

@@ -15,6 +15,7 @@
 //! ```
 
 mod config;
+mod control;
 mod logging;
 mod oidc;
 mod recordings;
@@ -90,6 +91,17 @@ enum RecordingsCommand {
         #[arg(long)]
         public_key: Option<PathBuf>,
     },
+    /// The recorder's health (asks the running daemon).
+    Status,
+    /// Remove sealed recordings of sessions that ended before a date; the
+    /// purge itself is logged (see `purges`). Asks the running daemon.
+    Purge {
+        /// 2026-11-01, an RFC 3339 time, or an age like 30d.
+        #[arg(long)]
+        before: String,
+    },
+    /// The purge audit log: every removal, manual or by retention.
+    Purges,
     /// Write recordings to stdout: one as JSON Lines, or any number as a
     /// self-verifying .tar.zst archive.
     Export {
@@ -158,6 +170,9 @@ fn main() -> ExitCode {
         Command::Recordings { command } => match command {
             RecordingsCommand::List { json } => recordings::list(&cfg, json),
             RecordingsCommand::Show { id, json } => recordings::show(&cfg, &id, json),
+            RecordingsCommand::Status => recordings::status(&cfg),
+            RecordingsCommand::Purge { before } => recordings::purge(&cfg, &before),
+            RecordingsCommand::Purges => recordings::purges(&cfg),
             RecordingsCommand::Export {
                 id,
                 since,

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context as _;
-use gatehouse_actors::recording::{format_event, format_header};
+use gatehouse_actors::recording::{format_event, format_header, format_time};
 use gatehouse_actors::store::seal::fingerprint;
 use gatehouse_actors::store::{RecordingStore, SigningKey, Verdict};
 
@@ -191,7 +191,7 @@ pub fn export(cfg: &LoadedConfig, what: Selection<'_>, format: ExportFormat) -> 
 
 /// `--since`/`--until`: a date (`2026-11-01`, UTC midnight), an RFC 3339
 /// time, or an age (`1d`, `12h`) counted back from now. Unix microseconds.
-fn parse_point(text: &str) -> anyhow::Result<i64> {
+pub fn parse_point(text: &str) -> anyhow::Result<i64> {
     if let Ok(age) = crate::config::parse_duration(text) {
         return Ok(gatehouse_actors::recorder::now_micros() - age.as_micros() as i64);
     }
@@ -247,4 +247,69 @@ pub fn verify_archive(path: &Path, public_key: Option<&Path>) -> anyhow::Result<
         writeln!(out, "PROBLEM: {p}")?;
     }
     Ok(report.is_ok())
+}
+
+pub fn status(cfg: &LoadedConfig) -> anyhow::Result<()> {
+    match crate::control::request(&cfg.data_dir, &crate::control::Request::Status)? {
+        crate::control::Response::Status {
+            live_sessions,
+            recorder,
+        } => {
+            println!("live sessions:      {live_sessions}");
+            println!("open recordings:    {}", recorder.open_sessions);
+            println!("pending events:     {}", recorder.pending_events);
+            println!(
+                "last flush:         {}",
+                recorder.last_flush.map_or("never".into(), format_time)
+            );
+            println!("failed flushes:     {}", recorder.failed_flushes);
+            if let Some((at, why)) = recorder.last_error {
+                println!("last failure:       {} {why}", format_time(at));
+            }
+            Ok(())
+        }
+        other => anyhow::bail!("unexpected answer: {other:?}"),
+    }
+}
+
+pub fn purge(cfg: &LoadedConfig, before: &str) -> anyhow::Result<()> {
+    let ended_before = parse_point(before)?;
+    match crate::control::request(
+        &cfg.data_dir,
+        &crate::control::Request::Purge { ended_before },
+    )? {
+        crate::control::Response::Purged(record) => {
+            println!(
+                "purged {} recordings ({} bytes) that ended before {}",
+                record.sessions.len(),
+                record.bytes,
+                format_time(ended_before)
+            );
+            Ok(())
+        }
+        crate::control::Response::Error { message } => anyhow::bail!("{message}"),
+        other => anyhow::bail!("unexpected answer: {other:?}"),
+    }
+}
+
+pub fn purges(cfg: &LoadedConfig) -> anyhow::Result<()> {
+    let store = open(cfg)?;
+    let mut out = std::io::stdout().lock();
+    for p in store.purges()? {
+        writeln!(
+            out,
+            "{}  by {:<24} {} recordings, {} bytes{}{}",
+            format_time(p.at),
+            p.by,
+            p.sessions.len(),
+            p.bytes,
+            p.ended_before.map_or(String::new(), |t| format!(
+                ", ended before {}",
+                format_time(t)
+            )),
+            p.max_bytes
+                .map_or(String::new(), |m| format!(", over {m} bytes")),
+        )?;
+    }
+    Ok(())
 }

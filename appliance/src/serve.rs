@@ -27,6 +27,12 @@ pub fn run(cfg: LoadedConfig) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
+    // Keys, recordings and the control socket live here: owner only.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting {}", cfg.data_dir.display()))?;
+    }
     let system = System::new();
     let result = system.block_on(serve(cfg));
     System::current().stop();
@@ -84,6 +90,15 @@ async fn serve(cfg: LoadedConfig) -> anyhow::Result<()> {
         .context("preparing the TLS certificate")?;
 
     let registry = Registry::default().start();
+    {
+        let path = crate::control::socket_path(&cfg.data_dir);
+        let (recorder, registry) = (recorder.clone(), registry.clone());
+        actix::spawn(async move {
+            if let Err(e) = crate::control::serve(path, recorder, registry).await {
+                tracing::error!("control socket unavailable: {e:#}");
+            }
+        });
+    }
     let gw = Arc::new(Gateway {
         verifier,
         connections: cfg.pg_targets,

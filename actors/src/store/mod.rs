@@ -3,6 +3,7 @@
 
 pub mod archive;
 mod reader;
+pub mod retention;
 pub mod schema;
 pub mod seal;
 pub mod verify;

@@ -8,7 +8,8 @@ use std::path::Path;
 
 use redb::{ReadableDatabase, ReadableTable};
 
-use super::schema::{CHUNKS, Chunk, ChunkError, SEALS, SESSIONS};
+use super::retention::PurgeRecord;
+use super::schema::{CHUNKS, Chunk, ChunkError, PURGES, SEALS, SESSIONS};
 use super::seal::Seal;
 use super::verify::{self, Verdict};
 use crate::recording::{Event, RecordingId, SessionHeader};
@@ -154,6 +155,25 @@ impl RecordingStore {
     /// the appliance's public key.
     pub fn verify(&self, id: RecordingId, public_key: &[u8]) -> Result<Verdict, StoreError> {
         Ok(self.raw(id)?.verify(public_key))
+    }
+
+    /// The purge audit log, oldest first.
+    pub fn purges(&self) -> Result<Vec<PurgeRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = match txn.open_table(PURGES) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (_, v) = row?;
+            out.push(
+                serde_json::from_slice(v.value())
+                    .map_err(|e| StoreError::Header(RecordingId(uuid::Uuid::nil()), e))?,
+            );
+        }
+        Ok(out)
     }
 
     /// Resolve a full id or a unique prefix of one.

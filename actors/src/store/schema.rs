@@ -4,6 +4,7 @@
 //! sessions : u128 (RecordingId)        -> JSON SessionHeader
 //! chunks   : (u128 RecordingId, u32 n) -> Chunk (postcard)
 //! seals    : u128 (RecordingId)        -> JSON Seal (written once, at the end)
+//! purges   : i64 (unix µs)              -> JSON PurgeRecord (append-only audit log)
 //! ```
 //!
 //! A chunk is a batch of consecutive events of one session, serialised as a
@@ -25,6 +26,8 @@ use crate::recording::Event;
 pub const SESSIONS: TableDefinition<u128, &[u8]> = TableDefinition::new("sessions");
 pub const CHUNKS: TableDefinition<(u128, u32), &[u8]> = TableDefinition::new("chunks");
 pub const SEALS: TableDefinition<u128, &[u8]> = TableDefinition::new("seals");
+/// Every purge, manual or by retention. No code path deletes from it.
+pub const PURGES: TableDefinition<i64, &[u8]> = TableDefinition::new("purges");
 
 /// Version of the event encoding inside chunks.
 pub const FORMAT_VERSION: u16 = 1;

@@ -289,6 +289,13 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
         ),
     };
     let recorder = RecorderConfig {
+        retention: gatehouse_actors::store::retention::Retention {
+            keep: raw
+                .recordings
+                .keep_days
+                .map(|d| Duration::from_secs(d.saturating_mul(86_400))),
+            max_bytes: raw.recordings.max_bytes,
+        },
         flush_interval: c.duration(
             &raw.recordings.flush_interval,
             "recordings.flush_interval",

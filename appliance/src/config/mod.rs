@@ -112,6 +112,10 @@ pub struct Limits {
 pub struct Recordings {
     /// How long an event may wait before it is durable (batched mode).
     pub flush_interval: Option<Spanned<String>>,
+    /// Sealed recordings are removed this many days after they ended.
+    pub keep_days: Option<u64>,
+    /// Oldest sealed recordings are removed while the store holds more.
+    pub max_bytes: Option<u64>,
 }
 
 /// An operator of the admin SSH endpoint. Validated now; used once that

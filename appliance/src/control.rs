@@ -1,0 +1,141 @@
+//! The local control socket: how `gatehouse` commands on the box reach the
+//! running daemon (the store has one writer; purges and live status must go
+//! through it).
+//!
+//! `data_dir/control.sock`, mode 0600: only root (the daemon's user) can
+//! connect. One JSON request line, one JSON response line. The peer's
+//! uid and pid, from the kernel, are recorded with every purge.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use gatehouse_actors::recorder::{RecorderHandle, RecorderStatus};
+use gatehouse_actors::registry::{List, RegistryHandle};
+use gatehouse_actors::store::retention::{Criteria, PurgeRecord};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+/// Requests are tiny; anything longer is not ours.
+const MAX_REQUEST: u64 = 64 << 10;
+
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("control.sock")
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    Purge { ended_before: i64 },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    Status {
+        live_sessions: usize,
+        recorder: RecorderStatus,
+    },
+    Purged(PurgeRecord),
+    Error {
+        message: String,
+    },
+}
+
+/// Serve the socket until the process ends.
+pub async fn serve(
+    path: PathBuf,
+    recorder: RecorderHandle,
+    registry: RegistryHandle,
+) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::remove_file(&path);
+    let listener =
+        UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    tracing::info!(socket = %path.display(), "control socket ready");
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("control socket accept failed: {e}");
+                continue;
+            }
+        };
+        let (recorder, registry) = (recorder.clone(), registry.clone());
+        actix::spawn(async move {
+            if let Err(e) = handle(stream, &recorder, &registry).await {
+                tracing::warn!("control request failed: {e:#}");
+            }
+        });
+    }
+}
+
+async fn handle(
+    stream: UnixStream,
+    recorder: &RecorderHandle,
+    registry: &RegistryHandle,
+) -> anyhow::Result<()> {
+    let who = match stream.peer_cred() {
+        Ok(c) => format!("cli uid={} pid={}", c.uid(), c.pid().unwrap_or(0)),
+        Err(_) => "cli (unknown peer)".to_owned(),
+    };
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(read.take(MAX_REQUEST))
+        .read_line(&mut line)
+        .await?;
+    let response = match serde_json::from_str::<Request>(&line) {
+        Err(e) => Response::Error {
+            message: format!("bad request: {e}"),
+        },
+        Ok(Request::Status) => match recorder.status().await {
+            Some(status) => Response::Status {
+                live_sessions: registry.send(List).await.map(|l| l.len()).unwrap_or(0),
+                recorder: status,
+            },
+            None => Response::Error {
+                message: "the recorder is not running".into(),
+            },
+        },
+        Ok(Request::Purge { ended_before }) => {
+            tracing::info!(by = %who, ended_before, "purge requested");
+            match recorder
+                .purge(
+                    Criteria {
+                        ended_before: Some(ended_before),
+                        max_bytes: None,
+                    },
+                    who,
+                )
+                .await
+            {
+                Ok(record) => Response::Purged(record),
+                Err(message) => Response::Error { message },
+            }
+        }
+    };
+    let mut out = serde_json::to_vec(&response)?;
+    out.push(b'\n');
+    write.write_all(&out).await?;
+    Ok(())
+}
+
+/// Send one request to the running daemon.
+pub fn request(data_dir: &Path, request: &Request) -> anyhow::Result<Response> {
+    use std::io::{BufRead, Write};
+    let path = socket_path(data_dir);
+    let mut stream = std::os::unix::net::UnixStream::connect(&path).with_context(|| {
+        format!(
+            "connecting to the daemon at {} (is `gatehouse serve` running?)",
+            path.display()
+        )
+    })?;
+    let mut line = serde_json::to_vec(request)?;
+    line.push(b'\n');
+    stream.write_all(&line)?;
+    let mut answer = String::new();
+    std::io::BufReader::new(stream).read_line(&mut answer)?;
+    serde_json::from_str(&answer).with_context(|| format!("unreadable answer {answer:?}"))
+}
