@@ -243,13 +243,33 @@ impl Live {
             kind,
         });
         self.next_seq += 1;
-        self.header.event_count = self.next_seq;
     }
+}
+
+/// Consecutive runs of events of about `CHUNK_TARGET` each (a single
+/// larger event gets a run of its own; recorded strings are capped, so even
+/// fully escaped its JSON stays far below `MAX_CHUNK_RAW`).
+fn chunk_groups(events: &[Event]) -> Vec<&[Event]> {
+    let mut groups = Vec::new();
+    let (mut start, mut size) = (0, 0);
+    for (i, e) in events.iter().enumerate() {
+        let n = approx_size(&e.kind);
+        if size > 0 && size + n > CHUNK_TARGET {
+            groups.push(&events[start..i]);
+            start = i;
+            size = 0;
+        }
+        size += n;
+    }
+    groups.push(&events[start..]);
+    groups
 }
 
 fn approx_size(kind: &EventKind) -> usize {
     match kind {
         EventKind::Query { sql } | EventKind::Parse { sql, .. } => sql.len() + 16,
+        EventKind::Error { message, .. } | EventKind::Notice { message, .. } => message.len() + 32,
+        EventKind::Notification { payload, .. } => payload.len() + 32,
         EventKind::Row { values } | EventKind::Bind { params: values, .. } => {
             values
                 .iter()
@@ -268,6 +288,9 @@ pub struct Recorder {
     /// Strict-mode sessions waiting for the next commit.
     durable: Vec<oneshot::Sender<Result<(), String>>>,
     status: RecorderStatus,
+    compressor: zstd::bulk::Compressor<'static>,
+    /// Set when a session's pending events reached `CHUNK_TARGET`.
+    chunk_full: bool,
     live: HashMap<RecordingId, Live>,
     config: RecorderConfig,
     oldest_pending: Option<Instant>,
@@ -289,6 +312,9 @@ impl Recorder {
             key,
             durable: Vec::new(),
             status: RecorderStatus::default(),
+            chunk_full: false,
+            compressor: crate::store::schema::compressor()
+                .map_err(|e| StoreError::Chunk(RecordingId(uuid::Uuid::nil()), 0, e))?,
             live: HashMap::new(),
             config,
             oldest_pending: None,
@@ -333,9 +359,13 @@ impl Recorder {
                 tracing::warn!(session = %h.id, "session left open by a previous run; marked interrupted");
                 h.outcome = Some(Outcome::Interrupted);
                 h.reason = Some("appliance stopped without ending the session".into());
+                let chain = walk_chain(&stored);
+                if let Ok(state) = &chain {
+                    h.event_count = state.events;
+                }
                 let bytes = serde_json::to_vec(&h).map_err(|e| StoreError::Header(h.id, e))?;
                 sessions.insert(key, bytes.as_slice())?;
-                match walk_chain(&stored) {
+                match chain {
                     Ok(state) => {
                         let seal = self.seal(h.id, Outcome::Interrupted, state, &bytes);
                         let seal =
@@ -406,13 +436,24 @@ impl Recorder {
             }
             let mut force = false;
             let mut shutdown = None;
+            let mut more_queued = false;
             loop {
                 match rx.try_recv() {
                     Ok(RecorderMsg::Shutdown(reply)) => {
                         shutdown = Some(reply);
                         break;
                     }
-                    Ok(msg) => force |= self.accept(msg, &mut waiters),
+                    Ok(msg) => {
+                        force |= self.accept(msg, &mut waiters);
+                        // A session's pending events reached a chunk's worth:
+                        // write before taking more, keeping chunks bounded.
+                        // (Durability requests only ask for a flush after the
+                        // drain, so they keep sharing one commit.)
+                        if std::mem::take(&mut self.chunk_full) {
+                            more_queued = true;
+                            break;
+                        }
+                    }
                     Err(flume::TryRecvError::Empty) => break,
                     Err(flume::TryRecvError::Disconnected) => {
                         shutdown = Some(oneshot::channel().0);
@@ -433,7 +474,9 @@ impl Recorder {
                 break reply;
             }
             // Woken early by strict-mode sessions; otherwise a short nap.
-            std::thread::park_timeout(tick);
+            if !more_queued {
+                std::thread::park_timeout(tick);
+            }
         };
         if !self.live.is_empty() {
             tracing::warn!(
@@ -474,7 +517,8 @@ impl Recorder {
                     live.push(e.at, e.dir, e.kind);
                 }
                 self.oldest_pending.get_or_insert_with(Instant::now);
-                live.pending_bytes > CHUNK_TARGET
+                self.chunk_full |= live.pending_bytes > CHUNK_TARGET;
+                self.chunk_full
             }
             RecorderMsg::Close {
                 id,
@@ -494,6 +538,7 @@ impl Recorder {
                     },
                 );
                 live.header.ended_at = Some(at);
+                live.header.event_count = live.next_seq;
                 live.header.outcome = Some(outcome);
                 live.header.reason = reason;
                 live.header_dirty = true;
@@ -588,17 +633,23 @@ impl Recorder {
                     last_hash: live.prev_hash,
                 };
                 if !live.pending.is_empty() {
-                    let chunk = Chunk::seal(live.prev_hash, &live.pending)
-                        .and_then(|c| c.encode())
-                        .map_err(|e| StoreError::Chunk(*id, live.next_chunk, e))?;
-                    chunks.insert((key, live.next_chunk), chunk.as_slice())?;
-                    state.chunks += 1;
-                    state.events += live.pending.len() as u64;
-                    state.bytes += chunk.len() as u64;
-                    state.last_hash = chain_hash(&chunk);
+                    // One batch from a session can be large (a thousand
+                    // 64 KiB rows); cut it so every chunk stays readable.
+                    for group in chunk_groups(&live.pending) {
+                        let chunk = Chunk::seal_with(&mut self.compressor, state.last_hash, group)
+                            .and_then(|c| c.encode())
+                            .map_err(|e| StoreError::Chunk(*id, state.chunks, e))?;
+                        chunks.insert((key, state.chunks), chunk.as_slice())?;
+                        state.chunks += 1;
+                        state.events += group.len() as u64;
+                        state.bytes += chunk.len() as u64;
+                        state.last_hash = chain_hash(&chunk);
+                    }
                     advanced.push((*id, state));
                 }
-                if live.header_dirty || !live.pending.is_empty() {
+                // Headers change rarely (identity learned, session end);
+                // rewriting them on every commit would double the writes.
+                if live.header_dirty {
                     let bytes =
                         serde_json::to_vec(&live.header).map_err(|e| StoreError::Header(*id, e))?;
                     sessions.insert(key, bytes.as_slice())?;

@@ -213,18 +213,20 @@ async fn archives_verify_off_the_store_and_show_tampering() {
     use gatehouse_actors::store::archive::{verify_archive, write_archive};
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("recordings.redb");
-    let key = SigningKey::load_or_create(&dir.path().join("key")).unwrap();
+    let key_path = dir.path().join("key");
+    let key = SigningKey::load_or_create(&key_path).unwrap();
     let public = key.public_key();
     let recorder = Recorder::start(&db, RecorderConfig::default(), key).unwrap();
     let (a, b) = (record(&recorder).await, record(&recorder).await);
     recorder.shutdown().await;
     let store = RecordingStore::open_read_only(&db).unwrap();
     let mut archive = Vec::new();
-    write_archive(&store, &[a, b], &public, 1, &mut archive).unwrap();
+    let key = SigningKey::load_or_create(&key_path).unwrap();
+    write_archive(&store, &[a, b], &key, 1, &mut archive).unwrap();
     drop(store);
     std::fs::remove_file(&db).unwrap();
 
-    let report = verify_archive(archive.as_slice(), Some(&public)).unwrap();
+    let report = verify_archive(archive.as_slice(), &public).unwrap();
     assert!(report.is_ok(), "{report:?}");
     assert_eq!(report.sessions.len(), 2);
 
@@ -238,7 +240,7 @@ async fn archives_verify_off_the_store_and_show_tampering() {
         }
     });
     let tampered = fix_manifest(&tampered);
-    let report = verify_archive(tampered.as_slice(), Some(&public)).unwrap();
+    let report = verify_archive(tampered.as_slice(), &public).unwrap();
     assert!(!report.is_ok());
     let (_, verdict) = report.sessions.iter().find(|(id, _)| *id == a).unwrap();
     assert!(
@@ -261,7 +263,7 @@ async fn archives_verify_off_the_store_and_show_tampering() {
                 .into_bytes();
         }
     }));
-    let report = verify_archive(edited.as_slice(), Some(&public)).unwrap();
+    let report = verify_archive(edited.as_slice(), &public).unwrap();
     assert!(!report.is_ok());
     assert!(
         report
@@ -277,9 +279,46 @@ async fn archives_verify_off_the_store_and_show_tampering() {
     let other = SigningKey::load_or_create(&other.path().join("k"))
         .unwrap()
         .public_key();
-    let report = verify_archive(archive.as_slice(), Some(&other)).unwrap();
-    assert_eq!(report.key_matches, Some(false));
+    let report = verify_archive(archive.as_slice(), &other).unwrap();
+    assert!(!report.key_matches);
+    assert!(!report.manifest_signed);
     assert!(!report.is_ok());
+
+    // A whole session removed, manifest hashes recomputed: the manifest
+    // signature no longer matches.
+    let dropped = fix_manifest_without(&archive, &format!("sessions/{b}/"));
+    let report = verify_archive(dropped.as_slice(), &public).unwrap();
+    assert!(!report.manifest_signed);
+    assert!(!report.is_ok());
+}
+
+/// Drop every member under `prefix` and fix the manifest to match.
+fn fix_manifest_without(archive: &[u8], prefix: &str) -> Vec<u8> {
+    use std::io::Read;
+    let mut tar = tar::Archive::new(zstd::Decoder::new(archive).unwrap());
+    let mut out = tar::Builder::new(zstd::Encoder::new(Vec::new(), 3).unwrap());
+    for entry in tar.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).unwrap();
+        if path.starts_with(prefix) {
+            continue;
+        }
+        if path == "manifest.json" {
+            let mut m: serde_json::Value = serde_json::from_slice(&data).unwrap();
+            let files = m["files"].as_object_mut().unwrap();
+            files.retain(|k, _| !k.starts_with(prefix));
+            data = serde_json::to_vec(&m).unwrap();
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o444);
+        header.set_cksum();
+        out.append_data(&mut header, &path, data.as_slice())
+            .unwrap();
+    }
+    out.into_inner().unwrap().finish().unwrap()
 }
 
 /// Recompute the manifest's hashes after an edit, as a careful forger would.

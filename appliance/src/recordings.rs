@@ -170,16 +170,19 @@ pub fn export(cfg: &LoadedConfig, what: Selection<'_>, format: ExportFormat) -> 
             show(cfg, &id.to_string(), true)
         }
         ExportFormat::Archive => {
-            let public = hex::decode(
-                std::fs::read_to_string(cfg.data_dir.join(SIGNING_PUB))
-                    .context("reading the appliance public key")?
-                    .trim(),
-            )?;
+            let key_path = cfg.data_dir.join(SIGNING_KEY);
+            if !key_path.exists() {
+                anyhow::bail!(
+                    "no signing key at {} (has the daemon run?)",
+                    key_path.display()
+                );
+            }
+            let key = SigningKey::load_or_create(&key_path)?;
             let out = std::io::BufWriter::new(std::io::stdout().lock());
             gatehouse_actors::store::archive::write_archive(
                 &store,
                 &ids,
-                &public,
+                &key,
                 gatehouse_actors::recorder::now_micros(),
                 out,
             )?;
@@ -207,38 +210,42 @@ pub fn parse_point(text: &str) -> anyhow::Result<i64> {
     Ok((t.unix_timestamp_nanos() / 1000) as i64)
 }
 
-/// `recordings verify --archive FILE`: works on any machine, without the
-/// store. Exit status as for stored recordings.
+/// `recordings verify --archive FILE --public-key KEY`: works on any
+/// machine, without config or store. The key must come from the auditor's
+/// own copy of the appliance's public key: the one inside the archive
+/// proves nothing by itself. Exit status as for stored recordings.
 pub fn verify_archive(path: &Path, public_key: Option<&Path>) -> anyhow::Result<bool> {
-    let trusted = public_key
-        .map(|p| -> anyhow::Result<Vec<u8>> {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            Ok(hex::decode(text.trim())?)
-        })
-        .transpose()?;
+    let Some(key_path) = public_key else {
+        anyhow::bail!(
+            "verify --archive needs --public-key: the appliance's recording-signing.pub, from a copy you trust"
+        );
+    };
+    let text = std::fs::read_to_string(key_path)
+        .with_context(|| format!("reading {}", key_path.display()))?;
+    let trusted =
+        hex::decode(text.trim()).with_context(|| format!("{} is not hex", key_path.display()))?;
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let report = gatehouse_actors::store::archive::verify_archive(
-        std::io::BufReader::new(file),
-        trusted.as_deref(),
-    )?;
+    let report =
+        gatehouse_actors::store::archive::verify_archive(std::io::BufReader::new(file), &trusted)?;
     let mut out = std::io::stdout().lock();
-    match report.key_matches {
-        Some(true) => writeln!(
+    if report.key_matches {
+        writeln!(
             out,
             "key sha256:{} (matches --public-key)",
             report.key_fingerprint
-        )?,
-        Some(false) => writeln!(
+        )?;
+    } else {
+        writeln!(
             out,
             "KEY MISMATCH: the archive carries sha256:{}, not the key given",
             report.key_fingerprint
-        )?,
-        None => writeln!(
+        )?;
+    }
+    if !report.manifest_signed {
+        writeln!(
             out,
-            "key sha256:{} (from the archive itself; compare it with the appliance's)",
-            report.key_fingerprint
-        )?,
+            "MANIFEST NOT SIGNED by the given key: sessions may have been added or removed"
+        )?;
     }
     for (id, verdict) in &report.sessions {
         writeln!(out, "{id}  {verdict}")?;

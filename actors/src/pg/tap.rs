@@ -14,6 +14,24 @@ use crate::recording::{Direction, EventKind};
 /// bloating the store; the statement and row counts stay exact.
 pub const MAX_RECORDED_VALUE: usize = 64 << 10;
 
+/// Longest SQL text kept: generous, since the statement is the heart of
+/// the record, but bounded so one statement cannot make a chunk too large
+/// to read back. The cut is noted in the text.
+pub const MAX_RECORDED_SQL: usize = 1 << 20;
+
+/// Cut `s` to at most `max` bytes (on a character boundary), noting how
+/// much was left out.
+pub fn capped(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…[{} more bytes not recorded]", &s[..end], s.len() - end)
+}
+
 fn value_text(binary: bool, v: &[u8]) -> String {
     let (v, cut) = if v.len() > MAX_RECORDED_VALUE {
         (&v[..MAX_RECORDED_VALUE], v.len() - MAX_RECORDED_VALUE)
@@ -89,20 +107,20 @@ impl ClientTap {
     pub fn observe(&mut self, tag: u8, body: &[u8]) -> Result<(), CodecError> {
         let kind = match tag {
             b'Q' => EventKind::Query {
-                sql: messages::query(body)?.to_owned(),
+                sql: capped(messages::query(body)?, MAX_RECORDED_SQL),
             },
             b'P' => {
                 let p = messages::parse(body)?;
                 EventKind::Parse {
-                    statement: p.statement.to_owned(),
-                    sql: p.query.to_owned(),
+                    statement: capped(p.statement, 256),
+                    sql: capped(p.query, MAX_RECORDED_SQL),
                 }
             }
             b'B' => {
                 let b = messages::bind(body)?;
                 EventKind::Bind {
-                    portal: b.portal.to_owned(),
-                    statement: b.statement.to_owned(),
+                    portal: capped(b.portal, 256),
+                    statement: capped(b.statement, 256),
                     params: b
                         .params
                         .iter()
@@ -113,7 +131,7 @@ impl ClientTap {
             b'E' => {
                 let (portal, max_rows) = messages::execute(body)?;
                 EventKind::Execute {
-                    portal: portal.to_owned(),
+                    portal: capped(portal, 256),
                     max_rows,
                 }
             }
@@ -171,7 +189,7 @@ impl TargetTap {
                     self.recorded = 0;
                     self.binary = cols.iter().map(|(_, b)| *b).collect();
                     EventKind::Columns {
-                        names: cols.iter().map(|(n, _)| (*n).to_owned()).collect(),
+                        names: cols.iter().map(|(n, _)| capped(n, 256)).collect(),
                     }
                 }
                 Err(_) => opaque(tag, body),
@@ -198,7 +216,7 @@ impl TargetTap {
                 }
             }
             b'C' => {
-                let tag_text = messages::command_complete(body).unwrap_or("?").to_owned();
+                let tag_text = capped(messages::command_complete(body).unwrap_or("?"), 256);
                 let copied = self.copy.take(Direction::Target);
                 if let Some(kind) = copied {
                     self.batch.push(Direction::Target, kind);
@@ -237,8 +255,8 @@ impl TargetTap {
             },
             b'A' => match messages::notification(body) {
                 Ok((_, channel, payload)) => EventKind::Notification {
-                    channel: channel.to_owned(),
-                    payload: payload.to_owned(),
+                    channel: capped(channel, 256),
+                    payload: capped(payload, MAX_RECORDED_VALUE),
                 },
                 Err(_) => opaque(tag, body),
             },
@@ -287,6 +305,21 @@ mod tests {
                 rows_recorded: 2
             }
         );
+    }
+
+    #[test]
+    fn long_sql_is_cut_on_a_char_boundary_with_a_note() {
+        let sql = format!("select '{}'", "é".repeat(MAX_RECORDED_SQL));
+        let mut tap = ClientTap::default();
+        let mut body = sql.clone().into_bytes();
+        body.push(0);
+        tap.observe(b'Q', &body).unwrap();
+        let EventKind::Query { sql: recorded } = &tap.batch.events[0].kind else {
+            panic!("not a query event");
+        };
+        assert!(recorded.len() < MAX_RECORDED_SQL + 64);
+        assert!(recorded.ends_with("more bytes not recorded]"));
+        assert!(sql.starts_with(recorded.split('…').next().unwrap()));
     }
 
     #[test]

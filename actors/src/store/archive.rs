@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! manifest.json                       format, creation time, public key, SHA-256 of every file
+//! manifest.sig                        ed25519 signature of manifest.json by the appliance key (hex)
 //! recording-signing.pub               the appliance's ed25519 public key (hex)
 //! sessions/<id>/header.json           stored header bytes
 //! sessions/<id>/chunks/<n>.bin        stored chunk bytes, n zero-padded to 8 digits
@@ -13,11 +14,12 @@
 //! sessions/<id>/events.jsonl          one event per line, derived from the chunks
 //! ```
 //!
-//! `verify_archive` recomputes every chain, checks every seal, checks that
-//! `events.jsonl` is exactly what the chunks decode to, and that the
-//! manifest's hashes match. The key inside the archive proves nothing by
-//! itself: callers pass the key they trust (or compare the fingerprint
-//! printed with the appliance's).
+//! `verify_archive` checks the manifest's signature with the key the
+//! auditor trusts (so no session can be dropped or added and no hash
+//! rewritten), every member against the manifest, every chain and seal, and
+//! that each `events.jsonl` is exactly what its chunks decode to. An
+//! unsealed session (still live at export) cannot be proven complete and
+//! fails verification. The key inside the archive proves nothing by itself.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -27,7 +29,7 @@ use sha2::{Digest, Sha256};
 
 use super::reader::{RawRecording, RecordingStore, StoreError};
 use super::schema::Chunk;
-use super::seal::fingerprint;
+use super::seal::{SigningKey, fingerprint};
 use super::verify::Verdict;
 use crate::recording::RecordingId;
 
@@ -73,10 +75,11 @@ fn events_jsonl(raw: &RawRecording) -> Result<Vec<u8>, String> {
 pub fn write_archive(
     store: &RecordingStore,
     ids: &[RecordingId],
-    public_key: &[u8],
+    key: &SigningKey,
     created_at: i64,
     out: impl Write,
 ) -> Result<(), ArchiveError> {
+    let public_key = key.public_key();
     let encoder = zstd::Encoder::new(out, 3)?;
     let mut tar = tar::Builder::new(encoder);
     let mut files = BTreeMap::new();
@@ -84,7 +87,7 @@ pub fn write_archive(
         files.insert(path.clone(), hex::encode(Sha256::digest(data)));
         append(tar, &path, data)
     };
-    let key_hex = hex::encode(public_key);
+    let key_hex = hex::encode(&public_key);
     add(
         &mut tar,
         "recording-signing.pub".into(),
@@ -114,6 +117,8 @@ pub fn write_archive(
     let manifest =
         serde_json::to_vec_pretty(&manifest).map_err(|e| ArchiveError::Malformed(e.to_string()))?;
     append(&mut tar, "manifest.json", &manifest)?;
+    let signature = hex::encode(key.sign_bytes(&manifest));
+    append(&mut tar, "manifest.sig", signature.as_bytes())?;
     tar.into_inner()?.finish()?.flush()?;
     Ok(())
 }
@@ -131,8 +136,10 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, path: &str, data: &[u8]) -> std::
 pub struct ArchiveReport {
     /// SHA-256 of the public key the archive carries.
     pub key_fingerprint: String,
-    /// Whether that key equals the one the caller trusts (None: no key given).
-    pub key_matches: Option<bool>,
+    /// Whether that key equals the one the caller trusts.
+    pub key_matches: bool,
+    /// Whether manifest.sig is the trusted key's signature of the manifest.
+    pub manifest_signed: bool,
     pub sessions: Vec<(RecordingId, Verdict)>,
     /// Manifest or readable-copy mismatches.
     pub problems: Vec<String>,
@@ -141,20 +148,14 @@ pub struct ArchiveReport {
 impl ArchiveReport {
     pub fn is_ok(&self) -> bool {
         self.problems.is_empty()
-            && self.key_matches != Some(false)
-            && self
-                .sessions
-                .iter()
-                .all(|(_, v)| v.is_ok() || matches!(v, Verdict::Unsealed { .. }))
+            && self.key_matches
+            && self.manifest_signed
+            && self.sessions.iter().all(|(_, v)| v.is_ok())
     }
 }
 
-/// Verify an archive read from `input`. With `trusted_key`, seals are
-/// checked against it; without, against the key inside the archive.
-pub fn verify_archive(
-    input: impl Read,
-    trusted_key: Option<&[u8]>,
-) -> Result<ArchiveReport, ArchiveError> {
+/// Verify an archive read from `input` against the key the caller trusts.
+pub fn verify_archive(input: impl Read, key: &[u8]) -> Result<ArchiveReport, ArchiveError> {
     let decoder = zstd::Decoder::new(input)?;
     let mut tar = tar::Archive::new(decoder);
     let mut members: BTreeMap<String, Vec<u8>> = BTreeMap::new();
@@ -168,12 +169,19 @@ pub fn verify_archive(
         entry.take(MAX_MEMBER).read_to_end(&mut data)?;
         members.insert(path, data);
     }
-    let manifest: Manifest = serde_json::from_slice(
-        members
-            .get("manifest.json")
-            .ok_or_else(|| ArchiveError::Malformed("no manifest.json".into()))?,
-    )
-    .map_err(|e| ArchiveError::Malformed(format!("manifest.json: {e}")))?;
+    let manifest_bytes = members
+        .get("manifest.json")
+        .ok_or_else(|| ArchiveError::Malformed("no manifest.json".into()))?;
+    let manifest_signed = members
+        .get("manifest.sig")
+        .and_then(|sig| hex::decode(String::from_utf8_lossy(sig).trim()).ok())
+        .is_some_and(|sig| {
+            aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ED25519, key)
+                .verify(manifest_bytes, &sig)
+                .is_ok()
+        });
+    let manifest: Manifest = serde_json::from_slice(manifest_bytes)
+        .map_err(|e| ArchiveError::Malformed(format!("manifest.json: {e}")))?;
     if manifest.format != FORMAT {
         return Err(ArchiveError::Malformed(format!(
             "unknown format {:?}",
@@ -182,7 +190,6 @@ pub fn verify_archive(
     }
     let archive_key = hex::decode(&manifest.public_key)
         .map_err(|_| ArchiveError::Malformed("manifest public_key is not hex".into()))?;
-    let key = trusted_key.unwrap_or(&archive_key);
 
     let mut problems = Vec::new();
     for (path, hash) in &manifest.files {
@@ -195,7 +202,7 @@ pub fn verify_archive(
         }
     }
     for path in members.keys() {
-        if path != "manifest.json" && !manifest.files.contains_key(path) {
+        if path != "manifest.json" && path != "manifest.sig" && !manifest.files.contains_key(path) {
             problems.push(format!("{path} is not in the manifest"));
         }
     }
@@ -242,19 +249,19 @@ pub fn verify_archive(
     for (id_text, mut raw) in raws {
         raw.chunks.sort_by_key(|(n, _)| *n);
         let verdict = raw.verify(key);
-        if verdict.is_ok() {
-            let derived = events_jsonl(&raw).unwrap_or_default();
-            if readable.get(&id_text) != Some(&derived) {
-                problems.push(format!(
-                    "sessions/{id_text}/events.jsonl differs from the sealed chunks"
-                ));
-            }
+        if let Ok(derived) = events_jsonl(&raw)
+            && readable.get(&id_text) != Some(&derived)
+        {
+            problems.push(format!(
+                "sessions/{id_text}/events.jsonl differs from the chunks"
+            ));
         }
         sessions.push((raw.id, verdict));
     }
     Ok(ArchiveReport {
         key_fingerprint: fingerprint(&archive_key),
-        key_matches: trusted_key.map(|k| k == archive_key.as_slice()),
+        key_matches: key == archive_key.as_slice(),
+        manifest_signed,
         sessions,
         problems,
     })

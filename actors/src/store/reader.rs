@@ -57,7 +57,13 @@ impl RawRecording {
                 }
             },
         };
-        verify::verify(&self.header, &self.chunks, seal.as_ref(), public_key)
+        verify::verify(
+            self.id,
+            &self.header,
+            &self.chunks,
+            seal.as_ref(),
+            public_key,
+        )
     }
 }
 

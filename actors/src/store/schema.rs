@@ -59,13 +59,24 @@ pub enum ChunkError {
 
 impl Chunk {
     pub fn seal(prev_hash: [u8; 32], events: &[Event]) -> Result<Chunk, ChunkError> {
+        Self::seal_with(&mut compressor()?, prev_hash, events)
+    }
+
+    /// As [`Chunk::seal`], reusing a compressor: creating a zstd context
+    /// allocates and initialises its tables, which costs more than
+    /// compressing a small chunk.
+    pub fn seal_with(
+        compressor: &mut zstd::bulk::Compressor<'_>,
+        prev_hash: [u8; 32],
+        events: &[Event],
+    ) -> Result<Chunk, ChunkError> {
         let raw = serde_json::to_vec(events)?;
         Ok(Chunk {
             version: FORMAT_VERSION,
             prev_hash,
             first_seq: events.first().map_or(0, |e| e.seq),
             count: events.len() as u32,
-            compressed: zstd::bulk::compress(&raw, ZSTD_LEVEL)?,
+            compressed: compressor.compress(&raw)?,
         })
     }
 
@@ -87,6 +98,11 @@ impl Chunk {
         let raw = zstd::bulk::decompress(&self.compressed, MAX_CHUNK_RAW)?;
         Ok(serde_json::from_slice(&raw)?)
     }
+}
+
+/// A compressor at the store's level.
+pub fn compressor() -> Result<zstd::bulk::Compressor<'static>, ChunkError> {
+    Ok(zstd::bulk::Compressor::new(ZSTD_LEVEL)?)
 }
 
 /// The hash the next chunk must carry: SHA-256 over the stored bytes.

@@ -99,6 +99,11 @@ impl SigningKey {
         fingerprint(&self.public_key())
     }
 
+    /// Sign arbitrary bytes (an archive manifest) with the appliance key.
+    pub fn sign_bytes(&self, data: &[u8]) -> Vec<u8> {
+        self.pair.sign(data).as_ref().to_vec()
+    }
+
     pub fn sign(&self, seal: &mut Seal) {
         seal.signature = self.pair.sign(&seal.signed_bytes()).as_ref().to_vec();
     }

@@ -91,13 +91,38 @@ pub fn walk_chain(chunks: &[(u32, Vec<u8>)]) -> Result<ChainState, (u32, String)
     Ok(state)
 }
 
-/// Verify one session from its stored header, chunks and seal.
+/// Verify one session from its stored header, chunks and seal. `id` is
+/// the key the session is stored (or archived) under: the header and the
+/// seal must both name it, so one session's record cannot stand in for
+/// another's.
 pub fn verify(
+    id: crate::recording::RecordingId,
     stored_header: &[u8],
     chunks: &[(u32, Vec<u8>)],
     seal: Option<&Seal>,
     public_key: &[u8],
 ) -> Verdict {
+    match serde_json::from_slice::<crate::recording::SessionHeader>(stored_header) {
+        Ok(h) if h.id == id => {}
+        Ok(_) => {
+            return Verdict::Altered {
+                chunk: 0,
+                detail: "the header belongs to another recording".into(),
+            };
+        }
+        Err(e) => {
+            return Verdict::Altered {
+                chunk: 0,
+                detail: format!("the header is unreadable: {e}"),
+            };
+        }
+    }
+    if seal.is_some_and(|s| s.id != id) {
+        return Verdict::Altered {
+            chunk: 0,
+            detail: "the seal belongs to another recording".into(),
+        };
+    }
     let state = match walk_chain(chunks) {
         Ok(s) => s,
         Err((chunk, detail)) => return Verdict::Altered { chunk, detail },
