@@ -100,6 +100,10 @@ pub struct Limits {
     pub startup_timeout: Duration,
     /// Largest frame a client may send, per message type.
     pub client_frames: crate::pg::codec::FrameLimits,
+    /// Largest single message accepted from a target. Frames are buffered
+    /// whole, and the client chooses what the target sends (`SELECT
+    /// repeat('x', 900000000)`), so this bounds memory per session.
+    pub max_target_message_bytes: usize,
     /// Result rows recorded per statement; the rest are counted.
     pub rows_per_statement: u64,
     /// How long sessions may finish on shutdown before they are ended.
@@ -116,6 +120,9 @@ impl Default for Limits {
             // a JWKS refresh, short enough that stalled sockets do not pile up.
             startup_timeout: Duration::from_secs(10),
             client_frames: crate::pg::codec::FrameLimits::uniform(DEFAULT_MAX_MESSAGE_BYTES),
+            // Far above real rows, far below what a few sessions could use
+            // to exhaust the appliance's memory.
+            max_target_message_bytes: 256 << 20,
             rows_per_statement: 1000,
             shutdown_grace: Duration::from_secs(30),
         }

@@ -246,6 +246,17 @@ impl Live {
     }
 }
 
+/// Time of the last event in stored chunks, if they decode.
+fn last_event_at(stored: &[(u32, Vec<u8>)]) -> Option<i64> {
+    let (_, bytes) = stored.last()?;
+    Chunk::decode(bytes)
+        .ok()?
+        .events()
+        .ok()?
+        .last()
+        .map(|e| e.at)
+}
+
 /// Consecutive runs of events of about `CHUNK_TARGET` each (a single
 /// larger event gets a run of its own; recorded strings are capped, so even
 /// fully escaped its JSON stays far below `MAX_CHUNK_RAW`).
@@ -363,6 +374,9 @@ impl Recorder {
                 if let Ok(state) = &chain {
                     h.event_count = state.events;
                 }
+                // The end is unknown; the last durable event is the best
+                // bound, so retention can age the session out like others.
+                h.ended_at = last_event_at(&stored).or(Some(h.started_at));
                 let bytes = serde_json::to_vec(&h).map_err(|e| StoreError::Header(h.id, e))?;
                 sessions.insert(key, bytes.as_slice())?;
                 match chain {

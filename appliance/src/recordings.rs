@@ -196,7 +196,10 @@ pub fn export(cfg: &LoadedConfig, what: Selection<'_>, format: ExportFormat) -> 
 /// time, or an age (`1d`, `12h`) counted back from now. Unix microseconds.
 pub fn parse_point(text: &str) -> anyhow::Result<i64> {
     if let Ok(age) = crate::config::parse_duration(text) {
-        return Ok(gatehouse_actors::recorder::now_micros() - age.as_micros() as i64);
+        return i64::try_from(age.as_micros())
+            .ok()
+            .and_then(|m| gatehouse_actors::recorder::now_micros().checked_sub(m))
+            .with_context(|| format!("{text:?} reaches before any recording"));
     }
     let with_time = if text.len() == 10 {
         format!("{text}T00:00:00Z")

@@ -53,6 +53,7 @@ impl PgListener {
                 },
             };
             let _ = socket.set_nodelay(true);
+            super::stream::keepalive(&socket);
             // Re-register the socket with the worker's own reactor so its
             // I/O never hops through this thread.
             let std_socket = match socket.into_std() {

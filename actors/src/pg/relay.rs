@@ -60,6 +60,7 @@ pub struct Relay {
     pub connection: String,
     pub recorder: RecorderHandle,
     pub client_frames: codec::FrameLimits,
+    pub max_target_message_bytes: usize,
     pub rows_per_statement: u64,
     /// Forward client statements only once their events are durable.
     pub strict: bool,
@@ -76,7 +77,12 @@ impl Relay {
     ) -> RelayEnd {
         let (client_rd, client_wr) = tokio::io::split(client);
         let (target_rd, target_wr) = tokio::io::split(target);
-        let stop_rx = stop_tx.subscribe();
+        let mut stop_rx = stop_tx.subscribe();
+        // A kill that arrived while the session was still connecting is
+        // already the current value; make the pumps see it.
+        if stop_rx.borrow().is_some() {
+            stop_rx.mark_changed();
+        }
         let up = self.client_to_target(client_rd, client_buf, target_wr, stop_rx.clone());
         let down = self.target_to_client(target_rd, target_buf, client_wr, stop_rx);
         tokio::pin!(up, down);
@@ -89,8 +95,17 @@ impl Relay {
                     Ok(UpEnd::Stopped) => None,
                     Err(e) => Some(Stop::ClientError { sqlstate: e.sqlstate(), message: e.client_message() }),
                 };
+                // Never replace a Terminated that is already pending: the
+                // kill must reach the client and the recording.
                 if let Some(signal) = signal {
-                    stop_tx.send_replace(Some(signal));
+                    stop_tx.send_if_modified(|current| {
+                        if matches!(current, Some(Stop::Terminated(_))) {
+                            false
+                        } else {
+                            *current = Some(signal);
+                            true
+                        }
+                    });
                 }
                 let down_end = down.await;
                 match (up_end, down_end) {
@@ -190,11 +205,14 @@ impl Relay {
     ) -> Result<(), SessionError> {
         let mut tap = TargetTap::new(self.rows_per_statement);
         let mut client_done = false;
+        // Set if the stop sender is gone, so a closed channel is not polled
+        // in a loop.
+        let mut stop_closed = false;
         loop {
             let mut end = 0;
             tap.batch.stamp();
             loop {
-                let len = match codec::frame_len(&buf[end..], codec::MAX_BACKEND_FRAME) {
+                let len = match codec::frame_len(&buf[end..], self.max_target_message_bytes) {
                     Ok(Some(len)) => len,
                     Ok(None) => break,
                     Err(e) => {
@@ -220,12 +238,14 @@ impl Relay {
             reserve_for_next(&mut buf);
             tokio::select! {
                 biased;
-                changed = stop.changed(), if !client_done => {
+                changed = stop.changed(), if !stop_closed => {
+                    stop_closed = changed.is_err();
                     let signal = if changed.is_ok() { stop.borrow_and_update().clone() } else { None };
                     match signal {
                         // The client is done sending; keep relaying until the
                         // target closes (it does after Terminate or EOF).
-                        Some(Stop::ClientDone) | None => client_done = true,
+                        Some(Stop::ClientDone) => client_done = true,
+                        None => {}
                         Some(Stop::ClientError { sqlstate, message }) => {
                             let _ = send_fatal(&mut wr, sqlstate, &message).await;
                             return Ok(());
@@ -276,6 +296,9 @@ fn reserve_for_next(buf: &mut BytesMut) {
     buf.reserve(want);
 }
 
+/// A client that does not read gets this long to take its final error.
+const FATAL_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn send_fatal(
     wr: &mut WriteHalf<PgStream>,
     sqlstate: &str,
@@ -283,7 +306,12 @@ async fn send_fatal(
 ) -> std::io::Result<()> {
     let mut out = BytesMut::new();
     codec::put_error(&mut out, b'E', "FATAL", sqlstate, message);
-    wr.write_all(&out).await?;
-    wr.flush().await?;
-    wr.shutdown().await
+    let write = async {
+        wr.write_all(&out).await?;
+        wr.flush().await?;
+        wr.shutdown().await
+    };
+    tokio::time::timeout(FATAL_WRITE_TIMEOUT, write)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }

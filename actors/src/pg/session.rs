@@ -227,6 +227,7 @@ impl Lifecycle {
             connection: est.connection.clone(),
             recorder: self.gw.recorder.clone(),
             client_frames: limits.client_frames.clone(),
+            max_target_message_bytes: limits.max_target_message_bytes,
             rows_per_statement: limits.rows_per_statement,
             strict: est.strict,
         };

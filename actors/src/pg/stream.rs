@@ -7,6 +7,22 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+/// Probes after this much silence find half-open connections (NAT
+/// timeouts, dropped VPNs) that would otherwise hold a session slot and a
+/// target backend forever.
+const KEEPALIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Turn on TCP keepalive; failure only costs the early detection.
+pub fn keepalive(socket: &TcpStream) {
+    let params = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL);
+    if let Err(e) = socket2::SockRef::from(socket).set_tcp_keepalive(&params) {
+        tracing::debug!("TCP keepalive not set: {e}");
+    }
+}
+
 pub enum PgStream {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::TlsStream<TcpStream>>),

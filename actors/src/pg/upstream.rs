@@ -18,9 +18,10 @@ use crate::gateway::{PgTarget, TargetTls};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Client startup parameters never forwarded: identity and database are the
-/// connection's, and a replication connection is a different protocol with
-/// powers a query session must not get.
-const WITHHELD_PARAMS: &[&str] = &["user", "database", "replication"];
+/// connection's, a replication connection is a different protocol with
+/// powers a query session must not get, and `options` can set any server
+/// setting (overriding what an administrator pinned with ALTER ROLE).
+const WITHHELD_PARAMS: &[&str] = &["user", "database", "replication", "options"];
 
 /// A target connection that finished startup and is ready for queries.
 pub struct Upstream {
@@ -65,6 +66,7 @@ async fn connect_inner(
         .await
         .map_err(|e| unreachable(e.to_string()))?;
     let _ = socket.set_nodelay(true);
+    super::stream::keepalive(&socket);
 
     let mut stream = match &target.tls {
         TargetTls::Disable => PgStream::Plain(socket),
@@ -116,6 +118,15 @@ async fn connect_inner(
 
     let mut buf = BytesMut::with_capacity(4096);
     let mut scram: Option<ScramSha256> = None;
+    let mut scram_done = false;
+    // The password itself only goes to a target whose identity is proven
+    // by its certificate, or one on this machine.
+    let cleartext_ok = matches!(target.tls, TargetTls::VerifyFull(_))
+        || target.host() == "localhost"
+        || target
+            .host()
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
     let mut upstream_params = Vec::new();
     let mut key = (0, 0);
     let auth_failed = |detail: String| SessionError::TargetAuth {
@@ -153,8 +164,22 @@ async fn connect_inner(
         };
         out.clear();
         match msg {
-            backend::Message::AuthenticationOk => {}
+            backend::Message::AuthenticationOk => {
+                // A server that began SCRAM must finish it: the final step
+                // is where it proves it knows the password. Skipping it is
+                // what an impostor in the middle would do.
+                if scram.is_some() && !scram_done {
+                    return Err(auth_failed(
+                        "target skipped SCRAM's server signature".into(),
+                    ));
+                }
+            }
             backend::Message::AuthenticationCleartextPassword => {
+                if !cleartext_ok {
+                    return Err(auth_failed(
+                        "target asked for a cleartext password over a connection whose certificate is not verified; use tls = \"verify-full\" (or a loopback target)".into(),
+                    ));
+                }
                 frontend::password_message(password()?, &mut out)
                     .map_err(|e| failed(e.to_string()))?;
             }
@@ -203,6 +228,7 @@ async fn connect_inner(
                 // know the password cannot pretend to.
                 s.finish(body.data())
                     .map_err(|e| auth_failed(e.to_string()))?;
+                scram_done = true;
             }
             backend::Message::ParameterStatus(body) => {
                 if let (Ok(k), Ok(v)) = (body.name(), body.value()) {

@@ -4,4 +4,4 @@ mod event;
 mod text;
 
 pub use event::{Direction, Event, EventKind, Outcome, RecordingId, SessionHeader};
-pub use text::{format_event, format_header, format_time};
+pub use text::{clean, format_event, format_header, format_time};

@@ -1,6 +1,27 @@
 //! Human-readable rendering of headers and events for `recordings show`.
+//!
+//! Everything printed that a client or target controlled (names, SQL,
+//! values, messages) goes through [`clean`], so escape sequences and
+//! newlines cannot forge or hide lines on an operator's terminal.
 
 use super::event::{Event, EventKind, SessionHeader};
+
+/// Control characters as visible escapes (`\u{1b}`); newlines too, so one
+/// event stays one line.
+pub fn clean(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_owned();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
 
 /// Unix microseconds as RFC 3339 UTC with millisecond precision.
 pub fn format_time(micros: i64) -> String {
@@ -22,7 +43,7 @@ pub fn format_time(micros: i64) -> String {
 
 /// One line per session, as `recordings list` prints it.
 pub fn format_header(h: &SessionHeader) -> String {
-    format!(
+    clean(&format!(
         "{}  {}  {:<8} {:<10} {:<16} {:<20} {}",
         h.id,
         format_time(h.started_at),
@@ -31,7 +52,7 @@ pub fn format_header(h: &SessionHeader) -> String {
         h.connection.as_deref().unwrap_or("-"),
         h.identity.as_deref().unwrap_or("-"),
         h.client_addr,
-    )
+    ))
 }
 
 /// One line per event, as `recordings show` prints it.
@@ -97,11 +118,33 @@ pub fn format_event(e: &Event) -> String {
             None => format!("end: {}", outcome.as_str()),
         },
     };
-    format!(
+    clean(&format!(
         "{:>6} {} {:<7} {}",
         e.seq,
         format_time(e.at),
         format!("{:?}", e.dir).to_lowercase(),
         what
-    )
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recording::Direction;
+
+    #[test]
+    fn client_text_cannot_forge_terminal_lines() {
+        let e = Event {
+            seq: 1,
+            at: 0,
+            dir: Direction::Client,
+            kind: EventKind::Query {
+                sql: "select 1;\n     2 2026-01-01 client  query: drop table x\u{1b}[2K".into(),
+            },
+        };
+        let line = format_event(&e);
+        assert_eq!(line.lines().count(), 1);
+        assert!(!line.contains('\u{1b}'));
+        assert!(line.contains("\\n") && line.contains("\\u{1b}"));
+    }
 }

@@ -37,8 +37,18 @@ impl Retention {
         if self.keep.is_none() && self.max_bytes.is_none() {
             return None;
         }
+        // An age too large to subtract means "keep everything by age";
+        // wrapping around would instead purge everything.
+        let ended_before = self.keep.and_then(|k| {
+            i64::try_from(k.as_micros())
+                .ok()
+                .and_then(|m| now.checked_sub(m))
+        });
+        if ended_before.is_none() && self.max_bytes.is_none() {
+            return None;
+        }
         Some(Criteria {
-            ended_before: self.keep.map(|k| now - k.as_micros() as i64),
+            ended_before,
             max_bytes: self.max_bytes,
         })
     }
@@ -132,4 +142,29 @@ pub fn purge(
         purges.insert(at, bytes.as_slice())?;
     }
     Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_ages_keep_everything_instead_of_wrapping() {
+        let r = Retention {
+            keep: Some(Duration::from_secs(999_999_999 * 86_400)),
+            max_bytes: None,
+        };
+        assert_eq!(r.criteria(1_700_000_000_000_000), None);
+        let r = Retention {
+            keep: Some(Duration::from_secs(86_400)),
+            max_bytes: None,
+        };
+        assert_eq!(
+            r.criteria(1_000_000_000_000),
+            Some(Criteria {
+                ended_before: Some(1_000_000_000_000 - 86_400_000_000),
+                max_bytes: None
+            })
+        );
+    }
 }

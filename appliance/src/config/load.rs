@@ -278,6 +278,11 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
             "limits.startup_timeout",
             defaults.startup_timeout,
         ),
+        max_target_message_bytes: raw
+            .limits
+            .max_target_message_bytes
+            .unwrap_or(defaults.max_target_message_bytes)
+            .max(MIN_MESSAGE_BYTES),
         rows_per_statement: raw
             .limits
             .rows_per_statement
@@ -288,6 +293,13 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
             defaults.shutdown_grace,
         ),
     };
+    // A century is "forever" for recordings; larger numbers are typos.
+    if raw.recordings.keep_days.is_some_and(|d| d > 36_500) {
+        c.problem_at(
+            1,
+            "recordings.keep_days is over 36500 (a century); omit it to keep recordings forever",
+        );
+    }
     let recorder = RecorderConfig {
         retention: gatehouse_actors::store::retention::Retention {
             keep: raw

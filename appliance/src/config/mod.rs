@@ -104,6 +104,8 @@ pub struct Limits {
     #[serde(default)]
     pub message_bytes: BTreeMap<String, Spanned<usize>>,
     pub rows_per_statement: Option<u64>,
+    /// Largest message accepted from a target (bytes).
+    pub max_target_message_bytes: Option<usize>,
     pub shutdown_grace: Option<Spanned<String>>,
 }
 

@@ -73,6 +73,10 @@ impl OidcVerifier {
     /// with an unknown `kid` call it too, rate-limited.
     pub async fn refresh(&self) -> Result<usize, String> {
         let _guard = self.refreshing.lock().await;
+        self.refresh_locked().await
+    }
+
+    async fn refresh_locked(&self) -> Result<usize, String> {
         let uri = self.read_cache().jwks_uri.clone();
         self.write_cache().last_attempt = Some(Instant::now());
         let uri = match uri {
@@ -89,15 +93,24 @@ impl OidcVerifier {
     }
 
     /// Refresh for an unknown `kid`, unless one happened very recently.
-    async fn refresh_for_unknown_kid(&self) {
-        let recent = self
-            .read_cache()
-            .last_attempt
-            .is_some_and(|t| t.elapsed() < MIN_REFRESH_INTERVAL);
-        if recent {
+    /// Tokens queued behind a refresh re-check after taking the lock, so a
+    /// burst of unknown kids costs one fetch, not one each.
+    async fn refresh_for_unknown_kid(&self, kid: &str) {
+        let recent = || {
+            let cache = self.read_cache();
+            cache.keys.contains_key(kid)
+                || cache
+                    .last_attempt
+                    .is_some_and(|t| t.elapsed() < MIN_REFRESH_INTERVAL)
+        };
+        if recent() {
             return;
         }
-        if let Err(e) = self.refresh().await {
+        let _guard = self.refreshing.lock().await;
+        if recent() {
+            return;
+        }
+        if let Err(e) = self.refresh_locked().await {
             tracing::warn!("JWKS refresh failed: {e}");
         }
     }
@@ -133,7 +146,7 @@ impl OidcVerifier {
             .ok_or_else(|| TokenError::Malformed("no key id (kid) in the header".into()))?;
 
         if !self.read_cache().keys.contains_key(&kid) {
-            self.refresh_for_unknown_kid().await;
+            self.refresh_for_unknown_kid(&kid).await;
         }
         let claims = {
             let cache = self.read_cache();
