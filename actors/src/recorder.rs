@@ -281,7 +281,9 @@ fn approx_size(kind: &EventKind) -> usize {
         EventKind::Query { sql } | EventKind::Parse { sql, .. } => sql.len() + 16,
         EventKind::Error { message, .. } | EventKind::Notice { message, .. } => message.len() + 32,
         EventKind::Notification { payload, .. } => payload.len() + 32,
-        EventKind::Row { values } | EventKind::Bind { params: values, .. } => {
+        EventKind::Row { values }
+        | EventKind::Bind { params: values, .. }
+        | EventKind::FunctionCall { args: values, .. } => {
             values
                 .iter()
                 .map(|v| v.as_ref().map_or(1, |s| s.len() + 2))

@@ -91,6 +91,7 @@ proptest! {
         let _ = messages::command_complete(&body);
         let _ = messages::error_fields(&body);
         let _ = messages::notification(&body);
+        let _ = messages::function_call(&body);
     }
 
     #[test]

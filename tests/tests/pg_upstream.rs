@@ -88,3 +88,44 @@ fn an_oversized_target_message_ends_only_that_session() -> Result<()> {
     assert!(w.log().contains("over the limit of 1048576"), "{}", w.log());
     Ok(())
 }
+
+#[test]
+fn a_fast_path_function_call_is_relayed_and_recorded_with_its_arguments() -> Result<()> {
+    use common::{RawPg, frame};
+    let w = World::start(|c, _, _| c.postgres_plaintext(true))?;
+    let oid: i32 =
+        w.pg.psql_direct("app", "select 'abs(integer)'::regprocedure::oid")?
+            .parse()?;
+    let token = w.token("fastpath-bot")?;
+    let mut pg = RawPg::connect(w.gh.pg_port())?;
+    pg.login_ok("fastpath-bot", "app-db", &token)?;
+
+    // FunctionCall: oid, one text format, one argument, text result.
+    let mut body = oid.to_be_bytes().to_vec();
+    body.extend_from_slice(&[0, 1, 0, 0, 0, 1]);
+    body.extend_from_slice(&3i32.to_be_bytes());
+    body.extend_from_slice(b"-42");
+    body.extend_from_slice(&[0, 0]);
+    pg.send(&frame(b'F', &body))?;
+    let replies = pg.until_ready()?;
+    let tags: Vec<(char, String)> = replies
+        .iter()
+        .map(|m| (m.tag as char, m.message()))
+        .collect();
+    let result = replies
+        .iter()
+        .find(|m| m.tag == b'V')
+        .unwrap_or_else(|| panic!("no FunctionCallResponse: {tags:?}"));
+    assert!(result.body.ends_with(b"42"), "{:?}", result.body);
+    pg.terminate()?;
+
+    let header = common::ended_session_of_user(&w.gh, "fastpath-bot")?;
+    let (_, events) = common::show_session(&w.gh, &common::session_id(&header)?)?;
+    let call = events
+        .iter()
+        .find(|e| common::kind_of(e) == "function_call")
+        .expect("the call is recorded");
+    assert_eq!(call["kind"]["oid"], oid);
+    assert_eq!(call["kind"]["args"], serde_json::json!(["-42"]));
+    Ok(())
+}

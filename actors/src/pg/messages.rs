@@ -67,6 +67,41 @@ pub fn bind(body: &[u8]) -> Result<Bind<'_>, CodecError> {
     })
 }
 
+/// Frontend `FunctionCall` (the fast-path protocol): the function's OID
+/// and its arguments with their formats.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FunctionCall<'a> {
+    pub oid: i32,
+    /// `(binary, value)` per argument; `None` is SQL NULL.
+    pub args: Vec<(bool, Option<&'a [u8]>)>,
+}
+
+pub fn function_call(body: &[u8]) -> Result<FunctionCall<'_>, CodecError> {
+    let mut r = Reader::new(body);
+    let oid = r.i32("FunctionCall")?;
+    let nformats = r.count(2, "FunctionCall")?;
+    let mut formats = Vec::with_capacity(nformats);
+    for _ in 0..nformats {
+        formats.push(r.i16("FunctionCall")? == 1);
+    }
+    let nargs = r.count(4, "FunctionCall")?;
+    if nformats > 1 && nformats != nargs {
+        return Err(CodecError::Malformed("FunctionCall"));
+    }
+    let mut args = Vec::with_capacity(nargs);
+    for i in 0..nargs {
+        let binary = match nformats {
+            0 => false,
+            1 => formats[0],
+            _ => formats[i],
+        };
+        args.push((binary, r.value("FunctionCall")?));
+    }
+    r.i16("FunctionCall")?;
+    r.finish("FunctionCall")?;
+    Ok(FunctionCall { oid, args })
+}
+
 /// Frontend `Execute`.
 pub fn execute(body: &[u8]) -> Result<(&str, i32), CodecError> {
     let mut r = Reader::new(body);
@@ -227,6 +262,18 @@ mod tests {
         // 32767 columns claimed in a 2-byte body.
         assert!(data_row(&[0x7f, 0xff]).is_err());
         assert!(bind(b"\0\0\x7f\xff").is_err());
+    }
+
+    #[test]
+    fn function_call_decodes_and_rejects_truncation() {
+        // oid 764 (lo_import), one text format, one argument "/etc/x", text result.
+        let mut body = vec![0, 0, 2, 0xfc, 0, 1, 0, 0, 0, 1, 0, 0, 0, 6];
+        body.extend_from_slice(b"/etc/x");
+        body.extend_from_slice(&[0, 0]);
+        let f = function_call(&body).unwrap();
+        assert_eq!(f.oid, 764);
+        assert_eq!(f.args, vec![(false, Some(&b"/etc/x"[..]))]);
+        assert!(function_call(&body[..body.len() - 1]).is_err());
     }
 
     #[test]

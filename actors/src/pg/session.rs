@@ -46,6 +46,9 @@ pub enum Admission {
     OverLimit(OwnedSemaphorePermit),
 }
 
+/// Longest client-claimed name recorded in a session header.
+const MAX_HEADER_NAME: usize = 256;
+
 pub struct PgSession {
     id: RecordingId,
     gw: Arc<Gateway>,
@@ -194,12 +197,16 @@ impl Lifecycle {
             Err(e) => return self.end_with(Err(e)).await,
         };
 
-        self.header.client_user = client.param("user").map(str::to_owned);
+        // Unauthenticated input: kept short in the header (a longer name
+        // cannot match a configured connection anyway).
+        self.header.client_user = client
+            .param("user")
+            .map(|u| super::tap::capped(u, MAX_HEADER_NAME));
         // PostgreSQL's own default: the database is named like the user.
         self.header.connection = client
             .param("database")
             .or(client.param("user"))
-            .map(str::to_owned);
+            .map(|c| super::tap::capped(c, MAX_HEADER_NAME));
         self.send_header().await;
         if !client.stream.is_tls() && !self.gw.allow_plaintext {
             let e = SessionError::PlaintextRefused;

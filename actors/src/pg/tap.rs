@@ -135,6 +135,17 @@ impl ClientTap {
                     max_rows,
                 }
             }
+            b'F' => {
+                let f = messages::function_call(body)?;
+                EventKind::FunctionCall {
+                    oid: f.oid,
+                    args: f
+                        .args
+                        .iter()
+                        .map(|(binary, v)| v.map(|v| value_text(*binary, v)))
+                        .collect(),
+                }
+            }
             b'd' => {
                 self.copy.bytes += body.len() as u64;
                 self.copy.messages += 1;
@@ -335,6 +346,7 @@ mod tests {
         let mut tap = ClientTap::default();
         assert!(tap.observe(b'Q', b"no terminator").is_err());
         assert!(tap.observe(b'B', b"").is_err());
-        assert!(tap.observe(b'F', b"whatever").is_ok());
+        assert!(tap.observe(b'F', b"whatever").is_err());
+        assert!(tap.observe(b'?', b"whatever").is_ok());
     }
 }

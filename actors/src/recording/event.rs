@@ -136,7 +136,13 @@ pub enum EventKind {
         portal: String,
         max_rows: i32,
     },
-    /// A FunctionCall or other message relayed without interpretation.
+    /// A fast-path FunctionCall: the function's OID and its arguments (text
+    /// as is, binary as `\x` hex, `None` for NULL).
+    FunctionCall {
+        oid: i32,
+        args: Vec<Option<String>>,
+    },
+    /// A message relayed without interpretation.
     Opaque {
         tag: char,
         len: u32,

@@ -76,6 +76,13 @@ pub fn format_event(e: &Event) -> String {
         EventKind::Execute { portal, max_rows } => {
             format!("execute {portal:?} max_rows={max_rows}")
         }
+        EventKind::FunctionCall { oid, args } => format!(
+            "function call oid {oid}: [{}]",
+            args.iter()
+                .map(|a| a.as_deref().map_or("NULL".to_owned(), |v| format!("{v:?}")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         EventKind::Opaque { tag, len } => format!("relayed message '{tag}' ({len} bytes)"),
         EventKind::Columns { names } => format!("columns: {}", names.join(" | ")),
         EventKind::Row { values } => format!(
