@@ -5,7 +5,9 @@
 //! - `oidc` token verification (discovery, JWKS cache, claims).
 //! - `tls` the listener certificate (configured or generated) and target TLS.
 //! - `serve` wiring of the actor system, listeners and shutdown.
-//! - `recordings` the `recordings` subcommands.
+//! - `recordings` the `recordings` subcommands (list, show, verify, export,
+//!   status, purge, purges).
+//! - `control` the daemon's local control socket and its client.
 //! - `logging` text or JSON logs.
 //!
 //! ```text
