@@ -1,29 +1,21 @@
-//! The Recorder: the single writer of `recordings.redb`.
-//!
-//! It runs on its own thread because redb commits block on fsync. Sessions
-//! send it batches of events through a bounded channel (its one typed inbox,
-//! [`RecorderMsg`]); it assigns sequence numbers in arrival order, groups
-//! pending events per session and commits them as zstd chunks in one write
-//! transaction per flush — group commit across all sessions. A flush happens
-//! when the oldest pending event is `flush_interval` old, when a session's
-//! pending events grow past `CHUNK_TARGET`, when a session ends, or when asked.
+//! The recorder thread: pending events per session, group commits into
+//! chunks, seals at session end, interrupted sessions at start, retention.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use super::{
+    INBOX_CAPACITY, RecorderConfig, RecorderHandle, RecorderMsg, RecorderStatus, now_micros,
+};
 use crate::recording::{Direction, Event, EventKind, Outcome, RecordingId, SessionHeader};
 use crate::store::StoreError;
-use crate::store::retention::{self, Criteria, PurgeRecord, Retention};
+use crate::store::retention::{self, Criteria, PurgeRecord};
 use crate::store::schema::{CHUNKS, Chunk, SEALS, SESSIONS, chain_hash};
 use crate::store::seal::{Seal, SigningKey, header_hash};
 use crate::store::verify::{ChainState, walk_chain};
-
-/// Batches in flight between sessions and the recorder. A full inbox makes
-/// sessions wait (back-pressure) instead of growing memory without bound.
-const INBOX_CAPACITY: usize = 4096;
 
 /// Raw bytes of pending events after which a session's chunk is cut early,
 /// keeping chunks well under `MAX_CHUNK_RAW` and memory per session bounded.
@@ -35,176 +27,6 @@ const RETENTION_PERIOD: Duration = Duration::from_secs(600);
 /// Longest the recorder sleeps between inbox checks: bounds how late a
 /// `Flush` request or a session end is noticed.
 const MAX_TICK: Duration = Duration::from_millis(10);
-
-#[derive(Debug, Clone)]
-pub struct RecorderConfig {
-    /// How long an event may wait before it is durable.
-    pub flush_interval: Duration,
-    /// Age and size limits applied at start and every `RETENTION_PERIOD`.
-    pub retention: Retention,
-}
-
-impl Default for RecorderConfig {
-    fn default() -> Self {
-        RecorderConfig {
-            flush_interval: Duration::from_millis(200),
-            retention: Retention::default(),
-        }
-    }
-}
-
-/// An event before the recorder numbered it.
-#[derive(Debug)]
-pub struct PendingEvent {
-    pub at: i64,
-    pub dir: Direction,
-    pub kind: EventKind,
-}
-
-/// The recorder's inbox.
-#[derive(Debug)]
-pub enum RecorderMsg {
-    /// Create or replace a session's header (identity learned, etc.).
-    Header(SessionHeader),
-    Events(RecordingId, Vec<PendingEvent>),
-    /// The session ended; its End event is appended and it is flushed.
-    Close {
-        id: RecordingId,
-        outcome: Outcome,
-        reason: Option<String>,
-        at: i64,
-    },
-    /// Events that must be durable before the session forwards the
-    /// statement they describe (strict recording). Replies once committed,
-    /// or with the reason the commit failed.
-    Durable(
-        RecordingId,
-        Vec<PendingEvent>,
-        oneshot::Sender<Result<(), String>>,
-    ),
-    /// Make everything received so far durable, then reply.
-    Flush(oneshot::Sender<()>),
-    /// Remove sealed recordings now (operator request), logging the purge.
-    Purge {
-        criteria: Criteria,
-        by: String,
-        reply: oneshot::Sender<Result<PurgeRecord, String>>,
-    },
-    /// The recorder's health, for `recordings status`.
-    Status(oneshot::Sender<RecorderStatus>),
-    /// Flush, close the database cleanly and stop; replies when closed, so
-    /// a reader opened afterwards finds a database that needs no repair.
-    Shutdown(oneshot::Sender<()>),
-}
-
-/// What `recordings status` shows.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct RecorderStatus {
-    /// Sessions with a header in memory (live, or ended and not yet sealed).
-    pub open_sessions: usize,
-    /// Events received and not yet durable.
-    pub pending_events: usize,
-    /// Flushes that failed since start; each was retried.
-    pub failed_flushes: u64,
-    /// The most recent failure: when (unix µs) and why.
-    pub last_error: Option<(i64, String)>,
-    /// When the most recent flush succeeded (unix µs).
-    pub last_flush: Option<i64>,
-}
-
-/// A cheap, cloneable handle to the recorder.
-#[derive(Clone)]
-pub struct RecorderHandle {
-    tx: flume::Sender<RecorderMsg>,
-    /// The recorder thread, unparked when a session waits on durability.
-    thread: std::thread::Thread,
-}
-
-impl RecorderHandle {
-    pub async fn send(&self, msg: RecorderMsg) {
-        if self.tx.send_async(msg).await.is_err() {
-            tracing::error!("recorder is gone; event dropped");
-        }
-    }
-
-    /// For paths that cannot await (drop, sync code): waits if the inbox is
-    /// full only when called off the async runtime.
-    pub fn send_now(&self, msg: RecorderMsg) {
-        match self.tx.try_send(msg) {
-            Ok(()) => {}
-            Err(flume::TrySendError::Full(msg)) => {
-                // Keep the record: hand it to a helper thread that waits.
-                let tx = self.tx.clone();
-                std::thread::spawn(move || {
-                    let _ = tx.send(msg);
-                });
-            }
-            Err(flume::TrySendError::Disconnected(_)) => {
-                tracing::error!("recorder is gone; event dropped")
-            }
-        }
-    }
-
-    /// Record `events` and wait until they are durable (strict mode). All
-    /// sessions waiting at the same moment share one commit (group commit).
-    pub async fn record_durably(
-        &self,
-        id: RecordingId,
-        events: Vec<PendingEvent>,
-    ) -> Result<(), String> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send_async(RecorderMsg::Durable(id, events, tx))
-            .await
-            .map_err(|_| "the recorder is not running".to_owned())?;
-        self.thread.unpark();
-        rx.await
-            .map_err(|_| "the recorder is not running".to_owned())?
-    }
-
-    /// Ask the recorder for its health.
-    pub async fn status(&self) -> Option<RecorderStatus> {
-        let (tx, rx) = oneshot::channel();
-        self.send(RecorderMsg::Status(tx)).await;
-        self.thread.unpark();
-        rx.await.ok()
-    }
-
-    /// Purge sealed recordings now.
-    pub async fn purge(&self, criteria: Criteria, by: String) -> Result<PurgeRecord, String> {
-        let (tx, rx) = oneshot::channel();
-        self.send(RecorderMsg::Purge {
-            criteria,
-            by,
-            reply: tx,
-        })
-        .await;
-        self.thread.unpark();
-        rx.await
-            .map_err(|_| "the recorder is not running".to_owned())?
-    }
-
-    /// Flush and close the store; later sends are dropped with an error log.
-    pub async fn shutdown(&self) {
-        let (tx, rx) = oneshot::channel();
-        self.send(RecorderMsg::Shutdown(tx)).await;
-        let _ = rx.await;
-    }
-
-    /// Wait until everything sent so far is durable.
-    pub async fn flush(&self) {
-        let (tx, rx) = oneshot::channel();
-        self.send(RecorderMsg::Flush(tx)).await;
-        let _ = rx.await;
-    }
-}
-
-/// Unix time now, in microseconds.
-pub fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
-}
 
 struct Live {
     header: SessionHeader,
