@@ -7,6 +7,9 @@
 
 use super::codec::{CodecError, Reader};
 
+/// A parameter or argument: `(binary format, value)`, `None` for NULL.
+pub type Value<'a> = (bool, Option<&'a [u8]>);
+
 /// Frontend `Parse`: a named or unnamed prepared statement.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Parse<'a> {
@@ -30,33 +33,14 @@ pub struct Bind<'a> {
     pub portal: &'a str,
     pub statement: &'a str,
     /// `(binary, value)` per parameter; `None` is SQL NULL.
-    pub params: Vec<(bool, Option<&'a [u8]>)>,
+    pub params: Vec<Value<'a>>,
 }
 
 pub fn bind(body: &[u8]) -> Result<Bind<'_>, CodecError> {
     let mut r = Reader::new(body);
     let portal = r.cstr("Bind")?;
     let statement = r.cstr("Bind")?;
-    let nformats = r.count(2, "Bind")?;
-    let mut formats = Vec::with_capacity(nformats);
-    for _ in 0..nformats {
-        formats.push(r.i16("Bind")? == 1);
-    }
-    let nparams = r.count(4, "Bind")?;
-    // The protocol allows 0 formats (all text), 1 (applies to all) or one per
-    // parameter; anything else is malformed.
-    if nformats > 1 && nformats != nparams {
-        return Err(CodecError::Malformed("Bind"));
-    }
-    let mut params = Vec::with_capacity(nparams);
-    for i in 0..nparams {
-        let binary = match nformats {
-            0 => false,
-            1 => formats[0],
-            _ => formats[i],
-        };
-        params.push((binary, r.value("Bind")?));
-    }
+    let params = formatted_values(&mut r, "Bind")?;
     let nresults = r.count(2, "Bind")?;
     r.bytes(nresults * 2, "Bind")?;
     r.finish("Bind")?;
@@ -67,36 +51,47 @@ pub fn bind(body: &[u8]) -> Result<Bind<'_>, CodecError> {
     })
 }
 
+/// Format codes, then values, as Bind and FunctionCall carry them: no
+/// codes (all text), one (applies to all), or one per value; anything else
+/// is malformed. `(binary, value)` per value, `None` for NULL.
+fn formatted_values<'a>(
+    r: &mut Reader<'a>,
+    what: &'static str,
+) -> Result<Vec<Value<'a>>, CodecError> {
+    let nformats = r.count(2, what)?;
+    let mut formats = Vec::with_capacity(nformats);
+    for _ in 0..nformats {
+        formats.push(r.i16(what)? == 1);
+    }
+    let nvalues = r.count(4, what)?;
+    if nformats > 1 && nformats != nvalues {
+        return Err(CodecError::Malformed(what));
+    }
+    let mut values = Vec::with_capacity(nvalues);
+    for i in 0..nvalues {
+        let binary = match nformats {
+            0 => false,
+            1 => formats[0],
+            _ => formats[i],
+        };
+        values.push((binary, r.value(what)?));
+    }
+    Ok(values)
+}
+
 /// Frontend `FunctionCall` (the fast-path protocol): the function's OID
 /// and its arguments with their formats.
 #[derive(Debug, PartialEq, Eq)]
 pub struct FunctionCall<'a> {
     pub oid: i32,
     /// `(binary, value)` per argument; `None` is SQL NULL.
-    pub args: Vec<(bool, Option<&'a [u8]>)>,
+    pub args: Vec<Value<'a>>,
 }
 
 pub fn function_call(body: &[u8]) -> Result<FunctionCall<'_>, CodecError> {
     let mut r = Reader::new(body);
     let oid = r.i32("FunctionCall")?;
-    let nformats = r.count(2, "FunctionCall")?;
-    let mut formats = Vec::with_capacity(nformats);
-    for _ in 0..nformats {
-        formats.push(r.i16("FunctionCall")? == 1);
-    }
-    let nargs = r.count(4, "FunctionCall")?;
-    if nformats > 1 && nformats != nargs {
-        return Err(CodecError::Malformed("FunctionCall"));
-    }
-    let mut args = Vec::with_capacity(nargs);
-    for i in 0..nargs {
-        let binary = match nformats {
-            0 => false,
-            1 => formats[0],
-            _ => formats[i],
-        };
-        args.push((binary, r.value("FunctionCall")?));
-    }
+    let args = formatted_values(&mut r, "FunctionCall")?;
     r.i16("FunctionCall")?;
     r.finish("FunctionCall")?;
     Ok(FunctionCall { oid, args })
