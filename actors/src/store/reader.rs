@@ -34,6 +34,18 @@ pub enum StoreError {
     NotFound(RecordingId),
 }
 
+/// A table, or `None` if nothing was ever written to it (a fresh store).
+fn existing<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &redb::ReadTransaction,
+    table: redb::TableDefinition<K, V>,
+) -> Result<Option<redb::ReadOnlyTable<K, V>>, StoreError> {
+    match txn.open_table(table) {
+        Ok(t) => Ok(Some(t)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// One session as stored, byte for byte.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawRecording {
@@ -83,10 +95,8 @@ impl RecordingStore {
     /// Every session header, oldest first (ids are time-ordered).
     pub fn sessions(&self) -> Result<Vec<SessionHeader>, StoreError> {
         let txn = self.db.begin_read()?;
-        let table = match txn.open_table(SESSIONS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
+        let Some(table) = existing(&txn, SESSIONS)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for row in table.iter()? {
@@ -107,10 +117,8 @@ impl RecordingStore {
     /// All events of a session, in order.
     pub fn events(&self, id: RecordingId) -> Result<Vec<Event>, StoreError> {
         let txn = self.db.begin_read()?;
-        let table = match txn.open_table(CHUNKS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
+        let Some(table) = existing(&txn, CHUNKS)? else {
+            return Ok(Vec::new());
         };
         let key = id.0.as_u128();
         let mut out = Vec::new();
@@ -134,20 +142,15 @@ impl RecordingStore {
             v.value().to_vec()
         };
         let mut chunks = Vec::new();
-        match txn.open_table(CHUNKS) {
-            Ok(table) => {
-                for row in table.range((key, 0)..=(key, u32::MAX))? {
-                    let (k, v) = row?;
-                    chunks.push((k.value().1, v.value().to_vec()));
-                }
+        if let Some(table) = existing(&txn, CHUNKS)? {
+            for row in table.range((key, 0)..=(key, u32::MAX))? {
+                let (k, v) = row?;
+                chunks.push((k.value().1, v.value().to_vec()));
             }
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(e.into()),
         }
-        let seal = match txn.open_table(SEALS) {
-            Ok(table) => table.get(key)?.map(|v| v.value().to_vec()),
-            Err(redb::TableError::TableDoesNotExist(_)) => None,
-            Err(e) => return Err(e.into()),
+        let seal = match existing(&txn, SEALS)? {
+            Some(table) => table.get(key)?.map(|v| v.value().to_vec()),
+            None => None,
         };
         Ok(RawRecording {
             id,
@@ -166,10 +169,8 @@ impl RecordingStore {
     /// The purge audit log, oldest first.
     pub fn purges(&self) -> Result<Vec<PurgeRecord>, StoreError> {
         let txn = self.db.begin_read()?;
-        let table = match txn.open_table(PURGES) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
+        let Some(table) = existing(&txn, PURGES)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for row in table.iter()? {
