@@ -187,17 +187,26 @@ async fn sessions_left_open_are_sealed_interrupted_at_next_start() {
     );
 }
 
-/// Rebuild an archive with `edit` applied to each member's bytes.
-fn rewrite_archive(archive: &[u8], edit: impl Fn(&str, &mut Vec<u8>)) -> Vec<u8> {
+/// An archive's members in order, as `(path, bytes)`.
+fn members(archive: &[u8]) -> Vec<(String, Vec<u8>)> {
     use std::io::Read;
     let mut tar = tar::Archive::new(zstd::Decoder::new(archive).unwrap());
+    tar.entries()
+        .unwrap()
+        .map(|entry| {
+            let mut entry = entry.unwrap();
+            let path = entry.path().unwrap().to_string_lossy().into_owned();
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).unwrap();
+            (path, data)
+        })
+        .collect()
+}
+
+/// Pack members into an archive again.
+fn pack(members: Vec<(String, Vec<u8>)>) -> Vec<u8> {
     let mut out = tar::Builder::new(zstd::Encoder::new(Vec::new(), 3).unwrap());
-    for entry in tar.entries().unwrap() {
-        let mut entry = entry.unwrap();
-        let path = entry.path().unwrap().to_string_lossy().into_owned();
-        let mut data = Vec::new();
-        entry.read_to_end(&mut data).unwrap();
-        edit(&path, &mut data);
+    for (path, data) in members {
         let mut header = tar::Header::new_gnu();
         header.set_size(data.len() as u64);
         header.set_mode(0o444);
@@ -206,6 +215,15 @@ fn rewrite_archive(archive: &[u8], edit: impl Fn(&str, &mut Vec<u8>)) -> Vec<u8>
             .unwrap();
     }
     out.into_inner().unwrap().finish().unwrap()
+}
+
+/// Rebuild an archive with `edit` applied to each member's bytes.
+fn rewrite_archive(archive: &[u8], edit: impl Fn(&str, &mut Vec<u8>)) -> Vec<u8> {
+    let mut all = members(archive);
+    for (path, data) in &mut all {
+        edit(path, data);
+    }
+    pack(all)
 }
 
 #[tokio::test]
@@ -294,46 +312,28 @@ async fn archives_verify_off_the_store_and_show_tampering() {
 
 /// Drop every member under `prefix` and fix the manifest to match.
 fn fix_manifest_without(archive: &[u8], prefix: &str) -> Vec<u8> {
-    use std::io::Read;
-    let mut tar = tar::Archive::new(zstd::Decoder::new(archive).unwrap());
-    let mut out = tar::Builder::new(zstd::Encoder::new(Vec::new(), 3).unwrap());
-    for entry in tar.entries().unwrap() {
-        let mut entry = entry.unwrap();
-        let path = entry.path().unwrap().to_string_lossy().into_owned();
-        let mut data = Vec::new();
-        entry.read_to_end(&mut data).unwrap();
-        if path.starts_with(prefix) {
-            continue;
-        }
+    let mut kept: Vec<_> = members(archive)
+        .into_iter()
+        .filter(|(path, _)| !path.starts_with(prefix))
+        .collect();
+    for (path, data) in &mut kept {
         if path == "manifest.json" {
-            let mut m: serde_json::Value = serde_json::from_slice(&data).unwrap();
+            let mut m: serde_json::Value = serde_json::from_slice(data).unwrap();
             let files = m["files"].as_object_mut().unwrap();
             files.retain(|k, _| !k.starts_with(prefix));
-            data = serde_json::to_vec(&m).unwrap();
+            *data = serde_json::to_vec(&m).unwrap();
         }
-        let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(0o444);
-        header.set_cksum();
-        out.append_data(&mut header, &path, data.as_slice())
-            .unwrap();
     }
-    out.into_inner().unwrap().finish().unwrap()
+    pack(kept)
 }
 
 /// Recompute the manifest's hashes after an edit, as a careful forger would.
 fn fix_manifest(archive: &[u8]) -> Vec<u8> {
     use sha2::{Digest, Sha256};
-    use std::io::Read;
-    let mut hashes = std::collections::BTreeMap::new();
-    let mut tar = tar::Archive::new(zstd::Decoder::new(archive).unwrap());
-    for entry in tar.entries().unwrap() {
-        let mut entry = entry.unwrap();
-        let path = entry.path().unwrap().to_string_lossy().into_owned();
-        let mut data = Vec::new();
-        entry.read_to_end(&mut data).unwrap();
-        hashes.insert(path, hex::encode(Sha256::digest(&data)));
-    }
+    let hashes: std::collections::BTreeMap<String, String> = members(archive)
+        .into_iter()
+        .map(|(path, data)| (path, hex::encode(Sha256::digest(&data))))
+        .collect();
     rewrite_archive(archive, |path, data| {
         if path == "manifest.json" {
             let mut m: serde_json::Value = serde_json::from_slice(data).unwrap();

@@ -79,6 +79,13 @@ pub fn signing_key(data_dir: &Path) -> anyhow::Result<SigningKey> {
     Ok(key)
 }
 
+/// A public key file as `signing_key` writes it: hex on one line.
+fn read_public_key(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the public key {}", path.display()))?;
+    hex::decode(text.trim()).with_context(|| format!("{} is not hex", path.display()))
+}
+
 const SIGNING_KEY: &str = "recording-signing.key";
 const SIGNING_PUB: &str = "recording-signing.pub";
 
@@ -94,10 +101,7 @@ pub fn verify(
     let pub_path = public_key
         .map(Path::to_path_buf)
         .unwrap_or_else(|| cfg.data_dir.join(SIGNING_PUB));
-    let text = std::fs::read_to_string(&pub_path)
-        .with_context(|| format!("reading the public key {}", pub_path.display()))?;
-    let public =
-        hex::decode(text.trim()).with_context(|| format!("{} is not hex", pub_path.display()))?;
+    let public = read_public_key(&pub_path)?;
     let store = open(cfg)?;
     let ids = match (id, all) {
         (Some(id), false) => vec![
@@ -223,10 +227,7 @@ pub fn verify_archive(path: &Path, public_key: Option<&Path>) -> anyhow::Result<
             "verify --archive needs --public-key: the appliance's recording-signing.pub, from a copy you trust"
         );
     };
-    let text = std::fs::read_to_string(key_path)
-        .with_context(|| format!("reading {}", key_path.display()))?;
-    let trusted =
-        hex::decode(text.trim()).with_context(|| format!("{} is not hex", key_path.display()))?;
+    let trusted = read_public_key(key_path)?;
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let report =
         gatehouse_actors::store::archive::verify_archive(std::io::BufReader::new(file), &trusted)?;

@@ -49,38 +49,34 @@ fn an_operator_purge_removes_sealed_sessions_and_is_logged() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn retention_by_age_applies_at_start_and_is_logged() -> Result<()> {
-    let mut w = World::start(|c, _, _| c.line_in("recordings", "keep_days = 0"))?;
-    two_sessions(&w, "age-bot")?;
+/// Two sessions under `config_line`, then a restart (retention runs at
+/// start): both are gone and the audit log says why.
+fn retention_at_restart(config_line: &str, prefix: &str, logged: &str) -> Result<()> {
+    let mut w = World::start(|c, _, _| c.line_in("recordings", config_line))?;
+    two_sessions(&w, prefix)?;
     w.gh.signal("TERM")?;
     w.gh.wait_exit(std::time::Duration::from_secs(20))?;
     w.gh.serve()?;
     assert!(
         list_sessions(&w.gh)?.is_empty(),
-        "sessions older than 0 days are gone"
+        "{config_line}: sessions remain"
     );
     let log = w.gh.run_cli(&["recordings", "purges"])?.stdout_text();
     assert!(
-        log.contains("by retention") && log.contains("2 recordings"),
+        log.contains("by retention") && log.contains(logged),
         "{log}"
     );
     Ok(())
 }
 
 #[test]
+fn retention_by_age_applies_at_start_and_is_logged() -> Result<()> {
+    // Sessions older than 0 days: all of them.
+    retention_at_restart("keep_days = 0", "age-bot", "2 recordings")
+}
+
+#[test]
 fn retention_by_size_removes_sealed_sessions_and_is_logged() -> Result<()> {
-    let mut w = World::start(|c, _, _| c.line_in("recordings", "max_bytes = 1"))?;
-    two_sessions(&w, "size-bot")?;
-    w.gh.signal("TERM")?;
-    w.gh.wait_exit(std::time::Duration::from_secs(20))?;
-    w.gh.serve()?;
     // One byte cannot hold anything sealed: both go, oldest first.
-    assert!(list_sessions(&w.gh)?.is_empty());
-    let log = w.gh.run_cli(&["recordings", "purges"])?.stdout_text();
-    assert!(
-        log.contains("by retention") && log.contains("over 1 bytes"),
-        "{log}"
-    );
-    Ok(())
+    retention_at_restart("max_bytes = 1", "size-bot", "over 1 bytes")
 }
