@@ -13,13 +13,24 @@
 //!                                                        before forwarded)
 //! ```
 //!
+//! Inside the relay, per client message and per result, the policy phases
+//! run in a fixed order (see [`policy`]): statement filter (classify → rules
+//! → allow / block / hold for an operator) → forward → result filter (mask
+//! rows, COPY data, error texts) → record.
+//!
 //! Layout:
 //! - [`pg::codec`] framing and encoders, no I/O; [`pg::messages`] bounds-checked
 //!   decoders for the messages the gateway reads.
 //! - [`pg::startup`] the client's TLS negotiation and token exchange;
 //!   [`pg::upstream`] the target's connection and authentication;
 //!   [`pg::cancel`] minted cancel keys.
-//! - [`pg::relay`] the two pumps; [`pg::tap`] turns frames into events.
+//! - [`pg::relay`] the two pumps; [`pg::tap`] turns frames into events;
+//!   [`pg::gate`] the statement filter (block, hold for approval) on the
+//!   client side; [`pg::filter`] the result filter (masking) on the target
+//!   side, with [`pg::catalog`] naming result columns.
+//! - [`policy`] statement classification (sqlparser), rules, per-session
+//!   prepared-statement tracking; [`mask`] detectors, strategies, DataRow and
+//!   COPY rewriting; [`approval`] the ApprovalBroker actor.
 //! - [`pg::session`] the `PgSession` actor; [`pg::listener`] accept loop and limits.
 //! - [`registry`] live sessions and kill; [`recorder`] the single redb writer.
 //! - [`recording`] the recording model and its text rendering; [`store`] the
@@ -36,10 +47,13 @@
 //! }
 //! ```
 
+pub mod approval;
 pub mod auth;
 pub mod error;
 pub mod gateway;
+pub mod mask;
 pub mod pg;
+pub mod policy;
 pub mod recorder;
 pub mod recording;
 pub mod registry;

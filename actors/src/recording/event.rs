@@ -189,4 +189,30 @@ pub enum EventKind {
         outcome: Outcome,
         reason: Option<String>,
     },
+    // Variants below were added after recordings existed: postcard stores
+    // the variant index, so new kinds only ever go at the end.
+    /// Policy refused a statement; the target never saw it. `rule` names
+    /// the rule (or `unparsed`, `default`), `reason` is what the client saw.
+    Blocked {
+        rule: String,
+        reason: String,
+    },
+    /// A statement waits for an operator; the target has not seen it.
+    ApprovalRequested {
+        id: String,
+        rule: String,
+        deadline: i64,
+    },
+    /// The operator's decision (or the timeout, or the client leaving).
+    ApprovalDecided {
+        id: String,
+        decision: String,
+        by: String,
+        reason: Option<String>,
+    },
+    /// What masking changed in one result: per rule, which column or
+    /// detector and how many values. Never the original values.
+    Masked {
+        counts: Vec<(String, String, u64)>,
+    },
 }

@@ -120,6 +120,31 @@ pub fn format_event(e: &Event) -> String {
             messages,
         } => format!("copy from {direction:?}: {bytes} bytes in {messages} messages"),
         EventKind::Cancel => "cancel requested".to_owned(),
+        EventKind::Blocked { rule, reason } => {
+            format!("blocked by {}: {}", clean(rule), clean(reason))
+        }
+        EventKind::ApprovalRequested { id, rule, deadline } => format!(
+            "approval {id} requested (rule {}, deadline {})",
+            clean(rule),
+            format_time(*deadline)
+        ),
+        EventKind::ApprovalDecided {
+            id,
+            decision,
+            by,
+            reason,
+        } => match reason {
+            Some(r) => format!("approval {id} {decision} by {}: {}", clean(by), clean(r)),
+            None => format!("approval {id} {decision} by {}", clean(by)),
+        },
+        EventKind::Masked { counts } => format!(
+            "masked: {}",
+            counts
+                .iter()
+                .map(|(rule, what, n)| format!("{}/{}×{n}", clean(rule), clean(what)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         EventKind::End { outcome, reason } => match reason {
             Some(r) => format!("end: {} ({r})", outcome.as_str()),
             None => format!("end: {}", outcome.as_str()),
