@@ -63,6 +63,10 @@ pub struct PgTarget {
     pub password: Option<Secret>,
     pub tls: TargetTls,
     pub policy: String,
+    /// What the policy blocks, holds for approval and masks.
+    pub sql_policy: Arc<crate::policy::SqlPolicy>,
+    /// Table names for column masks, cached per target.
+    pub catalog: Arc<crate::pg::catalog::Catalog>,
     /// Strict recording: a statement reaches the target only after its
     /// event is durable; a recording failure ends the session (58030).
     pub strict_recording: bool,
@@ -140,6 +144,8 @@ pub struct Gateway {
     pub recorder: RecorderHandle,
     pub registry: RegistryHandle,
     pub cancels: CancelMap,
+    /// Where held statements wait for operators.
+    pub approvals: Option<crate::approval::BrokerHandle>,
 }
 
 impl Gateway {

@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use gatehouse_actors::approval::{BrokerHandle, Decide, ListPending, PendingApproval};
 use gatehouse_actors::recorder::{RecorderHandle, RecorderStatus};
 use gatehouse_actors::registry::{List, RegistryHandle};
 use gatehouse_actors::store::retention::{Criteria, PurgeRecord};
@@ -27,7 +28,17 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     Status,
-    Purge { ended_before: i64 },
+    Purge {
+        ended_before: i64,
+    },
+    Approvals,
+    Decide {
+        id: String,
+        approve: bool,
+        /// The operator deciding (an `[[operators]]` entry with approver).
+        operator: Option<String>,
+        reason: Option<String>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -38,6 +49,12 @@ pub enum Response {
         recorder: RecorderStatus,
     },
     Purged(PurgeRecord),
+    Approvals {
+        pending: Vec<PendingApproval>,
+    },
+    Decided {
+        request: PendingApproval,
+    },
     Error {
         message: String,
     },
@@ -48,6 +65,7 @@ pub async fn serve(
     path: PathBuf,
     recorder: RecorderHandle,
     registry: RegistryHandle,
+    approvals: BrokerHandle,
 ) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::remove_file(&path);
@@ -63,9 +81,10 @@ pub async fn serve(
                 continue;
             }
         };
-        let (recorder, registry) = (recorder.clone(), registry.clone());
+        let (recorder, registry, approvals) =
+            (recorder.clone(), registry.clone(), approvals.clone());
         actix::spawn(async move {
-            if let Err(e) = handle(stream, &recorder, &registry).await {
+            if let Err(e) = handle(stream, &recorder, &registry, &approvals).await {
                 tracing::warn!("control request failed: {e:#}");
             }
         });
@@ -76,6 +95,7 @@ async fn handle(
     stream: UnixStream,
     recorder: &RecorderHandle,
     registry: &RegistryHandle,
+    approvals: &BrokerHandle,
 ) -> anyhow::Result<()> {
     let who = match stream.peer_cred() {
         Ok(c) => format!("cli uid={} pid={}", c.uid(), c.pid().unwrap_or(0)),
@@ -113,6 +133,33 @@ async fn handle(
             {
                 Ok(record) => Response::Purged(record),
                 Err(message) => Response::Error { message },
+            }
+        }
+        Ok(Request::Approvals) => match approvals.send(ListPending).await {
+            Ok(pending) => Response::Approvals { pending },
+            Err(e) => Response::Error {
+                message: format!("approval broker unavailable: {e}"),
+            },
+        },
+        Ok(Request::Decide {
+            id,
+            approve,
+            operator,
+            reason,
+        }) => {
+            let decide = Decide {
+                id,
+                approve,
+                operator,
+                via: format!("local {who}"),
+                reason,
+            };
+            match approvals.send(decide).await {
+                Ok(Ok(request)) => Response::Decided { request },
+                Ok(Err(message)) => Response::Error { message },
+                Err(e) => Response::Error {
+                    message: format!("approval broker unavailable: {e}"),
+                },
             }
         }
     };

@@ -16,6 +16,7 @@
 //! gatehouse recordings list --config /etc/gatehouse/gatehouse.toml
 //! ```
 
+mod approvals;
 mod config;
 mod control;
 mod logging;
@@ -67,6 +68,37 @@ enum Command {
     Recordings {
         #[command(subcommand)]
         command: RecordingsCommand,
+    },
+    /// Statements held by `approve` rules (asks the running daemon).
+    Approvals {
+        #[command(subcommand)]
+        command: ApprovalsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApprovalsCommand {
+    /// Pending requests, oldest first.
+    List {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let the held statement run (once).
+    Approve {
+        id: String,
+        /// The deciding operator: an `[[operators]]` entry with approver = true
+        /// (required when such operators are configured).
+        #[arg(long = "as", value_name = "OPERATOR")]
+        operator: Option<String>,
+    },
+    /// Refuse the held statement; the client gets 42501 with the reason.
+    Deny {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long = "as", value_name = "OPERATOR")]
+        operator: Option<String>,
     },
 }
 
@@ -199,6 +231,17 @@ fn main() -> ExitCode {
                 Ok(false) => return ExitCode::from(3),
                 Err(e) => Err(e),
             },
+        },
+        Command::Approvals { command } => match command {
+            ApprovalsCommand::List { json } => approvals::list(&cfg, json),
+            ApprovalsCommand::Approve { id, operator } => {
+                approvals::decide(&cfg, id, true, operator, None)
+            }
+            ApprovalsCommand::Deny {
+                id,
+                reason,
+                operator,
+            } => approvals::decide(&cfg, id, false, operator, reason),
         },
     };
     match result {

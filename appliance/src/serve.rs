@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use anyhow::Context as _;
+use gatehouse_actors::approval::ApprovalBroker;
 use gatehouse_actors::gateway::Gateway;
 use gatehouse_actors::pg::PgListener;
 use gatehouse_actors::pg::cancel::CancelMap;
@@ -32,6 +33,10 @@ pub fn run(cfg: LoadedConfig) -> anyhow::Result<()> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("restricting {}", cfg.data_dir.display()))?;
+    }
+    if cfg.mask_key.1 {
+        crate::config::save_mask_key(&cfg.data_dir, &cfg.mask_key.0)
+            .context("writing the mask hash key")?;
     }
     let system = System::new();
     let result = system.block_on(serve(cfg));
@@ -90,11 +95,13 @@ async fn serve(cfg: LoadedConfig) -> anyhow::Result<()> {
         .context("preparing the TLS certificate")?;
 
     let registry = Registry::default().start();
+    let approvals = ApprovalBroker::new(cfg.approvers.clone()).start();
     {
         let path = crate::control::socket_path(&cfg.data_dir);
-        let (recorder, registry) = (recorder.clone(), registry.clone());
+        let (recorder, registry, approvals) =
+            (recorder.clone(), registry.clone(), approvals.clone());
         actix::spawn(async move {
-            if let Err(e) = crate::control::serve(path, recorder, registry).await {
+            if let Err(e) = crate::control::serve(path, recorder, registry, approvals).await {
                 tracing::error!("control socket unavailable: {e:#}");
             }
         });
@@ -109,6 +116,7 @@ async fn serve(cfg: LoadedConfig) -> anyhow::Result<()> {
         recorder: recorder.clone(),
         registry: registry.clone(),
         cancels: CancelMap::default(),
+        approvals: Some(approvals),
     });
 
     let worker_count = cfg

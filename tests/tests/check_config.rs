@@ -173,16 +173,50 @@ fn insecure_choices_are_refused() -> Result<()> {
 }
 
 #[test]
-fn unenforceable_policy_is_refused_not_ignored() -> Result<()> {
-    let bad = GOOD.to_owned()
+fn policy_rules_and_masks_are_validated_with_their_lines() -> Result<()> {
+    let good = GOOD.to_owned()
         + r#"
 [[policies.prod-db.rules]]
+name = "no-ddl"
 action = "block"
-statements = ["drop"]
+statements = ["drop", "truncate"]
+message = "migrations only"
+
+[[policies.prod-db.rules]]
+action = "approve"
+statements = ["delete"]
+tables = ["public.customers", "billing.*"]
+timeout = "2m"
+
+[[policies.prod-db.masks]]
+columns = ["email", "customers.ssn"]
+strategy = "partial"
+keep = 4
+
+[[policies.prod-db.masks]]
+detectors = ["credit_card", "email"]
+regex = ["ACME-[0-9]{6}"]
 "#;
-    let (code, _, stderr) = check(&bad)?;
-    assert_ne!(code, 0);
-    assert!(stderr.contains("not enforced by this version"), "{stderr}");
+    let (code, _, stderr) = check(&good)?;
+    assert_eq!(code, 0, "a valid policy is accepted: {stderr}");
+    for (from, to, says) in [
+        ("\"truncate\"]", "\"truncat\"]", "unknown statement kind \"truncat\""),
+        ("action = \"block\"", "action = \"deny\"", "action \"deny\" is not"),
+        ("\"billing.*\"", "\"a.b.c\"", "is not `name` or `schema.name`"),
+        ("\"credit_card\", ", "\"credit_crad\", ", "unknown detector \"credit_crad\""),
+        ("ACME-[0-9]{6}", "x*", "can match the empty string"),
+        ("strategy = \"partial\"", "strategy = \"scramble\"", "strategy \"scramble\""),
+        ("message = \"migrations only\"", "timeout = \"1m\"", "`timeout` only applies"),
+        ("timeout = \"2m\"", "timeout = \"2m\"\napprovers = [\"mallory\"]", "approver \"mallory\""),
+        ("keep = 4", "keep = 4\ncolour = 1", "unknown field `colour`"),
+    ] {
+        let bad = good.replace(from, to);
+        assert_ne!(bad, good, "{from} must occur in the config");
+        let (code, _, stderr) = check(&bad)?;
+        assert_ne!(code, 0, "{to} should be refused");
+        assert!(stderr.contains(says), "{to}: {stderr}");
+        assert!(stderr.contains(".toml:"), "names the file and line: {stderr}");
+    }
     let strict = GOOD.replace("recording = \"batched\"", "recording = \"strict\"");
     let (code, _, stderr) = check(&strict)?;
     assert_eq!(code, 0, "strict recording is supported: {stderr}");

@@ -303,6 +303,46 @@ fn patch_len(buf: &mut BytesMut, start: usize) {
     buf[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
 }
 
+/// Encode an ErrorResponse or NoticeResponse from its fields.
+pub fn put_fields(buf: &mut BytesMut, tag: u8, fields: &[(u8, &str)]) {
+    let start = buf.len();
+    buf.put_u8(tag);
+    buf.put_i32(0);
+    for (field, value) in fields {
+        buf.put_u8(*field);
+        put_cstr(buf, value);
+    }
+    buf.put_u8(0);
+    patch_len(buf, start);
+}
+
+/// Encode a message with the given tag and body.
+pub fn put_frame(buf: &mut BytesMut, tag: u8, body: &[u8]) {
+    buf.put_u8(tag);
+    buf.put_i32(body.len() as i32 + 4);
+    buf.extend_from_slice(body);
+}
+
+/// Encode a frontend Query.
+pub fn put_query(buf: &mut BytesMut, sql: &str) {
+    let start = buf.len();
+    buf.put_u8(b'Q');
+    buf.put_i32(0);
+    put_cstr(buf, sql);
+    patch_len(buf, start);
+}
+
+/// Encode a frontend Parse of `sql` as statement `name`, no parameter types.
+pub fn put_parse(buf: &mut BytesMut, name: &str, sql: &str) {
+    let start = buf.len();
+    buf.put_u8(b'P');
+    buf.put_i32(0);
+    put_cstr(buf, name);
+    put_cstr(buf, sql);
+    buf.put_i16(0);
+    patch_len(buf, start);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

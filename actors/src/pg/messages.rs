@@ -278,3 +278,86 @@ mod tests {
         assert_eq!(tag_rows("BEGIN"), None);
     }
 }
+
+/// One column of a RowDescription, with where it comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowColumn<'a> {
+    pub name: &'a str,
+    /// 0 when the column is computed rather than read from a table.
+    pub table_oid: u32,
+    pub attnum: i16,
+    pub type_oid: u32,
+    pub binary: bool,
+}
+
+/// Backend `RowDescription` with every field masking needs.
+pub fn row_columns(body: &[u8]) -> Result<Vec<RowColumn<'_>>, CodecError> {
+    let mut r = Reader::new(body);
+    let n = r.count(19, "RowDescription")?;
+    let mut cols = Vec::with_capacity(n);
+    for _ in 0..n {
+        let name = r.cstr("RowDescription")?;
+        let table_oid = r.i32("RowDescription")? as u32;
+        let attnum = r.i16("RowDescription")?;
+        let type_oid = r.i32("RowDescription")? as u32;
+        // type size, type modifier
+        r.bytes(6, "RowDescription")?;
+        let binary = r.i16("RowDescription")? == 1;
+        cols.push(RowColumn {
+            name,
+            table_oid,
+            attnum,
+            type_oid,
+            binary,
+        });
+    }
+    r.finish("RowDescription")?;
+    Ok(cols)
+}
+
+/// Every `(code, value)` field of an ErrorResponse or NoticeResponse.
+pub fn error_field_list(body: &[u8]) -> Result<Vec<(u8, &str)>, CodecError> {
+    let mut r = Reader::new(body);
+    let mut fields = Vec::new();
+    loop {
+        let kind = r.u8("ErrorResponse")?;
+        if kind == 0 {
+            break;
+        }
+        fields.push((kind, r.cstr("ErrorResponse")?));
+    }
+    r.finish("ErrorResponse")?;
+    Ok(fields)
+}
+
+/// Backend `CopyOutResponse`: overall format (0 text, 1 binary) and the
+/// per-column formats.
+pub fn copy_response(body: &[u8]) -> Result<(u8, Vec<i16>), CodecError> {
+    let mut r = Reader::new(body);
+    let format = r.u8("CopyResponse")?;
+    let n = r.count(2, "CopyResponse")?;
+    let mut formats = Vec::with_capacity(n);
+    for _ in 0..n {
+        formats.push(r.i16("CopyResponse")?);
+    }
+    r.finish("CopyResponse")?;
+    Ok((format, formats))
+}
+
+/// Frontend `Close`: `(b'S' | b'P', name)`.
+pub fn close(body: &[u8]) -> Result<(u8, &str), CodecError> {
+    let mut r = Reader::new(body);
+    let what = r.u8("Close")?;
+    let name = r.cstr("Close")?;
+    r.finish("Close")?;
+    Ok((what, name))
+}
+
+/// Backend `ParameterStatus`: `(name, value)`.
+pub fn parameter_status(body: &[u8]) -> Result<(&str, &str), CodecError> {
+    let mut r = Reader::new(body);
+    let name = r.cstr("ParameterStatus")?;
+    let value = r.cstr("ParameterStatus")?;
+    r.finish("ParameterStatus")?;
+    Ok((name, value))
+}

@@ -2,7 +2,10 @@
 //! actor that ties them together.
 
 pub mod cancel;
+pub mod catalog;
 pub mod codec;
+pub mod filter;
+pub mod gate;
 pub mod listener;
 pub mod messages;
 pub mod relay;

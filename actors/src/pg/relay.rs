@@ -15,11 +15,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::watch;
 
 use super::codec::{self, HEADER_LEN};
+use super::filter::ResultFilter;
+use super::gate::{self, Gate, Held, SharedRef, Step};
 use super::stream::PgStream;
 use super::tap::{ClientTap, TargetTap};
+use crate::approval::{ApprovalOutcome, BrokerHandle, PendingApproval, Submit, Withdraw};
 use crate::error::SessionError;
-use crate::recorder::{RecorderHandle, RecorderMsg};
-use crate::recording::RecordingId;
+use crate::recorder::{RecorderHandle, RecorderMsg, now_micros};
+use crate::recording::{Direction, EventKind, RecordingId};
+
+/// While a statement waits for approval the client may keep sending
+/// (pipelining); beyond this many buffered bytes the gateway stops reading
+/// until the decision.
+const MAX_BUFFERED_WHILE_HELD: usize = 1 << 20;
 
 /// Read buffer reserve: big enough that a typical result arrives in one
 /// read, small enough that 10,000 idle sessions stay cheap (the buffer only
@@ -64,6 +72,20 @@ pub struct Relay {
     pub rows_per_statement: u64,
     /// Forward client statements only once their events are durable.
     pub strict: bool,
+    /// The statement gate and result masking; `None` when the policy
+    /// neither restricts nor masks (every frame passes untouched).
+    pub policy: Option<PolicyCtx>,
+    /// The target's settings at startup (ParameterStatus), for the gate.
+    pub initial_settings: Vec<(String, String)>,
+}
+
+/// What the policy phases need beyond the frames.
+pub struct PolicyCtx {
+    pub policy: std::sync::Arc<crate::policy::SqlPolicy>,
+    pub broker: Option<BrokerHandle>,
+    pub identity: String,
+    pub groups: Vec<String>,
+    pub target: crate::gateway::PgTarget,
 }
 
 impl Relay {
@@ -77,14 +99,24 @@ impl Relay {
     ) -> RelayEnd {
         let (client_rd, client_wr) = tokio::io::split(client);
         let (target_rd, target_wr) = tokio::io::split(target);
+        let shared: SharedRef = Default::default();
+        shared.borrow_mut().settings = self.initial_settings.clone();
+        let notify = std::rc::Rc::new(tokio::sync::Notify::new());
         let mut stop_rx = stop_tx.subscribe();
         // A kill that arrived while the session was still connecting is
         // already the current value; make the pumps see it.
         if stop_rx.borrow().is_some() {
             stop_rx.mark_changed();
         }
-        let up = self.client_to_target(client_rd, client_buf, target_wr, stop_rx.clone());
-        let down = self.target_to_client(target_rd, target_buf, client_wr, stop_rx);
+        let up = self.client_to_target(
+            client_rd,
+            client_buf,
+            target_wr,
+            stop_rx.clone(),
+            shared.clone(),
+            notify.clone(),
+        );
+        let down = self.target_to_client(target_rd, target_buf, client_wr, stop_rx, shared, notify);
         tokio::pin!(up, down);
         tokio::select! {
             up_end = &mut up => {
@@ -132,6 +164,20 @@ impl Relay {
         }
     }
 
+    /// Send the batch's events: durably first under strict recording.
+    async fn commit_events(&self, tap: &mut ClientTap) -> Result<(), SessionError> {
+        if self.strict && !tap.batch.events.is_empty() {
+            let events = std::mem::take(&mut tap.batch.events);
+            self.recorder
+                .record_durably(self.id, events)
+                .await
+                .map_err(SessionError::RecordingFailed)
+        } else {
+            self.flush_events(&mut tap.batch.events).await;
+            Ok(())
+        }
+    }
+
     /// Client → target. Ends on Terminate, EOF or a stop signal.
     async fn client_to_target(
         &self,
@@ -139,8 +185,14 @@ impl Relay {
         mut buf: BytesMut,
         mut wr: WriteHalf<PgStream>,
         mut stop: watch::Receiver<Option<Stop>>,
+        shared: SharedRef,
+        notify: std::rc::Rc<tokio::sync::Notify>,
     ) -> Result<UpEnd, SessionError> {
         let mut tap = ClientTap::default();
+        let mut gate = self
+            .policy
+            .as_ref()
+            .map(|p| Gate::new(p.policy.clone(), shared.clone()));
         let lost = |e: std::io::Error| SessionError::TargetLost {
             connection: self.connection.clone(),
             detail: e.to_string(),
@@ -148,28 +200,70 @@ impl Relay {
         loop {
             let mut end = 0;
             let mut terminate = false;
+            // Bytes to send instead of buf[written..]: built only when a
+            // frame is replaced; otherwise the batch goes out as read.
+            let mut out = Outgoing::default();
             tap.batch.stamp();
             while let Some(len) = codec::frame_len_limited(&buf[end..], &self.client_frames)? {
                 let tag = buf[end];
                 tap.observe(tag, &buf[end + HEADER_LEN..end + len])?;
+                let step = match gate.as_mut() {
+                    Some(g) => g.check(tag, &buf[end + HEADER_LEN..end + len])?,
+                    None => Step::Forward,
+                };
+                match step {
+                    Step::Forward => {}
+                    Step::Replace(bytes, refusal) => {
+                        tracing::info!(rule = %refusal.rule, "statement blocked");
+                        tap.batch.push_now(
+                            Direction::Gateway,
+                            EventKind::Blocked {
+                                rule: refusal.rule,
+                                reason: refusal.message,
+                            },
+                        );
+                        out.replace(&buf, end, len, &bytes);
+                    }
+                    Step::Hold(held) => {
+                        // Everything before the held message goes now, so
+                        // its results are not delayed by the wait.
+                        self.commit_events(&mut tap).await?;
+                        out.write_until(&buf, end, &mut wr).await.map_err(lost)?;
+                        let decision = self
+                            .wait_for_approval(
+                                &held, &mut tap, &mut rd, &mut buf, &mut stop, &shared, &notify,
+                            )
+                            .await?;
+                        match decision {
+                            Waited::Approved => {
+                                if let (Some(g), Some(name)) = (gate.as_mut(), &held.parse_of) {
+                                    g.grant(name);
+                                }
+                            }
+                            Waited::Refused(sqlstate, message) => {
+                                if let Some(g) = gate.as_mut() {
+                                    let bytes = g.substitute(held.tag, sqlstate, message);
+                                    out.replace(&buf, end, len, &bytes);
+                                }
+                            }
+                            Waited::ClientGone => {
+                                let _ = wr.write_all(b"X\0\0\0\x04").await;
+                                let _ = wr.flush().await;
+                                return Ok(UpEnd::Done);
+                            }
+                            Waited::Stopped => return Ok(UpEnd::Stopped),
+                        }
+                    }
+                }
                 end += len;
                 if tag == b'X' {
                     terminate = true;
                     break;
                 }
             }
-            if self.strict && !tap.batch.events.is_empty() {
-                let events = std::mem::take(&mut tap.batch.events);
-                self.recorder
-                    .record_durably(self.id, events)
-                    .await
-                    .map_err(SessionError::RecordingFailed)?;
-            } else {
-                self.flush_events(&mut tap.batch.events).await;
-            }
+            self.commit_events(&mut tap).await?;
             if end > 0 {
-                wr.write_all(&buf[..end]).await.map_err(lost)?;
-                wr.flush().await.map_err(lost)?;
+                out.write_until(&buf, end, &mut wr).await.map_err(lost)?;
                 buf.advance(end);
             }
             if terminate {
@@ -194,6 +288,149 @@ impl Relay {
         }
     }
 
+    /// Hold a statement until an operator decides, the deadline passes, the
+    /// client leaves or the session is stopped. Every step is recorded.
+    #[allow(clippy::too_many_arguments)]
+    async fn wait_for_approval(
+        &self,
+        held: &Held,
+        tap: &mut ClientTap,
+        rd: &mut ReadHalf<PgStream>,
+        buf: &mut BytesMut,
+        stop: &mut watch::Receiver<Option<Stop>>,
+        shared: &SharedRef,
+        notify: &tokio::sync::Notify,
+    ) -> Result<Waited, SessionError> {
+        let Some(ctx) = self.policy.as_ref() else {
+            return Ok(Waited::Approved);
+        };
+        let requested_at = now_micros();
+        let deadline = requested_at + held.timeout.as_micros() as i64;
+        let request = PendingApproval {
+            id: String::new(),
+            session: self.id,
+            identity: ctx.identity.clone(),
+            groups: ctx.groups.clone(),
+            connection: self.connection.clone(),
+            statement: held.sql.clone(),
+            rule: held.rule.clone(),
+            approvers: held.approvers.clone(),
+            requested_at,
+            deadline,
+        };
+        let decided =
+            |tap: &mut ClientTap, id: &str, decision: &str, by: &str, reason: Option<String>| {
+                tap.batch.push_now(
+                    Direction::Gateway,
+                    EventKind::ApprovalDecided {
+                        id: id.to_owned(),
+                        decision: decision.to_owned(),
+                        by: by.to_owned(),
+                        reason,
+                    },
+                );
+            };
+        let Some(broker) = ctx.broker.as_ref() else {
+            decided(
+                tap,
+                "-",
+                "denied",
+                "gateway",
+                Some("no approval broker".into()),
+            );
+            self.commit_events(tap).await?;
+            return Ok(Waited::Refused(
+                gate::BLOCKED,
+                "approval required but no operator console is running".into(),
+            ));
+        };
+        let Ok((id, mut rx)) = broker.send(Submit(request)).await else {
+            return Ok(Waited::Refused(
+                gate::BLOCKED,
+                "approval broker unavailable".into(),
+            ));
+        };
+        tap.batch.push_now(
+            Direction::Gateway,
+            EventKind::ApprovalRequested {
+                id: id.clone(),
+                rule: held.rule.clone(),
+                deadline,
+            },
+        );
+        self.commit_events(tap).await?;
+        {
+            let mut sh = shared.borrow_mut();
+            codec::put_fields(
+                &mut sh.outbox,
+                b'N',
+                &[
+                    (b'S', "NOTICE"),
+                    (b'V', "NOTICE"),
+                    (b'C', "00000"),
+                    (b'M', &format!("waiting for approval {id}")),
+                    (
+                        b'D',
+                        &format!(
+                            "rule \"{}\" requires an operator's approval; it expires in {} s",
+                            held.rule,
+                            held.timeout.as_secs()
+                        ),
+                    ),
+                ],
+            );
+        }
+        notify.notify_one();
+        tracing::info!(approval = %id, rule = %held.rule, "waiting for approval");
+        let sleep = tokio::time::sleep(held.timeout);
+        tokio::pin!(sleep);
+        let outcome = loop {
+            tokio::select! {
+                biased;
+                _ = stop.changed() => {
+                    broker.do_send(Withdraw(id.clone()));
+                    decided(tap, &id, "withdrawn", "gateway", Some("session ended".into()));
+                    self.flush_events(&mut tap.batch.events).await;
+                    return Ok(Waited::Stopped);
+                }
+                r = &mut rx => break r.ok(),
+                _ = &mut sleep => break None,
+                n = rd.read_buf(buf), if buf.len() < MAX_BUFFERED_WHILE_HELD => match n {
+                    Ok(0) | Err(_) => {
+                        broker.do_send(Withdraw(id.clone()));
+                        decided(tap, &id, "withdrawn", "gateway", Some("client disconnected".into()));
+                        self.flush_events(&mut tap.batch.events).await;
+                        return Ok(Waited::ClientGone);
+                    }
+                    Ok(_) => {}
+                },
+            }
+        };
+        let waited = match outcome {
+            Some(ApprovalOutcome::Approved { by }) => {
+                decided(tap, &id, "approved", &by, None);
+                Waited::Approved
+            }
+            Some(ApprovalOutcome::Denied { by, reason }) => {
+                decided(tap, &id, "denied", &by, Some(reason.clone()));
+                Waited::Refused(
+                    gate::BLOCKED,
+                    format!("approval {id} denied by {by}: {reason}"),
+                )
+            }
+            None => {
+                broker.do_send(Withdraw(id.clone()));
+                decided(tap, &id, "timed_out", "gateway", None);
+                Waited::Refused(
+                    gate::APPROVAL_TIMED_OUT,
+                    format!("approval timed out ({id})"),
+                )
+            }
+        };
+        self.commit_events(tap).await?;
+        Ok(waited)
+    }
+
     /// Target → client. Ends when the target closes or a stop arrives; on a
     /// stop with a message it sends the client a final ErrorResponse.
     async fn target_to_client(
@@ -202,14 +439,28 @@ impl Relay {
         mut buf: BytesMut,
         mut wr: WriteHalf<PgStream>,
         mut stop: watch::Receiver<Option<Stop>>,
+        shared: SharedRef,
+        notify: std::rc::Rc<tokio::sync::Notify>,
     ) -> Result<(), SessionError> {
         let mut tap = TargetTap::new(self.rows_per_statement);
+        let mut filter = self.policy.as_ref().and_then(|p| {
+            p.policy.masker.map(|m| {
+                ResultFilter::new(
+                    m,
+                    p.target.catalog.clone(),
+                    p.target.clone(),
+                    shared.clone(),
+                )
+            })
+        });
+        let gated = self.policy.is_some();
         let mut client_done = false;
         // Set if the stop sender is gone, so a closed channel is not polled
         // in a loop.
         let mut stop_closed = false;
         loop {
             let mut end = 0;
+            let mut out = Outgoing::default();
             tap.batch.stamp();
             loop {
                 let len = match codec::frame_len(&buf[end..], self.max_target_message_bytes) {
@@ -224,15 +475,56 @@ impl Relay {
                         return Err(err);
                     }
                 };
-                tap.observe(buf[end], &buf[end + HEADER_LEN..end + len]);
+                let tag = buf[end];
+                let replaced = if gated {
+                    match self
+                        .filter_frame(
+                            tag,
+                            end,
+                            len,
+                            &mut buf,
+                            &mut out,
+                            &mut wr,
+                            &shared,
+                            filter.as_mut(),
+                        )
+                        .await
+                    {
+                        Ok(r) => r,
+                        Err(err) => {
+                            let _ =
+                                send_fatal(&mut wr, err.sqlstate(), &err.client_message()).await;
+                            return Err(err);
+                        }
+                    }
+                } else {
+                    None
+                };
+                match &replaced {
+                    Some(frames) => {
+                        // The replacement may be several frames, or none.
+                        let mut at = 0;
+                        while let Ok(Some(n)) = codec::frame_len(&frames[at..], usize::MAX) {
+                            tap.observe(frames[at], &frames[at + HEADER_LEN..at + n]);
+                            at += n;
+                        }
+                        out.replace(&buf, end, len, frames);
+                    }
+                    None => tap.observe(tag, &buf[end + HEADER_LEN..end + len]),
+                }
+                if tag == b'C'
+                    && let Some(counts) = filter.as_mut().and_then(ResultFilter::complete)
+                {
+                    tap.batch
+                        .push_now(Direction::Gateway, EventKind::Masked { counts });
+                }
                 end += len;
             }
             self.flush_events(&mut tap.batch.events).await;
             if end > 0 {
-                wr.write_all(&buf[..end])
+                out.write_until(&buf, end, &mut wr)
                     .await
                     .map_err(SessionError::ClientIo)?;
-                wr.flush().await.map_err(SessionError::ClientIo)?;
                 buf.advance(end);
             }
             reserve_for_next(&mut buf);
@@ -257,6 +549,13 @@ impl Relay {
                         }
                     }
                 }
+                _ = notify.notified() => {
+                    let notices = std::mem::take(&mut shared.borrow_mut().outbox);
+                    if !notices.is_empty() {
+                        wr.write_all(&notices).await.map_err(SessionError::ClientIo)?;
+                        wr.flush().await.map_err(SessionError::ClientIo)?;
+                    }
+                }
                 n = rd.read_buf(&mut buf) => match n {
                     Ok(0) if client_done => return Ok(()),
                     Ok(0) => {
@@ -278,6 +577,96 @@ impl Relay {
                         return Err(err);
                     }
                 },
+            }
+        }
+    }
+
+    /// The policy's view of one target frame: refused statements' errors
+    /// become the client's 42501, values are masked. Returns the frame to
+    /// send instead (possibly empty: nothing), or `None` to relay it as is.
+    #[allow(clippy::too_many_arguments)]
+    async fn filter_frame(
+        &self,
+        tag: u8,
+        at: usize,
+        len: usize,
+        buf: &mut BytesMut,
+        out: &mut Outgoing,
+        wr: &mut WriteHalf<PgStream>,
+        shared: &SharedRef,
+        filter: Option<&mut ResultFilter>,
+    ) -> Result<Option<BytesMut>, SessionError> {
+        let body = |buf: &BytesMut| buf[at + HEADER_LEN..at + len].to_vec();
+        let unmaskable = |e: super::filter::Unmaskable| SessionError::TargetFailed {
+            connection: self.connection.clone(),
+            detail: format!("cannot mask the target's answer: {}", e.0),
+        };
+        match tag {
+            b'E' => {
+                if let Ok(f) = super::messages::error_fields(&buf[at + HEADER_LEN..at + len])
+                    && f.code == "42601"
+                    && let Some((sqlstate, message)) = shared.borrow_mut().take_rewrite(f.message)
+                {
+                    let mut frame = BytesMut::new();
+                    codec::put_error(&mut frame, b'E', "ERROR", sqlstate, &message);
+                    return Ok(Some(frame));
+                }
+                // An error ends a COPY: flush what the masker holds (never
+                // a partial row's original bytes).
+                if let Some(f) = filter {
+                    let _ = f.copy_done();
+                    return f.notice(tag, &body(buf)).map_err(unmaskable);
+                }
+                Ok(None)
+            }
+            b'Z' => {
+                shared.borrow_mut().units.pop_front();
+                Ok(None)
+            }
+            b'S' => {
+                if let Ok((name, value)) =
+                    super::messages::parameter_status(&buf[at + HEADER_LEN..at + len])
+                {
+                    shared
+                        .borrow_mut()
+                        .settings
+                        .push((name.to_owned(), value.to_owned()));
+                }
+                Ok(None)
+            }
+            _ => {
+                let Some(f) = filter else { return Ok(None) };
+                match tag {
+                    b'T' => {
+                        // The catalog may be asked: send what is ready first
+                        // so the client is not kept waiting for it.
+                        out.write_until(buf, at, wr)
+                            .await
+                            .map_err(SessionError::ClientIo)?;
+                        f.describe(&body(buf)).await.map_err(unmaskable)?;
+                        Ok(None)
+                    }
+                    b'D' => f.row(&buf[at + HEADER_LEN..at + len]).map_err(unmaskable),
+                    b'H' => {
+                        out.write_until(buf, at, wr)
+                            .await
+                            .map_err(SessionError::ClientIo)?;
+                        f.copy_start(&body(buf)).await.map_err(unmaskable)?;
+                        Ok(None)
+                    }
+                    b'd' => f
+                        .copy_data(&buf[at + HEADER_LEN..at + len])
+                        .map_err(unmaskable),
+                    b'c' => {
+                        // What the masker still holds goes before CopyDone.
+                        Ok(f.copy_done().map_err(unmaskable)?.map(|mut rest| {
+                            rest.extend_from_slice(&buf[at..at + len]);
+                            rest
+                        }))
+                    }
+                    b'N' => f.notice(tag, &body(buf)).map_err(unmaskable),
+                    _ => Ok(None),
+                }
             }
         }
     }
@@ -314,4 +703,51 @@ async fn send_fatal(
     tokio::time::timeout(FATAL_WRITE_TIMEOUT, write)
         .await
         .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}
+
+/// How a wait for approval ended.
+enum Waited {
+    Approved,
+    Refused(&'static str, String),
+    ClientGone,
+    Stopped,
+}
+
+/// The client batch as it goes to the target: the bytes as read, with any
+/// replaced frames swapped in. Zero-copy unless something was replaced.
+#[derive(Default)]
+struct Outgoing {
+    /// buf[..written] is already out (or copied into `assembled`).
+    written: usize,
+    assembled: BytesMut,
+}
+
+impl Outgoing {
+    /// Frame buf[at..at+len] is replaced by `with`.
+    fn replace(&mut self, buf: &[u8], at: usize, len: usize, with: &[u8]) {
+        self.assembled.extend_from_slice(&buf[self.written..at]);
+        self.assembled.extend_from_slice(with);
+        self.written = at + len;
+    }
+
+    /// Write everything up to buf[..upto].
+    async fn write_until(
+        &mut self,
+        buf: &[u8],
+        upto: usize,
+        wr: &mut WriteHalf<PgStream>,
+    ) -> std::io::Result<()> {
+        if self.assembled.is_empty() {
+            if upto > self.written {
+                wr.write_all(&buf[self.written..upto]).await?;
+            }
+        } else {
+            self.assembled
+                .extend_from_slice(&buf[self.written.min(upto)..upto]);
+            wr.write_all(&self.assembled).await?;
+            self.assembled.clear();
+        }
+        self.written = self.written.max(upto);
+        wr.flush().await
+    }
 }

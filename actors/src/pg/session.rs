@@ -29,7 +29,7 @@ use tracing::Instrument;
 
 use super::cancel::{self, CancelTarget};
 use super::codec;
-use super::relay::{Relay, RelayEnd, Stop};
+use super::relay::{PolicyCtx, Relay, RelayEnd, Stop};
 use super::startup::{self, ClientStartup, Hello};
 use super::upstream::{self, Upstream};
 use crate::error::SessionError;
@@ -163,6 +163,7 @@ struct Lifecycle {
 /// A session that reached its target and is ready to relay.
 struct Established {
     strict: bool,
+    policy: Option<PolicyCtx>,
     upstream: Upstream,
     cancel_key: (i32, i32),
     connection: String,
@@ -237,6 +238,8 @@ impl Lifecycle {
             max_target_message_bytes: limits.max_target_message_bytes,
             rows_per_statement: limits.rows_per_statement,
             strict: est.strict,
+            policy: est.policy,
+            initial_settings: est.upstream.params.clone(),
         };
         tracing::info!("relaying");
         let end = relay
@@ -318,7 +321,16 @@ impl Lifecycle {
                 }],
             ))
             .await;
+        let policy = target.sql_policy.as_ref();
+        let gated = policy.enforcing() || policy.masker.is_some();
         Ok(Established {
+            policy: gated.then(|| PolicyCtx {
+                policy: target.sql_policy.clone(),
+                broker: self.gw.approvals.clone(),
+                identity: identity.subject.clone(),
+                groups: identity.groups.clone(),
+                target: target.clone(),
+            }),
             strict: target.strict_recording,
             upstream,
             cancel_key,

@@ -82,6 +82,16 @@ impl Batch {
         self.at = now_micros();
     }
 
+    /// An event the gateway itself causes (a block, an approval step),
+    /// stamped when it happens.
+    pub fn push_now(&mut self, dir: Direction, kind: EventKind) {
+        self.events.push(PendingEvent {
+            at: now_micros(),
+            dir,
+            kind,
+        });
+    }
+
     fn push(&mut self, dir: Direction, kind: EventKind) {
         if self.at == 0 {
             self.stamp();

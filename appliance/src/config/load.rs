@@ -16,6 +16,9 @@ use gatehouse_actors::pg::codec::FrameLimits;
 use gatehouse_actors::recorder::RecorderConfig;
 use toml::Spanned;
 
+use gatehouse_actors::policy::SqlPolicy;
+
+use super::policy::{mask_key, sql_policy};
 use super::{Config, Kind, RecordingMode, TlsMode, parse_duration};
 
 /// Algorithms an operator may allow. Symmetric ones are absent on purpose:
@@ -57,11 +60,16 @@ pub struct LoadedConfig {
     pub recorder: RecorderConfig,
     pub pg_targets: HashMap<String, PgTarget>,
     pub roles: Vec<Role>,
+    /// The key for the `hash` mask strategy, and whether it is new (serve
+    /// writes it to `data_dir/mask-hash.key` before serving).
+    pub mask_key: ([u8; 32], bool),
+    /// Operators marked `approver`.
+    pub approvers: Vec<String>,
     /// Things that are valid but worth saying (configured yet not served).
     pub warnings: Vec<String>,
 }
 
-struct Checker<'a> {
+pub(super) struct Checker<'a> {
     file: &'a Path,
     text: &'a str,
     base: PathBuf,
@@ -75,7 +83,7 @@ impl Checker<'_> {
         self.text[..end].matches('\n').count() + 1
     }
 
-    fn problem<T>(&mut self, at: &Spanned<T>, what: impl fmt::Display) {
+    pub(super) fn problem<T>(&mut self, at: &Spanned<T>, what: impl fmt::Display) {
         let line = self.line(at.span());
         self.problems
             .push(format!("{}:{}: {}", self.file.display(), line, what));
@@ -86,7 +94,7 @@ impl Checker<'_> {
             .push(format!("{}:{}: {}", self.file.display(), line, what));
     }
 
-    fn warn<T>(&mut self, at: &Spanned<T>, what: impl fmt::Display) {
+    pub(super) fn warn<T>(&mut self, at: &Spanned<T>, what: impl fmt::Display) {
         let line = self.line(at.span());
         self.warnings
             .push(format!("{}:{}: {}", self.file.display(), line, what));
@@ -116,7 +124,12 @@ impl Checker<'_> {
         }
     }
 
-    fn duration(&mut self, at: &Option<Spanned<String>>, key: &str, default: Duration) -> Duration {
+    pub(super) fn duration(
+        &mut self,
+        at: &Option<Spanned<String>>,
+        key: &str,
+        default: Duration,
+    ) -> Duration {
         match at {
             None => default,
             Some(s) => match parse_duration(s.get_ref()) {
@@ -315,13 +328,12 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
         ),
     };
 
-    // Policies: refuse what this version cannot enforce rather than pretend.
+    // Policies.
+    let mask_key = mask_key(&data_dir);
+    let mut sql_policies = HashMap::new();
     for (name, policy) in &raw.policies {
-        for rule in &policy.get_ref().rules {
-            c.problem(rule, format!("policies.{name}.rules: policy rules are not enforced by this version; refusing to start rather than let them be bypassed"));
-        }
-        for mask in &policy.get_ref().masks {
-            c.problem(mask, format!("policies.{name}.masks: masking is not available in this version; refusing to start rather than leak values"));
+        if let Some(p) = sql_policy(&mut c, name, policy, &mask_key.0, &raw.operators) {
+            sql_policies.insert(name.clone(), Arc::new(p));
         }
     }
 
@@ -364,7 +376,11 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
                 c.warn(&conn.name, format!("connection {name:?} is an SSH connection, which this version does not serve"));
             }
             Kind::Postgres => {
-                if let Some(t) = pg_target(&mut c, conn, &raw.policies) {
+                let policy = sql_policies
+                    .get(conn.policy.get_ref())
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(SqlPolicy::allow_all(conn.policy.get_ref())));
+                if let Some(t) = pg_target(&mut c, conn, &raw.policies, policy) {
                     pg_targets.insert(name, t);
                 }
             }
@@ -410,6 +426,12 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
         });
     }
     let warnings = c.warnings;
+    let approvers = raw
+        .operators
+        .iter()
+        .filter(|o| o.approver)
+        .map(|o| o.name.clone())
+        .collect();
     Ok(LoadedConfig {
         raw,
         data_dir,
@@ -421,6 +443,8 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
         recorder,
         pg_targets,
         roles,
+        mask_key,
+        approvers,
         warnings,
     })
 }
@@ -429,6 +453,7 @@ fn pg_target(
     c: &mut Checker<'_>,
     conn: &super::Connection,
     policies: &std::collections::BTreeMap<String, Spanned<super::Policy>>,
+    sql_policy: Arc<SqlPolicy>,
 ) -> Option<PgTarget> {
     let strict_recording = policies
         .get(conn.policy.get_ref())
@@ -503,6 +528,8 @@ fn pg_target(
         password,
         tls,
         policy: conn.policy.get_ref().clone(),
+        sql_policy,
+        catalog: Default::default(),
         strict_recording,
     })
 }

@@ -7,6 +7,7 @@
 
 mod duration;
 pub mod load;
+mod policy;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use toml::Spanned;
 
 pub use duration::parse_duration;
 pub use load::{LoadedConfig, load};
+pub use policy::save_mask_key;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -188,10 +190,65 @@ pub struct Policy {
     /// SSH only; parsed so configs written for the full product load.
     #[allow(dead_code)]
     pub port_forwarding: Option<bool>,
+    /// What happens to a statement no rule matches: `allow` (default) or
+    /// `block`.
+    pub default: Option<Spanned<String>>,
+    /// SQL the parser cannot read under a policy that blocks or holds
+    /// anything: `block` (default) or `allow`.
+    pub unparsed: Option<Spanned<String>>,
     #[serde(default)]
-    pub rules: Vec<Spanned<toml::Table>>,
+    pub rules: Vec<Spanned<RuleConfig>>,
     #[serde(default)]
-    pub masks: Vec<Spanned<toml::Table>>,
+    pub masks: Vec<Spanned<MaskConfig>>,
+}
+
+/// One `[[policies.NAME.rules]]`: every criterion given must match.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub name: Option<String>,
+    /// `allow`, `block` or `approve`.
+    pub action: Spanned<String>,
+    /// Statement kinds (`select`, `delete`, `drop`, ...).
+    #[serde(default)]
+    pub statements: Vec<String>,
+    /// Table names, `schema.table`, `*` wildcards.
+    #[serde(default)]
+    pub tables: Vec<String>,
+    #[serde(default)]
+    pub functions: Vec<String>,
+    /// Only UPDATE/DELETE without a WHERE clause.
+    #[serde(default)]
+    pub without_where: bool,
+    /// Shown to the client when the rule blocks.
+    pub message: Option<String>,
+    /// Approve: how long the statement waits (default 5m).
+    pub timeout: Option<Spanned<String>>,
+    /// Approve: operators who may decide (default: any approver).
+    #[serde(default)]
+    pub approvers: Vec<Spanned<String>>,
+    /// SSH command rules; parsed so full-product configs load.
+    pub commands: Option<Vec<String>>,
+}
+
+/// One `[[policies.NAME.masks]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaskConfig {
+    pub name: Option<String>,
+    /// `column`, `table.column` or `schema.table.column`.
+    #[serde(default)]
+    pub columns: Vec<String>,
+    /// Built-in content detectors.
+    #[serde(default)]
+    pub detectors: Vec<String>,
+    /// Custom content patterns (Rust `regex` syntax).
+    #[serde(default)]
+    pub regex: Vec<String>,
+    /// `redact` (default), `partial`, `hash` or `null`.
+    pub strategy: Option<Spanned<String>>,
+    /// `partial`: characters kept at the end (default 4).
+    pub keep: Option<usize>,
 }
 
 fn default_recording() -> Spanned<RecordingMode> {

@@ -1,0 +1,255 @@
+//! Table names for result columns: RowDescription carries a table OID and
+//! a column number, not names, and column masks are written with names
+//! (`customers.ssn`). The catalog is asked over a short-lived connection of
+//! the gateway's own (never on the agent's session, whose transaction state
+//! is the agent's), and answers are cached per target for a minute — long
+//! enough to make repeated queries free, short enough that a dropped and
+//! recreated table is seen soon.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::codec::{self, HEADER_LEN};
+use super::messages;
+use super::upstream;
+use crate::error::SessionError;
+use crate::gateway::PgTarget;
+
+/// How long a cached table description is trusted.
+const CACHE_TTL: Duration = Duration::from_secs(60);
+
+/// Catalog answers are small; anything bigger is not a catalog answer.
+const MAX_ANSWER_BYTES: usize = 16 << 20;
+
+/// One table: its schema, name and columns by number.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableInfo {
+    pub schema: String,
+    pub table: String,
+    /// (attnum, name), in column order.
+    pub columns: Vec<(i16, String)>,
+}
+
+impl TableInfo {
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", self.schema, self.table)
+    }
+
+    pub fn column(&self, attnum: i16) -> Option<&str> {
+        self.columns
+            .iter()
+            .find(|(n, _)| *n == attnum)
+            .map(|(_, c)| c.as_str())
+    }
+}
+
+#[derive(Default)]
+struct Cache {
+    by_oid: HashMap<u32, (Instant, Arc<TableInfo>)>,
+    by_name: HashMap<String, (Instant, Vec<Arc<TableInfo>>)>,
+}
+
+/// The per-target cache; cheap to share between sessions.
+#[derive(Default)]
+pub struct Catalog {
+    cache: Mutex<Cache>,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Catalog")
+    }
+}
+
+const COLUMNS_SQL: &str = "SELECT c.oid::int8, n.nspname, c.relname, a.attnum, a.attname \
+     FROM pg_catalog.pg_class c \
+     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+     JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid \
+     WHERE a.attnum > 0 AND NOT a.attisdropped AND ";
+
+impl Catalog {
+    /// Tables by OID; unknown OIDs are looked up on the target. A lookup
+    /// failure is an error: the caller masks conservatively instead.
+    pub async fn by_oids(
+        &self,
+        target: &PgTarget,
+        oids: &[u32],
+    ) -> Result<HashMap<u32, Arc<TableInfo>>, SessionError> {
+        let mut found = HashMap::new();
+        let mut missing = Vec::new();
+        {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            for &oid in oids {
+                match cache.by_oid.get(&oid) {
+                    Some((at, info)) if at.elapsed() < CACHE_TTL => {
+                        found.insert(oid, info.clone());
+                    }
+                    _ if !missing.contains(&oid) => missing.push(oid),
+                    _ => {}
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let list = missing
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let tables = lookup(target, &format!("{COLUMNS_SQL}c.oid IN ({list})")).await?;
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        for (oid, info) in tables {
+            let info = Arc::new(info);
+            cache.by_oid.insert(oid, (Instant::now(), info.clone()));
+            found.insert(oid, info);
+        }
+        Ok(found)
+    }
+
+    /// Tables called `name` (`table` or `schema.table`, as the classifier
+    /// normalises them) in any schema when unqualified: which one the
+    /// session's `search_path` picks is not known here, so callers take
+    /// every candidate into account.
+    pub async fn by_name(
+        &self,
+        target: &PgTarget,
+        name: &str,
+    ) -> Result<Vec<Arc<TableInfo>>, SessionError> {
+        {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, infos)) = cache.by_name.get(name)
+                && at.elapsed() < CACHE_TTL
+            {
+                return Ok(infos.clone());
+            }
+        }
+        let (schema, table) = match name.rsplit_once('.') {
+            Some((s, t)) => (Some(s), t),
+            None => (None, name),
+        };
+        let literal = |s: &str| format!("'{}'", s.replace('\'', "''"));
+        if name.contains('\\') || name.contains('\0') {
+            return Ok(Vec::new());
+        }
+        let mut sql = format!("{COLUMNS_SQL}c.relname = {}", literal(table));
+        if let Some(schema) = schema {
+            sql.push_str(&format!(" AND n.nspname = {}", literal(schema)));
+        }
+        let infos: Vec<Arc<TableInfo>> = lookup(target, &sql)
+            .await?
+            .into_values()
+            .map(Arc::new)
+            .collect();
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .by_name
+            .insert(name.to_owned(), (Instant::now(), infos.clone()));
+        Ok(infos)
+    }
+}
+
+/// A catalog answer that takes longer than this is given up on (results are
+/// then masked conservatively) rather than stalling the session.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Run one catalog query on a fresh connection and group its rows.
+async fn lookup(target: &PgTarget, sql: &str) -> Result<HashMap<u32, TableInfo>, SessionError> {
+    tokio::time::timeout(LOOKUP_TIMEOUT, lookup_inner(target, sql))
+        .await
+        .unwrap_or_else(|_| {
+            Err(SessionError::TargetFailed {
+                connection: target.name.clone(),
+                detail: format!("catalog lookup: no answer within {LOOKUP_TIMEOUT:?}"),
+            })
+        })
+}
+
+async fn lookup_inner(
+    target: &PgTarget,
+    sql: &str,
+) -> Result<HashMap<u32, TableInfo>, SessionError> {
+    let failed = |detail: String| SessionError::TargetFailed {
+        connection: target.name.clone(),
+        detail: format!("catalog lookup: {detail}"),
+    };
+    let mut up = upstream::connect(target, &[]).await?;
+    let mut out = BytesMut::new();
+    out.extend_from_slice(b"Q");
+    out.extend_from_slice(&((sql.len() + 5) as i32).to_be_bytes());
+    out.extend_from_slice(sql.as_bytes());
+    out.extend_from_slice(b"\0X\0\0\0\x04");
+    up.stream
+        .write_all(&out)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    up.stream.flush().await.map_err(|e| failed(e.to_string()))?;
+    let mut buf = up.buffered;
+    let mut tables: HashMap<u32, TableInfo> = HashMap::new();
+    let mut error = None;
+    loop {
+        while let Some(len) =
+            codec::frame_len(&buf, MAX_ANSWER_BYTES).map_err(|e| failed(e.to_string()))?
+        {
+            let (tag, body) = (buf[0], &buf[HEADER_LEN..len]);
+            match tag {
+                b'D' => {
+                    let row = messages::data_row(body).map_err(|e| failed(e.to_string()))?;
+                    let text = |i: usize| {
+                        row.get(i)
+                            .copied()
+                            .flatten()
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                            .unwrap_or_default()
+                    };
+                    let (Ok(oid), Ok(attnum)) = (text(0).parse::<u32>(), text(3).parse::<i16>())
+                    else {
+                        return Err(failed("unexpected row".into()));
+                    };
+                    tables
+                        .entry(oid)
+                        .or_insert_with(|| TableInfo {
+                            schema: text(1),
+                            table: text(2),
+                            columns: Vec::new(),
+                        })
+                        .columns
+                        .push((attnum, text(4)));
+                }
+                b'E' => {
+                    error = Some(
+                        messages::error_fields(body)
+                            .map(|f| f.message.to_owned())
+                            .unwrap_or_else(|_| "error".into()),
+                    )
+                }
+                b'Z' => {
+                    return match error {
+                        Some(e) => Err(failed(e)),
+                        None => {
+                            for t in tables.values_mut() {
+                                t.columns.sort_by_key(|(n, _)| *n);
+                            }
+                            Ok(tables)
+                        }
+                    };
+                }
+                _ => {}
+            }
+            buf.advance(len);
+        }
+        buf.reserve(8192);
+        let n = up
+            .stream
+            .read_buf(&mut buf)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        if n == 0 {
+            return Err(failed("connection closed".into()));
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! The result filter: the target side of policy. Masks values in rows,
+//! COPY data and error texts before they reach the client and the
+//! recording; the target and the query are unchanged.
+//!
+//! Column rules need names: RowDescription gives a table OID and column
+//! number, resolved through the per-target [`Catalog`]. If the catalog
+//! cannot be asked, every column a column rule could cover is masked
+//! rather than guessed.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+
+use super::catalog::Catalog;
+use super::codec::{self, CodecError};
+use super::gate::SharedRef;
+use super::messages;
+use crate::gateway::PgTarget;
+use crate::mask::{ColumnInfo, CopyFormat, CopyMasker, MaskStats, Masker, RowPlan};
+use crate::policy::copy_source::CopySource;
+
+pub struct ResultFilter {
+    masker: &'static Masker,
+    catalog: Arc<Catalog>,
+    target: PgTarget,
+    shared: SharedRef,
+    plan: Option<RowPlan>,
+    copy: Option<CopyMasker<'static>>,
+    stats: MaskStats,
+}
+
+/// A malformed frame from the target where masking needs to read it:
+/// relaying it unread could leak, so the session ends.
+#[derive(Debug)]
+pub struct Unmaskable(pub String);
+
+impl From<CodecError> for Unmaskable {
+    fn from(e: CodecError) -> Self {
+        Unmaskable(e.to_string())
+    }
+}
+
+fn frame(tag: u8, body: &[u8]) -> BytesMut {
+    let mut out = BytesMut::with_capacity(body.len() + 5);
+    codec::put_frame(&mut out, tag, body);
+    out
+}
+
+impl ResultFilter {
+    pub fn new(
+        masker: &'static Masker,
+        catalog: Arc<Catalog>,
+        target: PgTarget,
+        shared: SharedRef,
+    ) -> Self {
+        ResultFilter {
+            masker,
+            catalog,
+            target,
+            shared,
+            plan: None,
+            copy: None,
+            stats: MaskStats::default(),
+        }
+    }
+
+    /// A RowDescription: plan the result's masking (may ask the catalog).
+    pub async fn describe(&mut self, body: &[u8]) -> Result<(), Unmaskable> {
+        let cols = messages::row_columns(body)?;
+        let mut oids: Vec<u32> = cols
+            .iter()
+            .map(|c| c.table_oid)
+            .filter(|o| *o != 0)
+            .collect();
+        oids.sort_unstable();
+        oids.dedup();
+        let tables = if self.masker.has_column_rules() && !oids.is_empty() {
+            match self.catalog.by_oids(&self.target, &oids).await {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::warn!("masking without table names: {e}");
+                    None
+                }
+            }
+        } else {
+            Some(Default::default())
+        };
+        let mut mentioned = self.shared.borrow().mentioned();
+        let infos: Vec<ColumnInfo> = cols
+            .iter()
+            .map(|c| ColumnInfo {
+                name: c.name.to_lowercase(),
+                source: tables.as_ref().and_then(|t| {
+                    let table = t.get(&c.table_oid)?;
+                    Some((table.qualified(), table.column(c.attnum)?.to_owned()))
+                }),
+                binary: c.binary,
+                type_oid: c.type_oid,
+            })
+            .collect();
+        if tables.is_none() {
+            // Unknown sources: treat every column as possibly any masked one.
+            mentioned.insert("*".into());
+        }
+        self.plan = Some(self.masker.plan(&infos, &mentioned));
+        Ok(())
+    }
+
+    /// A DataRow: the replacement frame, if anything was masked.
+    pub fn row(&mut self, body: &[u8]) -> Result<Option<BytesMut>, Unmaskable> {
+        let Some(plan) = &self.plan else {
+            // Rows without a description (a protocol error by the target):
+            // detectors on every column.
+            let plan = self.masker.plan(&[], &BTreeSet::new());
+            return Ok(self
+                .masker
+                .mask_data_row(&plan, body, &mut self.stats)
+                .map_err(|e| Unmaskable(format!("{e:?}")))?
+                .map(|b| frame(b'D', &b)));
+        };
+        if plan.is_noop() {
+            return Ok(None);
+        }
+        Ok(self
+            .masker
+            .mask_data_row(plan, body, &mut self.stats)
+            .map_err(|e| Unmaskable(format!("{e:?}")))?
+            .map(|b| frame(b'D', &b)))
+    }
+
+    /// CopyOutResponse: start masking the COPY stream.
+    pub async fn copy_start(&mut self, body: &[u8]) -> Result<(), Unmaskable> {
+        let (format, columns) = messages::copy_response(body)?;
+        let source = self
+            .shared
+            .borrow_mut()
+            .units
+            .front_mut()
+            .and_then(|u| u.copies.pop_front());
+        let format = match (&source, format) {
+            (_, 1) => CopyFormat::Binary,
+            (Some(src), _) => src.format.to_format(),
+            // A COPY the gateway did not see announced (extended protocol):
+            // text format is PostgreSQL's default.
+            (None, _) => CopyFormat::Text {
+                delimiter: b'\t',
+                null: b"\\N".to_vec(),
+            },
+        };
+        let plan = self.copy_plan(source, columns.len()).await;
+        self.copy = Some(CopyMasker::new(self.masker, plan, format));
+        Ok(())
+    }
+
+    /// The plan for a COPY's columns, by position.
+    async fn copy_plan(&mut self, source: Option<CopySource>, n: usize) -> RowPlan {
+        let mut mentioned: BTreeSet<String> = BTreeSet::new();
+        let mut infos: Vec<ColumnInfo> = Vec::new();
+        match source {
+            Some(src) if self.masker.has_column_rules() => {
+                mentioned.extend(src.mentioned.iter().cloned());
+                let names: Vec<(String, Option<(String, String)>)> = if !src.columns.is_empty() {
+                    src.columns
+                        .iter()
+                        .map(|c| (c.clone(), src.table.clone().map(|t| (t, c.clone()))))
+                        .collect()
+                } else if let Some(table) = &src.table {
+                    match self.catalog.by_name(&self.target, table).await {
+                        // One candidate: exact. Several (unqualified name
+                        // in more than one schema): give up precision.
+                        Ok(cands) if cands.len() == 1 => cands[0]
+                            .columns
+                            .iter()
+                            .map(|(_, c)| (c.clone(), Some((cands[0].qualified(), c.clone()))))
+                            .collect(),
+                        _ => {
+                            mentioned.insert("*".into());
+                            Vec::new()
+                        }
+                    }
+                } else {
+                    Vec::new()
+                };
+                for (name, source) in names {
+                    infos.push(ColumnInfo {
+                        name,
+                        source,
+                        binary: false,
+                        type_oid: 0,
+                    });
+                }
+            }
+            Some(_) => {}
+            None => {
+                mentioned.insert("*".into());
+            }
+        }
+        // Positions the statement does not name are computed values.
+        while infos.len() < n {
+            infos.push(ColumnInfo {
+                name: String::new(),
+                source: None,
+                binary: false,
+                type_oid: 0,
+            });
+        }
+        self.masker.plan(&infos, &mentioned)
+    }
+
+    /// CopyData: the bytes to send instead (possibly empty while a row is
+    /// incomplete), or `None` outside a masked COPY.
+    pub fn copy_data(&mut self, body: &[u8]) -> Result<Option<BytesMut>, Unmaskable> {
+        let Some(copy) = self.copy.as_mut() else {
+            return Ok(None);
+        };
+        let mut out = Vec::with_capacity(body.len());
+        copy.feed(body, &mut out, &mut self.stats)
+            .map_err(|e| Unmaskable(format!("{e:?}")))?;
+        Ok(Some(if out.is_empty() {
+            BytesMut::new()
+        } else {
+            frame(b'd', &out)
+        }))
+    }
+
+    /// CopyDone (or the COPY failing): what is left of the stream.
+    pub fn copy_done(&mut self) -> Result<Option<BytesMut>, Unmaskable> {
+        let Some(mut copy) = self.copy.take() else {
+            return Ok(None);
+        };
+        let mut out = Vec::new();
+        copy.finish(&mut out, &mut self.stats)
+            .map_err(|e| Unmaskable(format!("{e:?}")))?;
+        Ok((!out.is_empty()).then(|| frame(b'd', &out)))
+    }
+
+    /// ErrorResponse/NoticeResponse: texts with values masked.
+    pub fn notice(&mut self, tag: u8, body: &[u8]) -> Result<Option<BytesMut>, Unmaskable> {
+        let fields = messages::error_field_list(body)?;
+        let mut changed = false;
+        let masked: Vec<(u8, String)> = fields
+            .iter()
+            .map(|(code, value)| match code {
+                // Severity, SQLSTATE, positions, source file/line/routine:
+                // never values.
+                b'S' | b'V' | b'C' | b'P' | b'p' | b'F' | b'L' | b'R' => {
+                    (*code, (*value).to_owned())
+                }
+                _ => match self.masker.mask_text(value, &mut self.stats) {
+                    Some(m) => {
+                        changed = true;
+                        (*code, m)
+                    }
+                    None => (*code, (*value).to_owned()),
+                },
+            })
+            .collect();
+        if !changed {
+            return Ok(None);
+        }
+        let refs: Vec<(u8, &str)> = masked.iter().map(|(c, v)| (*c, v.as_str())).collect();
+        let mut out = BytesMut::new();
+        codec::put_fields(&mut out, tag, &refs);
+        Ok(Some(out))
+    }
+
+    /// CommandComplete or the end of a result: the summary to record.
+    pub fn complete(&mut self) -> Option<Vec<(String, String, u64)>> {
+        self.plan = None;
+        (!self.stats.is_empty()).then(|| self.stats.take())
+    }
+}

@@ -1,0 +1,284 @@
+//! The statement gate: the client side of policy.
+//!
+//! Every client message that runs SQL is judged before it is forwarded
+//! (`policy::PolicyTracker`). A refused message is *replaced* on the wire by
+//! one that fails in the target's parser — `gatehouse_refused_<nonce>_<n>`,
+//! a syntax error that touches nothing — and the target pump swaps the
+//! target's syntax error for the client's 42501. Going through the target
+//! keeps PostgreSQL's own semantics without the gateway re-implementing
+//! them: the answer arrives in pipeline order, an open transaction is
+//! aborted exactly as a real error would abort it, and ReadyForQuery
+//! reports the true transaction state. The nonce is per session and never
+//! shown, so a client cannot forge a rewrite.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+
+use bytes::BytesMut;
+
+use super::codec::{self, CodecError};
+use super::messages;
+use crate::policy::copy_source::{CopySource, copy_sources};
+use crate::policy::tracker::{Decision, Mentioned};
+use crate::policy::{PolicyTracker, SqlPolicy};
+
+/// SQLSTATE for statements refused by policy or denied by an operator.
+pub const BLOCKED: &str = "42501";
+/// SQLSTATE when an approval times out (query_canceled).
+pub const APPROVAL_TIMED_OUT: &str = "57014";
+
+/// Rewrites awaiting their target error; older ones are dropped beyond
+/// this (a rewrite whose message the target skipped after an earlier
+/// error in the same pipeline never comes back).
+const MAX_PENDING_REWRITES: usize = 1024;
+
+/// State both pumps share (they run in one task, hence `Rc<RefCell>`).
+#[derive(Default)]
+pub struct Shared {
+    /// Substitute token → (SQLSTATE, message) the client should see.
+    rewrites: HashMap<String, (&'static str, String)>,
+    order: VecDeque<String>,
+    /// Gateway messages (notices) to write to the client between target
+    /// batches.
+    pub outbox: BytesMut,
+    /// What statements whose results are still coming mention, one unit
+    /// per ReadyForQuery, for masking computed columns and COPY data.
+    pub units: VecDeque<Unit>,
+    /// Mentions of extended-protocol messages since the last Sync.
+    pub open: Mentioned,
+    /// Settings the target reported (ParameterStatus) since the gate last
+    /// looked, for [`crate::policy::tracker::lexing_hazard`].
+    pub settings: Vec<(String, String)>,
+}
+
+impl Shared {
+    /// The error that replaces a target error carrying `message`, if it is
+    /// the answer to one of this session's substitutes.
+    pub fn take_rewrite(&mut self, message: &str) -> Option<(&'static str, String)> {
+        if self.rewrites.is_empty() {
+            return None;
+        }
+        let start = message.find("gatehouse_refused_")?;
+        let token: String = message[start..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        self.rewrites.remove(&token)
+    }
+
+    /// Everything that could be mentioned by the result being relayed now.
+    pub fn mentioned(&self) -> Mentioned {
+        let mut m = self.open.clone();
+        if let Some(front) = self.units.front() {
+            m.extend(front.mentioned.iter().cloned());
+        }
+        m
+    }
+}
+
+pub type SharedRef = Rc<RefCell<Shared>>;
+
+/// The statements answered by one ReadyForQuery.
+#[derive(Debug, Default)]
+pub struct Unit {
+    pub mentioned: Mentioned,
+    /// Its `COPY ... TO STDOUT`s, in order (simple-protocol queries).
+    pub copies: VecDeque<CopySource>,
+}
+
+/// What to do with one client frame.
+pub enum Step {
+    Forward,
+    /// Send these bytes instead (the refused message's substitute).
+    Replace(BytesMut, Refusal),
+    /// Wait for an operator first.
+    Hold(Held),
+}
+
+/// A refusal, for the recording.
+pub struct Refusal {
+    pub rule: String,
+    pub message: String,
+}
+
+/// A held message.
+pub struct Held {
+    pub rule: String,
+    pub timeout: std::time::Duration,
+    pub approvers: Vec<String>,
+    pub sql: String,
+    /// Parse of this statement name: an approval grants one execution.
+    pub parse_of: Option<String>,
+    /// The message's tag (to build a substitute on denial).
+    pub tag: u8,
+}
+
+pub struct Gate {
+    tracker: PolicyTracker,
+    nonce: String,
+    counter: u64,
+    /// The policy masks: COPY statements are looked at for their columns.
+    masking: bool,
+    pub shared: SharedRef,
+}
+
+impl Gate {
+    pub fn new(policy: std::sync::Arc<SqlPolicy>, shared: SharedRef) -> Self {
+        Gate {
+            masking: policy.masker.is_some(),
+            tracker: PolicyTracker::new(policy),
+            nonce: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
+            counter: 0,
+            shared,
+        }
+    }
+
+    /// Judge one client frame (already length-checked and recorded).
+    pub fn check(&mut self, tag: u8, body: &[u8]) -> Result<Step, CodecError> {
+        let settings = std::mem::take(&mut self.shared.borrow_mut().settings);
+        for (name, value) in settings {
+            self.tracker.setting(&name, &value);
+        }
+        let (decision, mentioned, parse_of) = match tag {
+            b'Q' => {
+                let sql = messages::query(body)?;
+                let (d, m) = self.tracker.query(sql);
+                let copies = if self.masking {
+                    copy_sources(sql).into()
+                } else {
+                    VecDeque::new()
+                };
+                // One ReadyForQuery answers this message.
+                self.shared.borrow_mut().units.push_back(Unit {
+                    mentioned: m.unwrap_or_default(),
+                    copies,
+                });
+                (d, None, None)
+            }
+            b'P' => {
+                let p = messages::parse(body)?;
+                let (d, m) = self.tracker.parse(p.statement, p.query);
+                (d, m, Some(p.statement.to_owned()))
+            }
+            b'B' => {
+                let b = messages::bind(body)?;
+                self.tracker.bind(b.portal, b.statement);
+                return Ok(Step::Forward);
+            }
+            b'E' => {
+                let (portal, _) = messages::execute(body)?;
+                let (d, m) = self.tracker.execute(portal);
+                (d, m, None)
+            }
+            b'C' => {
+                let (what, name) = messages::close(body)?;
+                self.tracker.close(what, name);
+                return Ok(Step::Forward);
+            }
+            b'S' => {
+                let mut shared = self.shared.borrow_mut();
+                let mentioned = std::mem::take(&mut shared.open);
+                shared.units.push_back(Unit {
+                    mentioned,
+                    copies: VecDeque::new(),
+                });
+                return Ok(Step::Forward);
+            }
+            b'F' => {
+                self.shared.borrow_mut().units.push_back(Unit::default());
+                (self.tracker.function_call(), None, None)
+            }
+            _ => return Ok(Step::Forward),
+        };
+        if let Some(m) = mentioned {
+            self.shared.borrow_mut().open.extend(m);
+        }
+        Ok(match decision {
+            Decision::Forward => Step::Forward,
+            Decision::Refuse { rule, message } => {
+                let client_message = format!("blocked by policy rule \"{rule}\": {message}");
+                let bytes = self.substitute(tag, BLOCKED, client_message.clone());
+                Step::Replace(
+                    bytes,
+                    Refusal {
+                        rule,
+                        message: client_message,
+                    },
+                )
+            }
+            Decision::Hold {
+                rule,
+                timeout,
+                approvers,
+                sql,
+            } => Step::Hold(Held {
+                rule,
+                timeout,
+                approvers,
+                sql,
+                parse_of: if tag == b'P' { parse_of } else { None },
+                tag,
+            }),
+        })
+    }
+
+    /// An approved Parse may run once.
+    pub fn grant(&mut self, statement: &str) {
+        self.tracker.grant(statement);
+    }
+
+    /// The message that makes the target answer `tag`'s message with an
+    /// error the target pump turns into `(sqlstate, message)`.
+    pub fn substitute(&mut self, tag: u8, sqlstate: &'static str, message: String) -> BytesMut {
+        self.counter += 1;
+        let token = format!("gatehouse_refused_{}_{}", self.nonce, self.counter);
+        let mut out = BytesMut::new();
+        match tag {
+            // Extended protocol: a Parse that fails, under a name of our
+            // own (a failed Parse creates nothing, so no client statement is
+            // disturbed). The target then skips to Sync as after any error.
+            b'P' | b'E' => codec::put_parse(&mut out, &format!("{token}_s"), &token),
+            // Query and FunctionCall: answered by an error and ReadyForQuery.
+            _ => codec::put_query(&mut out, &token),
+        }
+        let mut shared = self.shared.borrow_mut();
+        if shared.order.len() >= MAX_PENDING_REWRITES
+            && let Some(old) = shared.order.pop_front()
+        {
+            shared.rewrites.remove(&old);
+        }
+        shared.order.push_back(token.clone());
+        shared.rewrites.insert(token, (sqlstate, message));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewrites_are_found_by_token_once() {
+        let shared: SharedRef = Default::default();
+        let mut gate = Gate::new(
+            std::sync::Arc::new(SqlPolicy::allow_all("p")),
+            shared.clone(),
+        );
+        let frame = gate.substitute(b'Q', BLOCKED, "no".into());
+        let sql = messages::query(&frame[5..]).unwrap().to_owned();
+        assert!(sql.starts_with("gatehouse_refused_"));
+        let target_says = format!("syntax error at or near \"{sql}\"");
+        assert_eq!(
+            shared.borrow_mut().take_rewrite(&target_says),
+            Some((BLOCKED, "no".into()))
+        );
+        assert_eq!(shared.borrow_mut().take_rewrite(&target_says), None);
+        assert_eq!(
+            shared
+                .borrow_mut()
+                .take_rewrite("syntax error at or near \"gatehouse_refused_x_1\""),
+            None
+        );
+    }
+}
