@@ -34,9 +34,10 @@
 //! `SELECT lower(email) FROM customers` masks the computed column even though it
 //! may not contain an e-mail any more; `SELECT count(*), max(id) FROM customers
 //! WHERE email = ..` masks both computed columns too. This over-masks by design: we
-//! cannot tell which expression derives from which column. `*` in `mentioned`
-//! (a whole-row reference, `SELECT *`, or a statement the gateway could not
-//! read) makes every computed column subject to the first column rule.
+//! cannot tell which expression derives from which column. `?`
+//! (`ANY_COLUMN`: a whole row as one value, or a statement the gateway could
+//! not read) in `mentioned` makes every computed column subject to the first
+//! column rule; `*` (`SELECT *`) does not, its columns carry their sources.
 //!
 //! A rule may have both `columns` and detectors: the two parts are independent
 //! (the columns are always masked; the detectors run on every other value).
@@ -625,10 +626,10 @@ impl Masker {
     /// `mentioned`: column identifiers referenced by the statement (lowercased last
     /// parts; `"*"` for `SELECT *`). See the module docs on computed columns.
     pub fn plan(&self, cols: &[ColumnInfo], mentioned: &BTreeSet<String>) -> RowPlan {
-        // `*` (a whole row, `SELECT *`, or a statement the gateway could not
-        // read) could carry any column: the first column rule covers the
+        // A whole row as one value, or a statement the gateway could not
+        // read, could carry any column: the first column rule covers the
         // computed columns.
-        let anything = mentioned.contains("*");
+        let anything = mentioned.contains(crate::policy::classify::ANY_COLUMN);
         let mentioned_rule = self.rules.iter().position(|r| {
             (anything && !r.columns.is_empty())
                 || r.columns.iter().any(|p| {
@@ -918,12 +919,12 @@ mod tests {
         assert_eq!(p.action(99), ColumnAction::Pass);
         assert!(!p.is_noop());
 
-        // No mention → computed column untouched; '*' (could be anything)
-        // masks it with the first column rule.
-        let p = m.plan(&[ColumnInfo::named("lower")], &set(&["id"]));
+        // No mention → computed column untouched, '*' too; '?' (could be
+        // anything) masks it with the first column rule.
+        let p = m.plan(&[ColumnInfo::named("lower")], &set(&["*", "id"]));
         assert_eq!(p.action(0), ColumnAction::Pass);
         assert!(p.is_noop());
-        let p = m.plan(&[ColumnInfo::named("lower")], &set(&["*", "id"]));
+        let p = m.plan(&[ColumnInfo::named("lower")], &set(&["?", "id"]));
         assert_eq!(p.action(0), mask("pii"));
         // Qualified or upper-case mentions still count.
         let p = m.plan(&[ColumnInfo::named("x")], &set(&["c.EMAIL"]));

@@ -32,6 +32,11 @@ pub struct TableInfo {
     pub table: String,
     /// (attnum, name), in column order.
     pub columns: Vec<(i16, String)>,
+    /// A view (or materialized view): the names of the base-table columns
+    /// it reads, through nested views. A view column cannot be mapped to
+    /// the column it shows, so masking treats the view's columns as
+    /// computed from all of these.
+    pub view_reads: Option<Vec<String>>,
 }
 
 impl TableInfo {
@@ -65,7 +70,7 @@ impl std::fmt::Debug for Catalog {
     }
 }
 
-const COLUMNS_SQL: &str = "SELECT c.oid::int8, n.nspname, c.relname, a.attnum, a.attname \
+const COLUMNS_SQL: &str = "SELECT c.oid::int8, n.nspname, c.relname, a.attnum, a.attname, c.relkind \
      FROM pg_catalog.pg_class c \
      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
      JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid \
@@ -101,7 +106,23 @@ impl Catalog {
             .map(u32::to_string)
             .collect::<Vec<_>>()
             .join(",");
-        let tables = lookup(target, &format!("{COLUMNS_SQL}c.oid IN ({list})")).await?;
+        let mut tables = lookup(target, &format!("{COLUMNS_SQL}c.oid IN ({list})")).await?;
+        let views: Vec<String> = tables
+            .iter()
+            .filter(|(_, t)| t.view_reads.is_some())
+            .map(|(oid, _)| oid.to_string())
+            .collect();
+        if !views.is_empty() {
+            let reads = lookup_rows(target, &view_reads_sql(&views.join(","))).await?;
+            for row in reads {
+                if let (Some(Ok(view)), Some(column)) =
+                    (row.first().map(|v| v.parse::<u32>()), row.get(1))
+                    && let Some(Some(list)) = tables.get_mut(&view).map(|t| t.view_reads.as_mut())
+                {
+                    list.push(column.clone());
+                }
+            }
+        }
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         for (oid, info) in tables {
             let info = Arc::new(info);
@@ -153,12 +174,57 @@ impl Catalog {
     }
 }
 
+/// The base-table columns each view reads, following views of views.
+fn view_reads_sql(view_oids: &str) -> String {
+    format!(
+        "WITH RECURSIVE reads(view, rel, att) AS ( \
+           SELECT r.ev_class, d.refobjid, d.refobjsubid FROM pg_catalog.pg_rewrite r \
+           JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid \
+           WHERE r.ev_class IN ({view_oids}) AND d.refobjsubid > 0 AND d.refobjid <> r.ev_class \
+         UNION \
+           SELECT reads.view, d.refobjid, d.refobjsubid FROM reads \
+           JOIN pg_catalog.pg_rewrite r ON r.ev_class = reads.rel \
+           JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid \
+           WHERE d.refobjsubid > 0 AND d.refobjid <> r.ev_class) \
+         SELECT DISTINCT reads.view::int8, a.attname FROM reads \
+         JOIN pg_catalog.pg_attribute a ON a.attrelid = reads.rel AND a.attnum = reads.att"
+    )
+}
+
 /// A catalog answer that takes longer than this is given up on (results are
 /// then masked conservatively) rather than stalling the session.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Run one catalog query on a fresh connection and group its rows.
 async fn lookup(target: &PgTarget, sql: &str) -> Result<HashMap<u32, TableInfo>, SessionError> {
+    let mut tables: HashMap<u32, TableInfo> = HashMap::new();
+    for row in lookup_rows(target, sql).await? {
+        let text = |i: usize| row.get(i).cloned().unwrap_or_default();
+        let (Ok(oid), Ok(attnum)) = (text(0).parse::<u32>(), text(3).parse::<i16>()) else {
+            return Err(SessionError::TargetFailed {
+                connection: target.name.clone(),
+                detail: "catalog lookup: unexpected row".into(),
+            });
+        };
+        tables
+            .entry(oid)
+            .or_insert_with(|| TableInfo {
+                schema: text(1),
+                table: text(2),
+                columns: Vec::new(),
+                view_reads: matches!(text(5).as_str(), "v" | "m").then(Vec::new),
+            })
+            .columns
+            .push((attnum, text(4)));
+    }
+    for t in tables.values_mut() {
+        t.columns.sort_by_key(|(n, _)| *n);
+    }
+    Ok(tables)
+}
+
+/// Run one catalog query on a fresh connection: its rows as text.
+async fn lookup_rows(target: &PgTarget, sql: &str) -> Result<Vec<Vec<String>>, SessionError> {
     tokio::time::timeout(LOOKUP_TIMEOUT, lookup_inner(target, sql))
         .await
         .unwrap_or_else(|_| {
@@ -169,10 +235,7 @@ async fn lookup(target: &PgTarget, sql: &str) -> Result<HashMap<u32, TableInfo>,
         })
 }
 
-async fn lookup_inner(
-    target: &PgTarget,
-    sql: &str,
-) -> Result<HashMap<u32, TableInfo>, SessionError> {
+async fn lookup_inner(target: &PgTarget, sql: &str) -> Result<Vec<Vec<String>>, SessionError> {
     let failed = |detail: String| SessionError::TargetFailed {
         connection: target.name.clone(),
         detail: format!("catalog lookup: {detail}"),
@@ -189,7 +252,7 @@ async fn lookup_inner(
         .map_err(|e| failed(e.to_string()))?;
     up.stream.flush().await.map_err(|e| failed(e.to_string()))?;
     let mut buf = up.buffered;
-    let mut tables: HashMap<u32, TableInfo> = HashMap::new();
+    let mut rows: Vec<Vec<String>> = Vec::new();
     let mut error = None;
     loop {
         while let Some(len) =
@@ -199,26 +262,14 @@ async fn lookup_inner(
             match tag {
                 b'D' => {
                     let row = messages::data_row(body).map_err(|e| failed(e.to_string()))?;
-                    let text = |i: usize| {
-                        row.get(i)
-                            .copied()
-                            .flatten()
-                            .map(|v| String::from_utf8_lossy(v).into_owned())
-                            .unwrap_or_default()
-                    };
-                    let (Ok(oid), Ok(attnum)) = (text(0).parse::<u32>(), text(3).parse::<i16>())
-                    else {
-                        return Err(failed("unexpected row".into()));
-                    };
-                    tables
-                        .entry(oid)
-                        .or_insert_with(|| TableInfo {
-                            schema: text(1),
-                            table: text(2),
-                            columns: Vec::new(),
-                        })
-                        .columns
-                        .push((attnum, text(4)));
+                    rows.push(
+                        row.iter()
+                            .map(|v| {
+                                v.map(|v| String::from_utf8_lossy(v).into_owned())
+                                    .unwrap_or_default()
+                            })
+                            .collect(),
+                    );
                 }
                 b'E' => {
                     error = Some(
@@ -230,12 +281,7 @@ async fn lookup_inner(
                 b'Z' => {
                     return match error {
                         Some(e) => Err(failed(e)),
-                        None => {
-                            for t in tables.values_mut() {
-                                t.columns.sort_by_key(|(n, _)| *n);
-                            }
-                            Ok(tables)
-                        }
+                        None => Ok(rows),
                     };
                 }
                 _ => {}

@@ -332,6 +332,16 @@ pub fn put_query(buf: &mut BytesMut, sql: &str) {
     patch_len(buf, start);
 }
 
+/// Encode a frontend Describe of a portal (`P`) or statement (`S`).
+pub fn put_describe(buf: &mut BytesMut, what: u8, name: &str) {
+    let start = buf.len();
+    buf.put_u8(b'D');
+    buf.put_i32(0);
+    buf.put_u8(what);
+    put_cstr(buf, name);
+    patch_len(buf, start);
+}
+
 /// Encode a frontend Parse of `sql` as statement `name`, no parameter types.
 pub fn put_parse(buf: &mut BytesMut, name: &str, sql: &str) {
     let start = buf.len();

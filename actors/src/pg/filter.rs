@@ -18,6 +18,7 @@ use super::gate::SharedRef;
 use super::messages;
 use crate::gateway::PgTarget;
 use crate::mask::{ColumnInfo, CopyFormat, CopyMasker, MaskStats, Masker, RowPlan};
+use crate::policy::classify::ANY_COLUMN;
 use crate::policy::copy_source::CopySource;
 
 pub struct ResultFilter {
@@ -93,6 +94,11 @@ impl ResultFilter {
                 name: c.name.to_lowercase(),
                 source: tables.as_ref().and_then(|t| {
                     let table = t.get(&c.table_oid)?;
+                    // A view's column is computed from what the view reads.
+                    if let Some(reads) = &table.view_reads {
+                        mentioned.extend(reads.iter().map(|r| r.to_lowercase()));
+                        return None;
+                    }
                     Some((table.qualified(), table.column(c.attnum)?.to_owned()))
                 }),
                 binary: c.binary,
@@ -101,10 +107,15 @@ impl ResultFilter {
             .collect();
         if tables.is_none() {
             // Unknown sources: treat every column as possibly any masked one.
-            mentioned.insert("*".into());
+            mentioned.insert(ANY_COLUMN.into());
         }
         self.plan = Some(self.masker.plan(&infos, &mentioned));
         Ok(())
+    }
+
+    /// NoData: the statement returns no rows.
+    pub fn no_data(&mut self) {
+        self.plan = None;
     }
 
     /// A DataRow: the replacement frame, if anything was masked.
@@ -175,7 +186,7 @@ impl ResultFilter {
                             .map(|(_, c)| (c.clone(), Some((cands[0].qualified(), c.clone()))))
                             .collect(),
                         _ => {
-                            mentioned.insert("*".into());
+                            mentioned.insert(ANY_COLUMN.into());
                             Vec::new()
                         }
                     }
@@ -193,7 +204,7 @@ impl ResultFilter {
             }
             Some(_) => {}
             None => {
-                mentioned.insert("*".into());
+                mentioned.insert(ANY_COLUMN.into());
             }
         }
         // Positions the statement does not name are computed values.

@@ -45,8 +45,8 @@ pub struct Shared {
     /// What statements whose results are still coming mention, one unit
     /// per ReadyForQuery, for masking computed columns and COPY data.
     pub units: VecDeque<Unit>,
-    /// Mentions of extended-protocol messages since the last Sync.
-    pub open: Mentioned,
+    /// Extended-protocol messages since the last Sync.
+    pub open: Unit,
     /// Settings the target reported (ParameterStatus) since the gate last
     /// looked, for [`crate::policy::tracker::lexing_hazard`].
     pub settings: Vec<(String, String)>,
@@ -69,11 +69,21 @@ impl Shared {
 
     /// Everything that could be mentioned by the result being relayed now.
     pub fn mentioned(&self) -> Mentioned {
-        let mut m = self.open.clone();
+        let mut m = self.open.mentioned.clone();
         if let Some(front) = self.units.front() {
             m.extend(front.mentioned.iter().cloned());
         }
         m
+    }
+
+    /// A RowDescription or NoData arrived outside a simple query: whether it
+    /// answers a Describe the gateway injected (and must not be relayed).
+    pub fn take_describe(&mut self) -> Option<bool> {
+        match self.units.front_mut() {
+            Some(u) if u.query => None,
+            Some(u) => u.describes.pop_front(),
+            None => self.open.describes.pop_front(),
+        }
     }
 }
 
@@ -82,9 +92,15 @@ pub type SharedRef = Rc<RefCell<Shared>>;
 /// The statements answered by one ReadyForQuery.
 #[derive(Debug, Default)]
 pub struct Unit {
+    /// A simple Query: RowDescriptions come with its results, not as
+    /// answers to Describe.
+    pub query: bool,
     pub mentioned: Mentioned,
     /// Its `COPY ... TO STDOUT`s, in order (simple-protocol queries).
     pub copies: VecDeque<CopySource>,
+    /// Extended protocol: one entry per Describe sent, in order; `true`
+    /// for those the gateway injected.
+    pub describes: VecDeque<bool>,
 }
 
 /// What to do with one client frame.
@@ -118,8 +134,11 @@ pub struct Gate {
     tracker: PolicyTracker,
     nonce: String,
     counter: u64,
-    /// The policy masks: COPY statements are looked at for their columns.
+    /// The policy masks: COPY statements are looked at for their columns,
+    /// and every Execute's result is described.
     masking: bool,
+    /// Portals described since their Bind.
+    described: std::collections::HashSet<String>,
     pub shared: SharedRef,
 }
 
@@ -127,6 +146,7 @@ impl Gate {
     pub fn new(policy: std::sync::Arc<SqlPolicy>, shared: SharedRef) -> Self {
         Gate {
             masking: policy.masker.is_some(),
+            described: Default::default(),
             tracker: PolicyTracker::new(policy),
             nonce: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
             counter: 0,
@@ -151,8 +171,10 @@ impl Gate {
                 };
                 // One ReadyForQuery answers this message.
                 self.shared.borrow_mut().units.push_back(Unit {
+                    query: true,
                     mentioned: m.unwrap_or_default(),
                     copies,
+                    describes: VecDeque::new(),
                 });
                 (d, None, None)
             }
@@ -164,6 +186,17 @@ impl Gate {
             b'B' => {
                 let b = messages::bind(body)?;
                 self.tracker.bind(b.portal, b.statement);
+                self.described.remove(b.portal);
+                return Ok(Step::Forward);
+            }
+            b'D' => {
+                if self.masking {
+                    let (what, name) = messages::describe(body)?;
+                    if what == b'P' {
+                        self.described.insert(name.to_owned());
+                    }
+                    self.shared.borrow_mut().open.describes.push_back(false);
+                }
                 return Ok(Step::Forward);
             }
             b'E' => {
@@ -178,11 +211,8 @@ impl Gate {
             }
             b'S' => {
                 let mut shared = self.shared.borrow_mut();
-                let mentioned = std::mem::take(&mut shared.open);
-                shared.units.push_back(Unit {
-                    mentioned,
-                    copies: VecDeque::new(),
-                });
+                let unit = std::mem::take(&mut shared.open);
+                shared.units.push_back(unit);
                 return Ok(Step::Forward);
             }
             b'F' => {
@@ -192,13 +222,14 @@ impl Gate {
             _ => return Ok(Step::Forward),
         };
         if let Some(m) = mentioned {
-            self.shared.borrow_mut().open.extend(m);
+            self.shared.borrow_mut().open.mentioned.extend(m);
         }
         Ok(match decision {
             Decision::Forward => Step::Forward,
             Decision::Refuse { rule, message } => {
                 let client_message = format!("blocked by policy rule \"{rule}\": {message}");
-                let bytes = self.substitute(tag, BLOCKED, client_message.clone());
+                let bytes =
+                    self.substitute(tag, parse_of.as_deref(), BLOCKED, client_message.clone());
                 Step::Replace(
                     bytes,
                     Refusal {
@@ -223,22 +254,60 @@ impl Gate {
         })
     }
 
+    /// Masking needs each result's columns with their real formats, but
+    /// drivers re-executing a prepared statement skip Describe (JDBC after
+    /// `prepareThreshold`, or Describe of the statement before a Bind that
+    /// asks for binary): those rows would arrive with no description. Such
+    /// an Execute gets a Describe of its portal sent just before it; the
+    /// target pump uses the answer and does not relay it. Returns the bytes
+    /// to send instead of the Execute.
+    pub fn describe_before(&mut self, execute: &[u8]) -> Option<BytesMut> {
+        if !self.masking {
+            return None;
+        }
+        let (portal, _) = messages::execute(&execute[codec::HEADER_LEN..]).ok()?;
+        if !self.described.insert(portal.to_owned()) {
+            return None;
+        }
+        let mut out = BytesMut::with_capacity(execute.len() + 16);
+        codec::put_describe(&mut out, b'P', portal);
+        out.extend_from_slice(execute);
+        self.shared.borrow_mut().open.describes.push_back(true);
+        Some(out)
+    }
+
     /// An approved Parse may run once.
     pub fn grant(&mut self, statement: &str) {
         self.tracker.grant(statement);
     }
 
+    /// A held Parse was denied or timed out.
+    pub fn refused_parse(&mut self, statement: &str) {
+        self.tracker.refused_parse(statement);
+    }
+
     /// The message that makes the target answer `tag`'s message with an
-    /// error the target pump turns into `(sqlstate, message)`.
-    pub fn substitute(&mut self, tag: u8, sqlstate: &'static str, message: String) -> BytesMut {
+    /// error the target pump turns into `(sqlstate, message)`. A refused
+    /// Parse's stand-in keeps the statement name (`parse_of`), so a failed
+    /// unnamed Parse drops the previous unnamed statement exactly as
+    /// PostgreSQL does.
+    pub fn substitute(
+        &mut self,
+        tag: u8,
+        parse_of: Option<&str>,
+        sqlstate: &'static str,
+        message: String,
+    ) -> BytesMut {
         self.counter += 1;
         let token = format!("gatehouse_refused_{}_{}", self.nonce, self.counter);
         let mut out = BytesMut::new();
-        match tag {
-            // Extended protocol: a Parse that fails, under a name of our
-            // own (a failed Parse creates nothing, so no client statement is
-            // disturbed). The target then skips to Sync as after any error.
-            b'P' | b'E' => codec::put_parse(&mut out, &format!("{token}_s"), &token),
+        match (tag, parse_of) {
+            // Extended protocol: a Parse that fails; the target then skips
+            // to Sync as after any error. A failed Parse creates nothing.
+            (b'P', Some(name)) => codec::put_parse(&mut out, name, &token),
+            // An Execute's stand-in uses a name of our own, disturbing no
+            // client statement.
+            (b'P' | b'E', _) => codec::put_parse(&mut out, &format!("{token}_s"), &token),
             // Query and FunctionCall: answered by an error and ReadyForQuery.
             _ => codec::put_query(&mut out, &token),
         }
@@ -265,7 +334,7 @@ mod tests {
             std::sync::Arc::new(SqlPolicy::allow_all("p")),
             shared.clone(),
         );
-        let frame = gate.substitute(b'Q', BLOCKED, "no".into());
+        let frame = gate.substitute(b'Q', None, BLOCKED, "no".into());
         let sql = messages::query(&frame[5..]).unwrap().to_owned();
         assert!(sql.starts_with("gatehouse_refused_"));
         let target_says = format!("syntax error at or near \"{sql}\"");

@@ -353,6 +353,15 @@ pub fn close(body: &[u8]) -> Result<(u8, &str), CodecError> {
     Ok((what, name))
 }
 
+/// Frontend `Describe`: `(b'S' | b'P', name)`.
+pub fn describe(body: &[u8]) -> Result<(u8, &str), CodecError> {
+    let mut r = Reader::new(body);
+    let what = r.u8("Describe")?;
+    let name = r.cstr("Describe")?;
+    r.finish("Describe")?;
+    Ok((what, name))
+}
+
 /// Backend `ParameterStatus`: `(name, value)`.
 pub fn parameter_status(body: &[u8]) -> Result<(&str, &str), CodecError> {
     let mut r = Reader::new(body);

@@ -211,8 +211,16 @@ impl Relay {
                     Some(g) => g.check(tag, &buf[end + HEADER_LEN..end + len])?,
                     None => Step::Forward,
                 };
+                let describe = |g: Option<&mut Gate>, buf: &BytesMut| {
+                    g.filter(|_| tag == b'E')
+                        .and_then(|g| g.describe_before(&buf[end..end + len]))
+                };
                 match step {
-                    Step::Forward => {}
+                    Step::Forward => {
+                        if let Some(bytes) = describe(gate.as_mut(), &buf) {
+                            out.replace(&buf, end, len, &bytes);
+                        }
+                    }
                     Step::Replace(bytes, refusal) => {
                         tracing::info!(rule = %refusal.rule, "statement blocked");
                         tap.batch.push_now(
@@ -239,10 +247,21 @@ impl Relay {
                                 if let (Some(g), Some(name)) = (gate.as_mut(), &held.parse_of) {
                                     g.grant(name);
                                 }
+                                if let Some(bytes) = describe(gate.as_mut(), &buf) {
+                                    out.replace(&buf, end, len, &bytes);
+                                }
                             }
                             Waited::Refused(sqlstate, message) => {
                                 if let Some(g) = gate.as_mut() {
-                                    let bytes = g.substitute(held.tag, sqlstate, message);
+                                    if let Some(name) = &held.parse_of {
+                                        g.refused_parse(name);
+                                    }
+                                    let bytes = g.substitute(
+                                        held.tag,
+                                        held.parse_of.as_deref(),
+                                        sqlstate,
+                                        message,
+                                    );
                                     out.replace(&buf, end, len, &bytes);
                                 }
                             }
@@ -638,13 +657,19 @@ impl Relay {
                 let Some(f) = filter else { return Ok(None) };
                 match tag {
                     b'T' => {
+                        let injected = shared.borrow_mut().take_describe() == Some(true);
                         // The catalog may be asked: send what is ready first
                         // so the client is not kept waiting for it.
                         out.write_until(buf, at, wr)
                             .await
                             .map_err(SessionError::ClientIo)?;
                         f.describe(&body(buf)).await.map_err(unmaskable)?;
-                        Ok(None)
+                        Ok(injected.then(BytesMut::new))
+                    }
+                    b'n' => {
+                        let injected = shared.borrow_mut().take_describe() == Some(true);
+                        f.no_data();
+                        Ok(injected.then(BytesMut::new))
                     }
                     b'D' => f.row(&buf[at + HEADER_LEN..at + len]).map_err(unmaskable),
                     b'H' => {

@@ -45,8 +45,9 @@
 //! * Strings that name relations for the server (`'x'::regclass`, `nextval('s')`, `currval`, `setval`,
 //!   `table_to_xml*`) report the named relation. `COPY` to or from a server file reports the pseudo-function
 //!   `pg_server_file`; `COPY ... PROGRAM` the kind `copy_program`.
-//! * Columns: a whole-row reference (`SELECT c FROM customers c`, `row_to_json(c)`), `t.*`, `SELECT *`, `RETURNING *`
-//!   and a `COPY` without a column list add `"*"`. A bare `*` argument (`count(*)`) does not, because PostgreSQL only
+//! * Columns: `t.*`, `SELECT *`, `RETURNING *` and a `COPY` without a column list add `"*"` (each output column
+//!   then carries its own source); a whole row as one value (`SELECT c FROM customers c`, `row_to_json(c.*)`) adds
+//!   [`ANY_COLUMN`]. A bare `*` argument (`count(*)`) does not, because PostgreSQL only
 //!   accepts it for zero-argument aggregates.
 //! * Lexical traps that make sqlparser and PostgreSQL disagree about where a string ends are refused (`Err`):
 //!   inline `COPY ... FROM STDIN` data (sqlparser hides the following lines in it; the server runs them as SQL after
@@ -151,6 +152,10 @@ pub struct StatementInfo {
 /// SQL text the parser could not read; the message is sqlparser's, safe to show the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unparsed(pub String);
+
+/// In [`StatementInfo::columns`]: a value that may carry any column (a whole
+/// row turned into one value, or a statement the gateway could not read).
+pub const ANY_COLUMN: &str = "?";
 
 /// The statement kinds a config may name (validate rule `statements` against this).
 pub const KINDS: &[&str] = &[
@@ -721,9 +726,15 @@ impl Collector {
 
     fn finish(mut self) -> StatementInfo {
         if self.info.columns.iter().any(|c| self.row_names.contains(c)) {
-            self.info.columns.insert("*".to_string());
+            self.whole_row();
         }
         self.info
+    }
+
+    /// A whole row as one value (`SELECT c FROM customers c`,
+    /// `row_to_json(c.*)`): it carries every column of the row.
+    fn whole_row(&mut self) {
+        self.info.columns.insert(ANY_COLUMN.to_string());
     }
 
     fn kind(&mut self, k: &'static str) {
@@ -1600,7 +1611,7 @@ impl Visitor for Collector {
                     if function_arg_exprs(&a.args)
                         .any(|x| matches!(x, FunctionArgExpr::QualifiedWildcard(_)))
                     {
-                        self.star();
+                        self.whole_row();
                     }
                     self.special_function(name, plain_args(&a.args));
                 } else {
@@ -1619,7 +1630,7 @@ impl Visitor for Collector {
                 if function_arg_exprs(args)
                     .any(|x| matches!(x, FunctionArgExpr::QualifiedWildcard(_)))
                 {
-                    self.star();
+                    self.whole_row();
                 }
                 self.special_function(name, plain_args(args));
                 alias
@@ -1679,7 +1690,7 @@ impl Visitor for Collector {
                     self.info.columns.insert(norm_ident(last));
                 }
             }
-            Expr::Wildcard(_) | Expr::QualifiedWildcard(..) => self.star(),
+            Expr::Wildcard(_) | Expr::QualifiedWildcard(..) => self.whole_row(),
             Expr::Function(f) => {
                 self.function(&f.name);
                 if let FunctionArguments::List(list) = &f.args
@@ -1691,7 +1702,7 @@ impl Visitor for Collector {
                         )
                     })
                 {
-                    self.star();
+                    self.whole_row();
                 }
                 self.special_function(&f.name, function_args(f));
             }
@@ -3319,13 +3330,17 @@ END $$";
         assert!(
             one("SELECT row_to_json(c.*) FROM customers c")
                 .columns
-                .contains("*")
+                .contains(ANY_COLUMN)
         );
-        assert!(one("SELECT c FROM customers c").columns.contains("*"));
+        assert!(
+            one("SELECT c FROM customers c")
+                .columns
+                .contains(ANY_COLUMN)
+        );
         assert!(
             one("SELECT to_json(customers) FROM customers")
                 .columns
-                .contains("*")
+                .contains(ANY_COLUMN)
         );
         assert!(one("COPY customers TO STDOUT").columns.contains("*"));
         assert!(
@@ -3338,7 +3353,11 @@ END $$";
             one("SELECT c.tags[1] FROM customers c").columns,
             set(&["tags".to_string()])
         );
-        assert!(one("SELECT c[1] FROM customers c").columns.contains("*"));
+        assert!(
+            one("SELECT c[1] FROM customers c")
+                .columns
+                .contains(ANY_COLUMN)
+        );
         assert!(
             one("MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE RETURNING *")
                 .columns

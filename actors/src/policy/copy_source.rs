@@ -161,7 +161,9 @@ fn describe(source: &AstSource, options: &[CopyOption], legacy: &[CopyLegacyOpti
         AstSource::Query(q) => {
             let mentioned = crate::policy::classify::classify(&q.to_string())
                 .map(|infos| infos.into_iter().flat_map(|i| i.columns).collect())
-                .unwrap_or_else(|_| std::iter::once("*".to_owned()).collect());
+                .unwrap_or_else(|_| {
+                    std::iter::once(crate::policy::classify::ANY_COLUMN.to_owned()).collect()
+                });
             CopySource {
                 table: None,
                 columns: Vec::new(),

@@ -62,13 +62,17 @@ pub enum Decision {
 /// Columns the statement refers to, for masking computed result columns.
 pub type Mentioned = BTreeSet<String>;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Prepared {
     info: StatementInfo,
     sql: String,
     verdict: Verdict,
     /// Approved executions not yet used.
     credits: u32,
+    /// The unnamed statement whose Parse was refused: the target dropped
+    /// its unnamed statement and has none, so an Execute is answered by
+    /// the target's own error (or skipped after the Parse's error).
+    refused: bool,
 }
 
 pub struct PolicyTracker {
@@ -161,7 +165,7 @@ impl PolicyTracker {
     /// Everything a column rule could be hiding: used when a statement
     /// cannot be read, so computed columns are masked.
     fn all_mentioned(&self) -> Mentioned {
-        std::iter::once("*".to_owned()).collect()
+        std::iter::once(super::classify::ANY_COLUMN.to_owned()).collect()
     }
 
     fn verdict_to_decision(&self, verdict: Verdict, sql: &str) -> Decision {
@@ -209,6 +213,7 @@ impl PolicyTracker {
         match self.statements.get_mut(&name) {
             Some(old) if !unnamed => {
                 old.verdict = old.verdict.clone().and(verdict);
+                old.sql = kept(&format!("{}\n-- or, if the target kept it: {sql}", old.sql));
                 old.info.kinds.extend(info.kinds);
                 old.info.tables.extend(info.tables);
                 old.info.functions.extend(info.functions);
@@ -223,6 +228,7 @@ impl PolicyTracker {
                         sql: kept(sql),
                         verdict,
                         credits: 0,
+                        refused: false,
                     },
                 );
             }
@@ -244,16 +250,34 @@ impl PolicyTracker {
                 );
             }
         };
+        // Statements of one message run in order: `DEALLOCATE x; PREPARE x
+        // AS ...; EXECUTE x` executes the new x. They are judged in order
+        // against a copy of the prepared statements, kept only if the
+        // message is not refused (then none of it runs).
+        let touches_names = infos
+            .iter()
+            .any(|i| i.prepares.is_some() || i.executes.is_some() || i.deallocates.is_some());
+        let saved = touches_names.then(|| self.statements.clone());
         let mut verdict = Verdict::Allow;
         let mut mentioned = Mentioned::new();
-        let mut prepares = Vec::new();
-        let mut deallocates = Vec::new();
+        // What each EXECUTE runs, for the operator asked to approve it.
+        let mut executed = String::new();
         for info in infos {
             let prepares_name = info.prepares.clone();
             let deallocates_name = info.deallocates.clone();
+            if let Some(name) = &info.executes
+                && let Some(p) = self.statements.get(name)
+            {
+                executed.push_str(&format!("\n-- EXECUTE {name} runs: {}", p.sql));
+            }
             let (info, v) = match self.resolve(info) {
                 Ok(r) => r,
-                Err(d) => return (d, Some(mentioned)),
+                Err(d) => {
+                    if let Some(saved) = saved {
+                        self.statements = saved;
+                    }
+                    return (d, Some(mentioned));
+                }
             };
             mentioned.extend(info.columns.iter().cloned());
             match prepares_name {
@@ -263,29 +287,29 @@ impl PolicyTracker {
                     if let Verdict::Block { .. } = v {
                         verdict = verdict.and(v.clone());
                     }
-                    prepares.push((name, info, v));
+                    self.remember(name, info, sql, v);
                 }
                 None => verdict = verdict.and(v),
             }
-            if let Some(d) = deallocates_name {
-                deallocates.push(d);
-            }
-        }
-        if matches!(verdict, Verdict::Block { .. }) {
-            return (self.verdict_to_decision(verdict, sql), Some(mentioned));
-        }
-        for (name, info, v) in prepares {
-            self.remember(name, info, sql, v);
-        }
-        for d in deallocates {
-            match d {
-                Some(name) => {
+            match deallocates_name {
+                Some(Some(name)) => {
                     self.statements.remove(&name);
                 }
-                None => self.statements.retain(|name, _| name.is_empty()),
+                Some(None) => self.statements.retain(|name, _| name.is_empty()),
+                None => {}
             }
         }
-        (self.verdict_to_decision(verdict, sql), Some(mentioned))
+        if matches!(verdict, Verdict::Block { .. })
+            && let Some(saved) = saved
+        {
+            self.statements = saved;
+        }
+        let shown = if executed.is_empty() {
+            sql.to_owned()
+        } else {
+            format!("{sql}{executed}")
+        };
+        (self.verdict_to_decision(verdict, &shown), Some(mentioned))
     }
 
     /// Parse: judge now; a blocked statement never reaches the target.
@@ -298,8 +322,10 @@ impl PolicyTracker {
             Err(e) => {
                 let verdict = self.policy.unreadable(&e.0);
                 let mut info = StatementInfo::default();
-                info.columns.insert("*".into());
-                if !matches!(verdict, Verdict::Block { .. }) {
+                info.columns.insert(super::classify::ANY_COLUMN.into());
+                if matches!(verdict, Verdict::Block { .. }) {
+                    self.refused_parse(name);
+                } else {
                     self.remember(name.to_owned(), info, sql, verdict.clone());
                 }
                 return (
@@ -323,10 +349,32 @@ impl PolicyTracker {
             merged.without_where |= info.without_where;
         }
         let mentioned = merged.columns.clone();
-        if !matches!(verdict, Verdict::Block { .. }) {
+        if matches!(verdict, Verdict::Block { .. }) {
+            self.refused_parse(name);
+        } else {
             self.remember(name.to_owned(), merged, sql, verdict.clone());
         }
         (self.verdict_to_decision(verdict, sql), Some(mentioned))
+    }
+
+    /// The Parse of `name` was refused (blocked, denied, timed out). Its
+    /// stand-in is sent under the same name, so for the unnamed statement
+    /// the target drops the previous one, as PostgreSQL does for any failed
+    /// Parse, and a new name is not created; a named statement that existed
+    /// keeps whatever it had (and its verdict).
+    pub fn refused_parse(&mut self, name: &str) {
+        if name.is_empty() || !self.statements.contains_key(name) {
+            self.statements.insert(
+                name.to_owned(),
+                Prepared {
+                    info: StatementInfo::default(),
+                    sql: String::new(),
+                    verdict: Verdict::Allow,
+                    credits: 0,
+                    refused: true,
+                },
+            );
+        }
     }
 
     /// An operator approved the Parse of `name`: one execution may run.
@@ -370,6 +418,9 @@ impl PolicyTracker {
                 (Decision::Forward, None)
             };
         };
+        if p.refused {
+            return (Decision::Forward, None);
+        }
         let mentioned = Some(p.info.columns.clone());
         match &p.verdict {
             Verdict::Approve {
@@ -500,6 +551,19 @@ mod tests {
         assert_eq!(t.parse("s", "SELECT 1").0, Decision::Forward);
         t.bind("p", "s");
         assert!(is_held(&t.execute("p").0));
+    }
+
+    #[test]
+    fn executing_a_refused_parse_is_left_to_the_target() {
+        // The refused Parse's error makes the target skip to Sync; the
+        // Execute behind it is not a second refusal.
+        let mut t = tracker(vec![rule(Action::Block { message: None }, &["delete"])]);
+        assert!(is_refused(&t.parse("s2", "DELETE FROM t").0));
+        t.bind("", "s2");
+        assert_eq!(t.execute("").0, Decision::Forward);
+        assert!(is_refused(&t.parse("", "DELETE FROM t").0));
+        t.bind("", "");
+        assert_eq!(t.execute("").0, Decision::Forward);
     }
 
     #[test]
