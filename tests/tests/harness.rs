@@ -445,7 +445,8 @@ case "$cmd" in
     exec python3 -c '
 import signal, socket, sys
 signal.signal(signal.SIGTERM, lambda *a: (print("draining", flush=True), sys.exit(0)))
-s = socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen()
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen()
 while True: s.accept()[0].close()
 ' "$port" ;;
   echo-config) echo "$config" ;;
@@ -490,7 +491,9 @@ fn gatehouse_wrapper_drives_a_daemon() -> Result<()> {
         .context("daemon did not exit on SIGTERM")?;
     assert!(status.success(), "{status}");
     assert!(gh.log().contains("draining"));
-    // A second start appends to the same log.
+    // A second start appends to the same log. (The fake sets SO_REUSEADDR,
+    // as the real daemon's listener does: the readiness probe's closed
+    // connection leaves the port in TIME_WAIT.)
     gh.serve()?;
     assert_eq!(gh.log().matches("fake gatehouse on").count(), 2);
 
