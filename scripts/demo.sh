@@ -46,9 +46,11 @@ CREATE ROLE gatehouse LOGIN PASSWORD '$password';
 CREATE DATABASE orders OWNER gatehouse;
 SQL
 PGPASSWORD=$password psql -q -h 127.0.0.1 -p "$PG_PORT" -U gatehouse -d orders <<'SQL'
-CREATE TABLE customers (id serial PRIMARY KEY, name text, email text);
-INSERT INTO customers (name, email) VALUES
-  ('Ada', 'ada@example.com'), ('Grace', 'grace@example.com'), ('Linus', 'linus@example.com');
+CREATE TABLE customers (id serial PRIMARY KEY, name text, email text, note text);
+INSERT INTO customers (name, email, note) VALUES
+  ('Ada', 'ada@example.com', 'paid with 4111 1111 1111 1111'),
+  ('Grace', 'grace@example.com', 'prefers invoices'),
+  ('Linus', 'linus@example.com', 'card 5500-0000-0000-0004 on file');
 SQL
 printf '%s\n' "$password" > "$DEMO_DIR/secrets/orders-db.password"
 chmod 600 "$DEMO_DIR/secrets/orders-db.password"
@@ -98,6 +100,25 @@ policy = "default"
 
 [policies.default]
 recording = "batched"
+
+[[policies.default.rules]]
+name = "no-ddl"
+action = "block"
+statements = ["drop", "truncate", "alter"]
+message = "schema changes go through migrations"
+
+[[policies.default.rules]]
+name = "deletes-need-approval"
+action = "approve"
+statements = ["delete"]
+timeout = "2m"
+
+[[policies.default.masks]]
+columns = ["customers.email"]
+strategy = "partial"
+
+[[policies.default.masks]]
+detectors = ["credit_card"]
 TOML
 
 "$bin/gatehouse" check-config --config "$DEMO_DIR/gatehouse.toml"
@@ -113,6 +134,15 @@ Gatehouse is running in front of PostgreSQL (log: $DEMO_DIR/gatehouse.log).
 Try it — the password is an OIDC token for ci-runner-7, valid for an hour:
 
   PGPASSWORD='$token' psql "host=127.0.0.1 port=$DEMO_PORT dbname=orders-db user=ci-runner-7 sslmode=verify-full sslrootcert=$DEMO_DIR/data/tls/ca.crt" -c 'select * from customers'
+
+Policy in this demo: e-mails are partly masked and card numbers redacted
+(the table itself is unchanged), DROP/TRUNCATE/ALTER are blocked, and a
+DELETE waits for an operator. Try, with the same psql command:
+
+  -c 'drop table customers'                      # ERROR 42501
+  -c 'delete from customers where id = 3'        # waits; in another terminal:
+  $bin/gatehouse approvals list --config $DEMO_DIR/gatehouse.toml
+  $bin/gatehouse approvals approve <ID> --config $DEMO_DIR/gatehouse.toml
 
 Then see what was recorded:
 
