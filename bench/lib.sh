@@ -1,0 +1,103 @@
+# Shared by the benchmark scripts: a throwaway PostgreSQL with TLS, the
+# development OIDC issuer, helpers. Source it after setting IDLE (max
+# connections headroom) if needed. Everything listens on 127.0.0.1.
+set -euo pipefail
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/gatehouse-target}"
+
+WITH_BENCH=1 bash scripts/install-deps.sh
+cargo build --release -q -p gatehouse -p gatehouse-tests --bins
+bin="$CARGO_TARGET_DIR/release"
+pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+
+work=$(mktemp -d /tmp/gatehouse-bench.XXXXXX)
+chmod 755 "$work"
+mkdir -p "$work"/{pg,issuer,secrets,pgbouncer}
+chown postgres:postgres "$work/pg" "$work/pgbouncer"
+as_pg() { runuser -u postgres -- "$@"; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+PG_PORT=$(free_port); GH_PORT=$(free_port); PGB_PORT=$(free_port); ISS_PORT=$(free_port)
+
+cleanup() {
+    [ -n "${gh_pid:-}" ] && kill "$gh_pid" 2>/dev/null || true
+    [ -n "${iss_pid:-}" ] && kill "$iss_pid" 2>/dev/null || true
+    [ -n "${pgb_pid:-}" ] && kill "$pgb_pid" 2>/dev/null || true
+    as_pg "$pgbin/pg_ctl" -D "$work/pg/data" -m immediate stop >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# PostgreSQL with TLS on, a superuser `gatehouse` and a pgbench database.
+password=$(openssl rand -hex 16)
+as_pg "$pgbin/initdb" -D "$work/pg/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 >/dev/null
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
+    -keyout "$work/pg/data/server.key" -out "$work/pg/data/server.crt" 2>/dev/null
+chown postgres:postgres "$work/pg/data/server.key" "$work/pg/data/server.crt"
+chmod 600 "$work/pg/data/server.key"
+as_pg "$pgbin/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w -o "-p $PG_PORT -k $work/pg \
+    -c listen_addresses=127.0.0.1 -c ssl=on -c max_connections=$((${IDLE:-0} + 100)) -c shared_buffers=256MB \
+    -c fsync=off -c synchronous_commit=off" start >/dev/null
+as_pg psql -qX -h "$work/pg" -p "$PG_PORT" -U postgres -d postgres \
+    -c "CREATE ROLE gatehouse LOGIN SUPERUSER PASSWORD '$password'" -c "CREATE DATABASE bench OWNER gatehouse"
+printf '%s\n' "$password" > "$work/secrets/pg.password"
+PGPASSWORD=$password PGSSLMODE=require "$pgbin/pgbench" -q -i -s 10 -h 127.0.0.1 -p "$PG_PORT" -U gatehouse bench >/dev/null 2>&1
+
+"$bin/gatehouse-dev-issuer" serve --dir "$work/issuer" --port "$ISS_PORT" > "$work/issuer.log" 2>&1 &
+iss_pid=$!
+wait_port "$ISS_PORT"
+
+# A [[connections]] entry for the bench database under policy $2.
+connection() { # name policy
+    cat <<TOML
+[[connections]]
+name = "$1"
+kind = "postgres"
+address = "127.0.0.1:$PG_PORT"
+database = "bench"
+user = "gatehouse"
+password_file = "secrets/pg.password"
+tls = "disable"
+policy = "$2"
+TOML
+}
+
+# Config head: appliance, listener, issuer, a role granting $@.
+config_head() {
+    local list
+    list=$(printf '"%s", ' "$@")
+    cat <<TOML
+[appliance]
+name = "bench"
+data_dir = "data"
+[listen]
+postgres = "127.0.0.1:$GH_PORT"
+[auth.oidc]
+issuer = "http://127.0.0.1:$ISS_PORT"
+audience = "gatehouse"
+algorithms = ["RS256"]
+[limits]
+max_sessions = $((${IDLE:-0} + 100))
+${WORKERS:+workers = $WORKERS}
+[[roles]]
+name = "bench"
+groups = ["bench"]
+connections = [${list%, }]
+TOML
+}
+
+start_gatehouse() {
+    "$bin/gatehouse" serve --config "$work/gatehouse.toml" > "$work/gatehouse.log" 2>&1 &
+    gh_pid=$!
+    wait_port "$GH_PORT" || { cat "$work/gatehouse.log"; exit 1; }
+    token=$("$bin/gatehouse-dev-issuer" mint --dir "$work/issuer" --issuer "http://127.0.0.1:$ISS_PORT" \
+        --sub bench --groups bench --ttl 7200)
+    ca="$work/data/tls/ca.crt"
+}
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+tps() { # name port password user db sslmode [sslrootcert]
+    local out
+    out=$(PGPASSWORD=$3 PGSSLMODE=$6 PGSSLROOTCERT=${7:-} "$pgbin/pgbench" -n -S -c 8 -j 2 -T "$DURATION" \
+        -h 127.0.0.1 -p "$2" -U "$4" "$5" 2>&1) || { echo "$out" >&2; return 1; }
+    echo "$out" | awk '/^tps = .*without initial/ {print $3}'
+}
