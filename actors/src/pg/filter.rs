@@ -276,6 +276,35 @@ impl ResultFilter {
         Ok(Some(out))
     }
 
+    /// NotificationResponse: the payload masked as text.
+    pub fn notification(&mut self, body: &[u8]) -> Result<Option<BytesMut>, Unmaskable> {
+        let (pid, channel, payload) = messages::notification(body)?;
+        let Some(masked) = self.masker.mask_text(payload, &mut self.stats) else {
+            return Ok(None);
+        };
+        let mut inner = BytesMut::new();
+        inner.extend_from_slice(&pid.to_be_bytes());
+        inner.extend_from_slice(channel.as_bytes());
+        inner.extend_from_slice(&[0]);
+        inner.extend_from_slice(masked.replace('\0', "").as_bytes());
+        inner.extend_from_slice(&[0]);
+        Ok(Some(frame(b'A', &inner)))
+    }
+
+    /// ParameterStatus: the value masked as text.
+    pub fn parameter_status(&mut self, body: &[u8]) -> Result<Option<BytesMut>, Unmaskable> {
+        let (name, value) = messages::parameter_status(body)?;
+        let Some(masked) = self.masker.mask_text(value, &mut self.stats) else {
+            return Ok(None);
+        };
+        let mut inner = BytesMut::new();
+        inner.extend_from_slice(name.as_bytes());
+        inner.extend_from_slice(&[0]);
+        inner.extend_from_slice(masked.replace('\0', "").as_bytes());
+        inner.extend_from_slice(&[0]);
+        Ok(Some(frame(b'S', &inner)))
+    }
+
     /// CommandComplete or the end of a result: the summary to record.
     pub fn complete(&mut self) -> Option<Vec<(String, String, u64)>> {
         self.plan = None;

@@ -50,7 +50,16 @@ pub struct Shared {
     /// Settings the target reported (ParameterStatus) since the gate last
     /// looked, for [`crate::policy::tracker::lexing_hazard`].
     pub settings: Vec<(String, String)>,
+    /// The target reported an error since its last ReadyForQuery.
+    pub unit_error: bool,
+    /// Per ReadyForQuery since the gate last looked: whether its pipeline
+    /// had an error (so the target may have skipped some of it).
+    pub unit_results: Vec<bool>,
 }
+
+/// Units (pipelines) a client may have unanswered before the session is
+/// ended: bounds the bookkeeping a client that never reads can cause.
+pub const MAX_UNANSWERED: usize = 100_000;
 
 impl Shared {
     /// The error that replaces a target error carrying `message`, if it is
@@ -126,6 +135,8 @@ pub struct Held {
     pub sql: String,
     /// Parse of this statement name: an approval grants one execution.
     pub parse_of: Option<String>,
+    /// Execute of this portal: an approval lets the portal's run go on.
+    pub portal: Option<String>,
     /// The message's tag (to build a substitute on denial).
     pub tag: u8,
 }
@@ -137,8 +148,8 @@ pub struct Gate {
     /// The policy masks: COPY statements are looked at for their columns,
     /// and every Execute's result is described.
     masking: bool,
-    /// Portals described since their Bind.
-    described: std::collections::HashSet<String>,
+    /// Extended-protocol messages were sent since the last Sync.
+    extended_open: bool,
     pub shared: SharedRef,
 }
 
@@ -146,7 +157,7 @@ impl Gate {
     pub fn new(policy: std::sync::Arc<SqlPolicy>, shared: SharedRef) -> Self {
         Gate {
             masking: policy.masker.is_some(),
-            described: Default::default(),
+            extended_open: false,
             tracker: PolicyTracker::new(policy),
             nonce: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
             counter: 0,
@@ -156,13 +167,41 @@ impl Gate {
 
     /// Judge one client frame (already length-checked and recorded).
     pub fn check(&mut self, tag: u8, body: &[u8]) -> Result<Step, CodecError> {
-        let settings = std::mem::take(&mut self.shared.borrow_mut().settings);
+        let (settings, results) = {
+            let mut shared = self.shared.borrow_mut();
+            if shared.units.len() > MAX_UNANSWERED {
+                return Err(CodecError::Malformed(
+                    "pipeline: too many unanswered messages for",
+                ));
+            }
+            (
+                std::mem::take(&mut shared.settings),
+                std::mem::take(&mut shared.unit_results),
+            )
+        };
         for (name, value) in settings {
             self.tracker.setting(&name, &value);
         }
+        for errored in results {
+            self.tracker.unit_done(errored);
+        }
+        // A Query or FunctionCall inside an unfinished extended pipeline is
+        // skipped by the target if that pipeline failed, and then answered
+        // by no ReadyForQuery: no client does this, and allowing it would
+        // put the gateway's view of the answers out of step.
+        if matches!(tag, b'Q' | b'F') && self.extended_open {
+            return Err(CodecError::Malformed(
+                "Query inside an unfinished extended-protocol pipeline: a",
+            ));
+        }
+        if matches!(tag, b'P' | b'B' | b'E' | b'D' | b'C') {
+            self.extended_open = true;
+        }
+        let mut executes = None;
         let (decision, mentioned, parse_of) = match tag {
             b'Q' => {
                 let sql = messages::query(body)?;
+                self.tracker.own_unit();
                 let (d, m) = self.tracker.query(sql);
                 let copies = if self.masking {
                     copy_sources(sql).into()
@@ -185,16 +224,11 @@ impl Gate {
             }
             b'B' => {
                 let b = messages::bind(body)?;
-                self.tracker.bind(b.portal, b.statement);
-                self.described.remove(b.portal);
-                return Ok(Step::Forward);
+                (self.tracker.bind(b.portal, b.statement), None, None)
             }
             b'D' => {
                 if self.masking {
-                    let (what, name) = messages::describe(body)?;
-                    if what == b'P' {
-                        self.described.insert(name.to_owned());
-                    }
+                    messages::describe(body)?;
                     self.shared.borrow_mut().open.describes.push_back(false);
                 }
                 return Ok(Step::Forward);
@@ -202,6 +236,7 @@ impl Gate {
             b'E' => {
                 let (portal, _) = messages::execute(body)?;
                 let (d, m) = self.tracker.execute(portal);
+                executes = Some(portal.to_owned());
                 (d, m, None)
             }
             b'C' => {
@@ -210,12 +245,15 @@ impl Gate {
                 return Ok(Step::Forward);
             }
             b'S' => {
+                self.tracker.sync();
+                self.extended_open = false;
                 let mut shared = self.shared.borrow_mut();
                 let unit = std::mem::take(&mut shared.open);
                 shared.units.push_back(unit);
                 return Ok(Step::Forward);
             }
             b'F' => {
+                self.tracker.own_unit();
                 self.shared.borrow_mut().units.push_back(Unit::default());
                 (self.tracker.function_call(), None, None)
             }
@@ -249,6 +287,7 @@ impl Gate {
                 approvers,
                 sql,
                 parse_of: if tag == b'P' { parse_of } else { None },
+                portal: executes,
                 tag,
             }),
         })
@@ -257,23 +296,26 @@ impl Gate {
     /// Masking needs each result's columns with their real formats, but
     /// drivers re-executing a prepared statement skip Describe (JDBC after
     /// `prepareThreshold`, or Describe of the statement before a Bind that
-    /// asks for binary): those rows would arrive with no description. Such
-    /// an Execute gets a Describe of its portal sent just before it; the
-    /// target pump uses the answer and does not relay it. Returns the bytes
-    /// to send instead of the Execute.
+    /// asks for binary), and a client may describe several portals before
+    /// executing them in another order. Every Execute therefore gets a
+    /// Describe of its portal sent just before it; the target pump uses the
+    /// answer for that Execute's rows and does not relay it. Returns the
+    /// bytes to send instead of the Execute.
     pub fn describe_before(&mut self, execute: &[u8]) -> Option<BytesMut> {
         if !self.masking {
             return None;
         }
         let (portal, _) = messages::execute(&execute[codec::HEADER_LEN..]).ok()?;
-        if !self.described.insert(portal.to_owned()) {
-            return None;
-        }
         let mut out = BytesMut::with_capacity(execute.len() + 16);
         codec::put_describe(&mut out, b'P', portal);
         out.extend_from_slice(execute);
         self.shared.borrow_mut().open.describes.push_back(true);
         Some(out)
+    }
+
+    /// An approved Execute's portal may run on.
+    pub fn approve_portal(&mut self, portal: &str) {
+        self.tracker.approve_portal(portal);
     }
 
     /// An approved Parse may run once.
@@ -307,7 +349,9 @@ impl Gate {
             (b'P', Some(name)) => codec::put_parse(&mut out, name, &token),
             // An Execute's stand-in uses a name of our own, disturbing no
             // client statement.
-            (b'P' | b'E', _) => codec::put_parse(&mut out, &format!("{token}_s"), &token),
+            (b'P' | b'B' | b'E' | b'D' | b'C', _) => {
+                codec::put_parse(&mut out, &format!("{token}_s"), &token)
+            }
             // Query and FunctionCall: answered by an error and ReadyForQuery.
             _ => codec::put_query(&mut out, &token),
         }

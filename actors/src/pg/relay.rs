@@ -247,6 +247,9 @@ impl Relay {
                                 if let (Some(g), Some(name)) = (gate.as_mut(), &held.parse_of) {
                                     g.grant(name);
                                 }
+                                if let (Some(g), Some(portal)) = (gate.as_mut(), &held.portal) {
+                                    g.approve_portal(portal);
+                                }
                                 if let Some(bytes) = describe(gate.as_mut(), &buf) {
                                     out.replace(&buf, end, len, &bytes);
                                 }
@@ -438,6 +441,9 @@ impl Relay {
                 )
             }
             None => {
+                // Dropped first: a decision racing the timeout then fails
+                // ("the session ... has ended") instead of reporting success.
+                drop(rx);
                 broker.do_send(Withdraw(id.clone()));
                 decided(tap, &id, "timed_out", "gateway", None);
                 Waited::Refused(
@@ -622,6 +628,7 @@ impl Relay {
         };
         match tag {
             b'E' => {
+                shared.borrow_mut().unit_error = true;
                 if let Ok(f) = super::messages::error_fields(&buf[at + HEADER_LEN..at + len])
                     && f.code == "42601"
                     && let Some((sqlstate, message)) = shared.borrow_mut().take_rewrite(f.message)
@@ -634,12 +641,18 @@ impl Relay {
                 // a partial row's original bytes).
                 if let Some(f) = filter {
                     let _ = f.copy_done();
-                    return f.notice(tag, &body(buf)).map_err(unmaskable);
+                    let masked = f.notice(tag, &body(buf)).map_err(unmaskable);
+                    // The statement ended: its description ends with it.
+                    f.no_data();
+                    return masked;
                 }
                 Ok(None)
             }
             b'Z' => {
-                shared.borrow_mut().units.pop_front();
+                let mut sh = shared.borrow_mut();
+                sh.units.pop_front();
+                let errored = std::mem::take(&mut sh.unit_error);
+                sh.unit_results.push(errored);
                 Ok(None)
             }
             b'S' => {
@@ -651,7 +664,12 @@ impl Relay {
                         .settings
                         .push((name.to_owned(), value.to_owned()));
                 }
-                Ok(None)
+                // `set_config('application_name', ssn, false)` reports the
+                // value back: masked like any text.
+                match filter {
+                    Some(f) => f.parameter_status(&body(buf)).map_err(unmaskable),
+                    None => Ok(None),
+                }
             }
             _ => {
                 let Some(f) = filter else { return Ok(None) };
@@ -690,6 +708,14 @@ impl Relay {
                         }))
                     }
                     b'N' => f.notice(tag, &body(buf)).map_err(unmaskable),
+                    // PortalSuspended, EmptyQueryResponse: the next rows come
+                    // with a description of their own (injected if need be).
+                    b's' | b'I' => {
+                        f.no_data();
+                        Ok(None)
+                    }
+                    // `pg_notify('c', ssn)`: payloads are masked like text.
+                    b'A' => f.notification(&body(buf)).map_err(unmaskable),
                     _ => Ok(None),
                 }
             }

@@ -90,16 +90,22 @@ pub fn copy_sources(sql: &str) -> Vec<CopySource> {
     {
         return Vec::new();
     }
+    // The parser's tree is hundreds of times the text's size: big texts are
+    // not parsed here either (the COPY is then masked without its columns).
+    if sql.len() > crate::policy::tracker::MAX_CLASSIFIED_SQL {
+        return Vec::new();
+    }
     let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
         return Vec::new();
     };
     statements
         .iter()
         .filter_map(|s| match s {
+            // PostgreSQL takes `TO STDIN` as `TO STDOUT`.
             Statement::Copy {
                 source,
                 to: true,
-                target: CopyTarget::Stdout,
+                target: CopyTarget::Stdout | CopyTarget::Stdin,
                 options,
                 legacy_options,
                 ..

@@ -75,16 +75,38 @@ struct Prepared {
     refused: bool,
 }
 
+/// A bound portal: the verdict of its statement *when it was bound* (the
+/// target binds then; a later Parse under the same name does not change
+/// what the portal runs).
+#[derive(Debug)]
+struct Portal {
+    statement: Option<Prepared>,
+    statement_name: String,
+    /// An approval (of its Parse, or of its first Execute) covers this
+    /// portal's run, including continuations after PortalSuspended.
+    approved: bool,
+}
+
 pub struct PolicyTracker {
     policy: Arc<SqlPolicy>,
+    /// Prepared statements, never forgotten on DEALLOCATE or Close: the
+    /// target may not have run those (an error earlier in the pipeline),
+    /// and a forgotten name re-prepared harmlessly would hide what the
+    /// target still holds. A reused name keeps the stricter verdict.
     statements: HashMap<String, Prepared>,
-    portals: HashMap<String, String>,
+    portals: HashMap<String, Portal>,
+    /// Replacements of the unnamed statement since the last Sync, with
+    /// what it was before: if the target reports an error in that pipeline
+    /// it may have skipped the Parse, so the old verdict is merged back.
+    open_changes: Vec<Option<Prepared>>,
+    /// The same, per pipeline (or Query) still waiting for ReadyForQuery.
+    pending_changes: std::collections::VecDeque<Vec<Option<Prepared>>>,
     /// Classify even when nothing is enforced: column masks need to know
     /// which columns a statement mentions.
     needs_columns: bool,
-    /// Set when the session's settings make the target read SQL text
-    /// differently from the classifier (see [`lexing_hazard`]).
-    lexing_hazard: Option<String>,
+    /// Settings under which the target reads SQL text differently from
+    /// the classifier (see [`lexing_hazard`]), by setting name.
+    hazards: std::collections::BTreeMap<String, String>,
 }
 
 /// Settings under which the target lexes SQL differently from the
@@ -114,6 +136,15 @@ fn refuse(rule: &str, message: impl Into<String>) -> Decision {
     }
 }
 
+fn too_many() -> Verdict {
+    Verdict::Block {
+        rule: "limits".into(),
+        message: format!(
+            "more than {MAX_STATEMENTS} prepared statements or portals in one session"
+        ),
+    }
+}
+
 fn kept(sql: &str) -> String {
     crate::pg::tap::capped(sql, MAX_KEPT_SQL)
 }
@@ -125,33 +156,98 @@ impl PolicyTracker {
             policy,
             statements: HashMap::new(),
             portals: HashMap::new(),
+            open_changes: Vec::new(),
+            pending_changes: Default::default(),
             needs_columns,
-            lexing_hazard: None,
+            hazards: Default::default(),
+        }
+    }
+
+    /// A Sync: the pipeline's changes wait for its ReadyForQuery.
+    pub fn sync(&mut self) {
+        let changes = std::mem::take(&mut self.open_changes);
+        self.pending_changes.push_back(changes);
+    }
+
+    /// A Query or FunctionCall: answered by one ReadyForQuery of its own.
+    pub fn own_unit(&mut self) {
+        self.pending_changes.push_back(Vec::new());
+    }
+
+    /// The target's ReadyForQuery for the oldest pending pipeline, and
+    /// whether it reported an error in it.
+    pub fn unit_done(&mut self, errored: bool) {
+        let Some(changes) = self.pending_changes.pop_front() else {
+            return;
+        };
+        if !errored {
+            return;
+        }
+        for old in changes.into_iter().rev().flatten() {
+            self.merge_back(String::new(), old);
+        }
+    }
+
+    /// The target may still hold `old` under `name`: keep the stricter.
+    fn merge_back(&mut self, name: String, old: Prepared) {
+        match self.statements.get_mut(&name) {
+            Some(cur) => {
+                if cur.refused {
+                    *cur = old;
+                    return;
+                }
+                if old.refused {
+                    return;
+                }
+                cur.verdict = cur.verdict.clone().and(old.verdict);
+                cur.info.kinds.extend(old.info.kinds);
+                cur.info.tables.extend(old.info.tables);
+                cur.info.functions.extend(old.info.functions);
+                cur.info.columns.extend(old.info.columns);
+                cur.info.without_where |= old.info.without_where;
+                cur.sql = kept(&format!(
+                    "{}\n-- or, if the target kept it: {}",
+                    cur.sql, old.sql
+                ));
+            }
+            None => {
+                self.statements.insert(name, old);
+            }
         }
     }
 
     /// The target reported a setting (ParameterStatus).
     pub fn setting(&mut self, name: &str, value: &str) {
         match lexing_hazard(name, value) {
-            Some(why) => self.lexing_hazard = Some(why),
-            // Back to a safe value, unless the other setting is unsafe.
-            None if self
-                .lexing_hazard
-                .as_deref()
-                .is_some_and(|h| h.starts_with(name)) =>
-            {
-                self.lexing_hazard = None;
+            Some(why) => {
+                self.hazards.insert(name.to_owned(), why);
             }
-            None => {}
+            None => {
+                self.hazards.remove(name);
+            }
         }
     }
 
     /// Classify `sql` as the target would read it.
-    fn read(&self, sql: &str) -> Result<Vec<StatementInfo>, super::Unparsed> {
-        match &self.lexing_hazard {
-            Some(why) => Err(super::Unparsed(why.clone())),
-            None => classify_bounded(sql),
+    fn read(&mut self, sql: &str) -> Result<Vec<StatementInfo>, super::Unparsed> {
+        if let Some(why) = self.hazards.values().next() {
+            return Err(super::Unparsed(why.clone()));
         }
+        let infos = classify_bounded(sql)?;
+        // Changing the client encoding changes how the target reads every
+        // later statement, including ones already pipelined behind this
+        // one: such a statement is itself unreadable, and until the target
+        // reports a safe encoding so is everything after it.
+        let lower = sql.to_lowercase();
+        if infos.iter().any(|i| {
+            i.kinds.contains("set") || i.functions.iter().any(|f| f.ends_with("set_config"))
+        }) && (lower.contains("encoding") || lower.contains("names"))
+        {
+            let why = "statement may change client_encoding".to_owned();
+            self.hazards.insert("client_encoding".into(), why.clone());
+            return Err(super::Unparsed(why));
+        }
+        Ok(infos)
     }
 
     pub fn policy(&self) -> &SqlPolicy {
@@ -205,9 +301,12 @@ impl PolicyTracker {
     /// Remember a prepared statement. A name seen before keeps the stricter
     /// verdict and the union of both: if the target refused the second
     /// PREPARE (the name exists), it still runs the first.
-    fn remember(&mut self, name: String, info: StatementInfo, sql: &str, verdict: Verdict) {
+    /// Returns false when the session holds too many names to track
+    /// another (the caller refuses the statement).
+    #[must_use]
+    fn remember(&mut self, name: String, info: StatementInfo, sql: &str, verdict: Verdict) -> bool {
         if self.statements.len() >= MAX_STATEMENTS && !self.statements.contains_key(&name) {
-            return;
+            return false;
         }
         let unnamed = name.is_empty();
         match self.statements.get_mut(&name) {
@@ -219,9 +318,10 @@ impl PolicyTracker {
                 old.info.functions.extend(info.functions);
                 old.info.columns.extend(info.columns);
                 old.info.without_where |= info.without_where;
+                old.refused = false;
             }
             _ => {
-                self.statements.insert(
+                let previous = self.statements.insert(
                     name,
                     Prepared {
                         info,
@@ -231,8 +331,12 @@ impl PolicyTracker {
                         refused: false,
                     },
                 );
+                if unnamed {
+                    self.open_changes.push(previous);
+                }
             }
         }
+        true
     }
 
     /// A simple-protocol Query (one or more statements).
@@ -280,6 +384,11 @@ impl PolicyTracker {
                 }
             };
             mentioned.extend(info.columns.iter().cloned());
+            // FETCH from a cursor and statements the classifier has no
+            // kind for return rows whose columns it cannot name.
+            if info.kinds.contains("other") {
+                mentioned.insert(super::classify::ANY_COLUMN.to_owned());
+            }
             match prepares_name {
                 // Preparing runs nothing: a statement that needs approval
                 // is held when it is executed, each time.
@@ -287,17 +396,14 @@ impl PolicyTracker {
                     if let Verdict::Block { .. } = v {
                         verdict = verdict.and(v.clone());
                     }
-                    self.remember(name, info, sql, v);
+                    if !self.remember(name, info, sql, v) {
+                        verdict = verdict.and(too_many());
+                    }
                 }
                 None => verdict = verdict.and(v),
             }
-            match deallocates_name {
-                Some(Some(name)) => {
-                    self.statements.remove(&name);
-                }
-                Some(None) => self.statements.retain(|name, _| name.is_empty()),
-                None => {}
-            }
+            // DEALLOCATE forgets nothing (see `statements`).
+            let _ = deallocates_name;
         }
         if matches!(verdict, Verdict::Block { .. })
             && let Some(saved) = saved
@@ -323,10 +429,10 @@ impl PolicyTracker {
                 let verdict = self.policy.unreadable(&e.0);
                 let mut info = StatementInfo::default();
                 info.columns.insert(super::classify::ANY_COLUMN.into());
-                if matches!(verdict, Verdict::Block { .. }) {
+                if matches!(verdict, Verdict::Block { .. })
+                    || !self.remember(name.to_owned(), info, sql, verdict.clone())
+                {
                     self.refused_parse(name);
-                } else {
-                    self.remember(name.to_owned(), info, sql, verdict.clone());
                 }
                 return (
                     self.verdict_to_decision(verdict, sql),
@@ -334,6 +440,18 @@ impl PolicyTracker {
                 );
             }
         };
+        // A prepared `EXECUTE d` runs whatever d is when it runs, which a
+        // later PREPARE can change: it cannot be judged now.
+        if self.policy.enforcing() && infos.iter().any(|i| i.executes.is_some()) {
+            self.refused_parse(name);
+            return (
+                refuse(
+                    "unknown-statement",
+                    "EXECUTE inside a prepared statement cannot be checked against policy",
+                ),
+                None,
+            );
+        }
         let mut verdict = Verdict::Allow;
         let mut merged = StatementInfo::default();
         for info in infos {
@@ -351,8 +469,9 @@ impl PolicyTracker {
         let mentioned = merged.columns.clone();
         if matches!(verdict, Verdict::Block { .. }) {
             self.refused_parse(name);
-        } else {
-            self.remember(name.to_owned(), merged, sql, verdict.clone());
+        } else if !self.remember(name.to_owned(), merged, sql, verdict.clone()) {
+            self.refused_parse(name);
+            return (self.verdict_to_decision(too_many(), sql), None);
         }
         (self.verdict_to_decision(verdict, sql), Some(mentioned))
     }
@@ -363,8 +482,9 @@ impl PolicyTracker {
     /// Parse, and a new name is not created; a named statement that existed
     /// keeps whatever it had (and its verdict).
     pub fn refused_parse(&mut self, name: &str) {
-        if name.is_empty() || !self.statements.contains_key(name) {
-            self.statements.insert(
+        let new = !self.statements.contains_key(name);
+        if name.is_empty() || (new && self.statements.len() < MAX_STATEMENTS) {
+            let previous = self.statements.insert(
                 name.to_owned(),
                 Prepared {
                     info: StatementInfo::default(),
@@ -374,6 +494,9 @@ impl PolicyTracker {
                     refused: true,
                 },
             );
+            if name.is_empty() {
+                self.open_changes.push(previous);
+            }
         }
     }
 
@@ -384,87 +507,115 @@ impl PolicyTracker {
         }
     }
 
-    pub fn bind(&mut self, portal: &str, statement: &str) {
-        if self.watching() {
-            if self.portals.len() >= MAX_STATEMENTS && !self.portals.contains_key(portal) {
-                return;
-            }
-            self.portals.insert(portal.to_owned(), statement.to_owned());
+    /// Bind: the portal takes its statement's verdict now, and an approved
+    /// Parse's one execution.
+    pub fn bind(&mut self, portal: &str, statement: &str) -> Decision {
+        if !self.watching() {
+            return Decision::Forward;
         }
+        if self.portals.len() >= MAX_STATEMENTS && !self.portals.contains_key(portal) {
+            return self.verdict_to_decision(too_many(), "");
+        }
+        let mut approved = false;
+        let entry = self.statements.get_mut(statement).map(|p| {
+            if p.credits > 0 {
+                p.credits -= 1;
+                approved = true;
+            }
+            p.clone()
+        });
+        self.portals.insert(
+            portal.to_owned(),
+            Portal {
+                statement: entry,
+                statement_name: statement.to_owned(),
+                approved,
+            },
+        );
+        Decision::Forward
     }
 
     /// Execute of a portal: statements that need approval are held at
-    /// every execution unless their Parse was just approved.
+    /// every run unless their Parse was just approved.
     pub fn execute(&mut self, portal: &str) -> (Decision, Option<Mentioned>) {
         if !self.watching() {
             return (Decision::Forward, None);
         }
-        // A portal the gateway did not bind is a SQL cursor (DECLARE), judged
-        // when it was declared.
-        let Some(statement) = self.portals.get(portal) else {
-            return (Decision::Forward, Some(self.all_mentioned()));
-        };
         let enforcing = self.policy.enforcing();
-        let Some(p) = self.statements.get_mut(statement) else {
+        let Some(p) = self.portals.get(portal) else {
+            // Not bound through the gateway: a SQL cursor (DECLARE) at best.
             return if enforcing {
                 (
                     refuse(
                         "unknown-statement",
-                        format!("prepared statement {statement:?} was not seen by the gateway"),
+                        format!("portal {portal:?} was not bound through the gateway"),
                     ),
                     None,
                 )
             } else {
-                (Decision::Forward, None)
+                (Decision::Forward, Some(self.all_mentioned()))
             };
         };
-        if p.refused {
+        let Some(stmt) = &p.statement else {
+            return if enforcing {
+                (
+                    refuse(
+                        "unknown-statement",
+                        format!(
+                            "prepared statement {:?} was not seen by the gateway",
+                            p.statement_name
+                        ),
+                    ),
+                    None,
+                )
+            } else {
+                (Decision::Forward, Some(self.all_mentioned()))
+            };
+        };
+        if stmt.refused {
             return (Decision::Forward, None);
         }
-        let mentioned = Some(p.info.columns.clone());
-        match &p.verdict {
+        let mentioned = Some(stmt.info.columns.clone());
+        match &stmt.verdict {
             Verdict::Approve {
                 rule,
                 timeout,
                 approvers,
-            } => {
-                if p.credits > 0 {
-                    p.credits -= 1;
-                    (Decision::Forward, mentioned)
-                } else {
-                    (
-                        Decision::Hold {
-                            rule: rule.clone(),
-                            timeout: *timeout,
-                            approvers: approvers.clone(),
-                            sql: p.sql.clone(),
-                        },
-                        mentioned,
-                    )
-                }
-            }
-            // A blocked statement is never remembered; Allow runs.
+            } if !p.approved => (
+                Decision::Hold {
+                    rule: rule.clone(),
+                    timeout: *timeout,
+                    approvers: approvers.clone(),
+                    sql: stmt.sql.clone(),
+                },
+                mentioned,
+            ),
+            // Approved, allowed (a blocked statement is never remembered).
             _ => (Decision::Forward, mentioned),
         }
     }
 
-    /// Close of a statement (`S`) or portal (`P`).
+    /// An operator approved an Execute: the portal's run may go on.
+    pub fn approve_portal(&mut self, portal: &str) {
+        if let Some(p) = self.portals.get_mut(portal) {
+            p.approved = true;
+        }
+    }
+
+    /// Close of a portal (`P`). Statements are never forgotten (see
+    /// `statements`).
     pub fn close(&mut self, what: u8, name: &str) {
-        match what {
-            b'S' => {
-                self.statements.remove(name);
-            }
-            b'P' => {
-                self.portals.remove(name);
-            }
-            _ => {}
+        if what == b'P' {
+            self.portals.remove(name);
         }
     }
 
     /// Fast-path FunctionCall names a function by OID only, which cannot be
     /// checked against function rules: refused under an enforcing policy.
+    /// Its result (FunctionCallResponse) is not masked either, so it is
+    /// refused under a masking policy too.
     pub fn function_call(&self) -> Decision {
-        if self.policy.enforcing() {
+        if self.policy.enforcing() || self.policy.masker.is_some() {
             refuse(
                 "function-call",
                 "fast-path function calls cannot be checked against policy",
@@ -525,7 +676,62 @@ mod tests {
         assert_eq!(t.query("PREPARE q AS SELECT 1").0, Decision::Forward);
         assert_eq!(t.query("EXECUTE q").0, Decision::Forward);
         assert_eq!(t.query("DEALLOCATE q").0, Decision::Forward);
-        assert!(is_refused(&t.query("EXECUTE q").0), "deallocated");
+        // Not forgotten: the target may have skipped the DEALLOCATE.
+        assert_eq!(t.query("EXECUTE q").0, Decision::Forward);
+    }
+
+    #[test]
+    fn a_skipped_deallocate_cannot_launder_a_name() {
+        let mut t = tracker(vec![rule(approve(), &["delete"])]);
+        assert_eq!(t.query("PREPARE d AS DELETE FROM t").0, Decision::Forward);
+        // The target fails before DEALLOCATE and keeps d = DELETE.
+        assert_eq!(t.query("SELECT 1/0; DEALLOCATE d").0, Decision::Forward);
+        assert_eq!(t.query("PREPARE d AS SELECT 1").0, Decision::Forward);
+        assert!(is_held(&t.query("EXECUTE d").0));
+        // In one message, in order: still the stricter of both.
+        assert!(is_held(
+            &t.query("DEALLOCATE d; PREPARE d AS SELECT 2; EXECUTE d").0
+        ));
+    }
+
+    #[test]
+    fn a_skipped_unnamed_parse_keeps_the_old_verdict() {
+        let mut t = tracker(vec![rule(approve(), &["delete"])]);
+        assert!(is_held(&t.parse("", "DELETE FROM t").0));
+        t.grant("");
+        t.bind("p1", "");
+        t.sync();
+        t.unit_done(false);
+        assert_eq!(t.execute("p1").0, Decision::Forward);
+        // A failing Bind makes the target skip the next Parse of "".
+        t.bind("x", "nope");
+        assert_eq!(t.parse("", "SELECT 1").0, Decision::Forward);
+        t.sync();
+        t.unit_done(true);
+        t.bind("p2", "");
+        assert!(
+            is_held(&t.execute("p2").0),
+            "the target may still hold the DELETE"
+        );
+        // Without an error the new statement replaced the old.
+        assert_eq!(t.parse("", "SELECT 1").0, Decision::Forward);
+        t.sync();
+        t.unit_done(false);
+        t.bind("p3", "");
+        assert_eq!(t.execute("p3").0, Decision::Forward);
+    }
+
+    #[test]
+    fn a_portal_runs_what_it_was_bound_to() {
+        let mut t = tracker(vec![rule(approve(), &["delete"])]);
+        assert!(is_held(&t.parse("", "DELETE FROM t").0));
+        t.grant("");
+        t.bind("p1", "");
+        t.bind("p2", "");
+        assert_eq!(t.parse("", "SELECT 1").0, Decision::Forward);
+        assert_eq!(t.execute("p1").0, Decision::Forward, "approved");
+        assert!(is_held(&t.execute("p2").0), "one approval, one portal");
+        assert!(is_refused(&t.parse("x", "EXECUTE d").0));
     }
 
     #[test]
@@ -539,6 +745,8 @@ mod tests {
         t.grant("s");
         t.bind("", "s");
         assert_eq!(t.execute("").0, Decision::Forward);
+        assert_eq!(t.execute("").0, Decision::Forward, "the same run goes on");
+        t.bind("", "s");
         assert!(is_held(&t.execute("").0), "single use");
     }
 
@@ -572,8 +780,8 @@ mod tests {
         t.bind("", "never-parsed");
         assert!(is_refused(&t.execute("").0));
         assert!(is_refused(&t.function_call()));
-        // A portal the gateway did not bind is a SQL cursor: forwarded.
-        assert_eq!(t.execute("cursor_1").0, Decision::Forward);
+        // A portal the gateway did not bind cannot be judged.
+        assert!(is_refused(&t.execute("cursor_1").0));
     }
 
     #[test]

@@ -215,6 +215,9 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
     });
 
     for op in &raw.operators {
+        if op.name == gatehouse_actors::policy::NOBODY || op.name.trim().is_empty() {
+            c.problem_at(1, format!("operator name {:?} is reserved", op.name));
+        }
         if op.public_key.split_whitespace().count() < 2 {
             c.problem_at(
                 1,
