@@ -42,7 +42,7 @@ TOML
         printf '[[policies.guarded.rules]]\naction = "block"\nfunctions = ["%s"]\n' "$fn"
     done
     printf '[[policies.guarded.rules]]\naction = "block"\nstatements = ["delete", "update"]\nwithout_where = true\n'
-    printf '[[policies.guarded.rules]]\naction = "block"\ntables = ["pg_authid", "secrets.*"]\n'
+    printf '[[policies.guarded.rules]]\naction = "block"\ntables = ["pg_authid", "pg_shadow", "secret_keys"]\n'
     printf '[[policies.guarded.rules]]\naction = "block"\nstatements = ["do"]\n'
     # 5 mask rules: columns and detectors.
     cat <<'TOML'

@@ -200,14 +200,42 @@ regex = ["ACME-[0-9]{6}"]
     let (code, _, stderr) = check(&good)?;
     assert_eq!(code, 0, "a valid policy is accepted: {stderr}");
     for (from, to, says) in [
-        ("\"truncate\"]", "\"truncat\"]", "unknown statement kind \"truncat\""),
-        ("action = \"block\"", "action = \"deny\"", "action \"deny\" is not"),
-        ("\"billing.*\"", "\"a.b.c\"", "is not `name` or `schema.name`"),
-        ("\"credit_card\", ", "\"credit_crad\", ", "unknown detector \"credit_crad\""),
+        (
+            "\"truncate\"]",
+            "\"truncat\"]",
+            "unknown statement kind \"truncat\"",
+        ),
+        (
+            "action = \"block\"",
+            "action = \"deny\"",
+            "action \"deny\" is not",
+        ),
+        (
+            "\"billing.*\"",
+            "\"a.b.c\"",
+            "is not `name` or `schema.name`",
+        ),
+        (
+            "\"credit_card\", ",
+            "\"credit_crad\", ",
+            "unknown detector \"credit_crad\"",
+        ),
         ("ACME-[0-9]{6}", "x*", "can match the empty string"),
-        ("strategy = \"partial\"", "strategy = \"scramble\"", "strategy \"scramble\""),
-        ("message = \"migrations only\"", "timeout = \"1m\"", "`timeout` only applies"),
-        ("timeout = \"2m\"", "timeout = \"2m\"\napprovers = [\"mallory\"]", "approver \"mallory\""),
+        (
+            "strategy = \"partial\"",
+            "strategy = \"scramble\"",
+            "strategy \"scramble\"",
+        ),
+        (
+            "message = \"migrations only\"",
+            "timeout = \"1m\"",
+            "`timeout` only applies",
+        ),
+        (
+            "timeout = \"2m\"",
+            "timeout = \"2m\"\napprovers = [\"mallory\"]",
+            "approver \"mallory\"",
+        ),
         ("keep = 4", "keep = 4\ncolour = 1", "unknown field `colour`"),
     ] {
         let bad = good.replace(from, to);
@@ -215,7 +243,10 @@ regex = ["ACME-[0-9]{6}"]
         let (code, _, stderr) = check(&bad)?;
         assert_ne!(code, 0, "{to} should be refused");
         assert!(stderr.contains(says), "{to}: {stderr}");
-        assert!(stderr.contains(".toml:"), "names the file and line: {stderr}");
+        assert!(
+            stderr.contains(".toml:"),
+            "names the file and line: {stderr}"
+        );
     }
     let strict = GOOD.replace("recording = \"batched\"", "recording = \"strict\"");
     let (code, _, stderr) = check(&strict)?;
