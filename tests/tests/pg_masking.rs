@@ -281,31 +281,11 @@ fn exchange(pg: &mut RawPg, bytes: &[u8]) -> Result<Vec<Msg>> {
     Ok(msgs)
 }
 
-/// DataRow values as bytes (`None` for NULL).
-fn row_bytes(msg: &Msg) -> Vec<Option<Vec<u8>>> {
-    let b = &msg.body;
-    let n = i16::from_be_bytes([b[0], b[1]]) as usize;
-    let mut pos = 2;
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let len = i32::from_be_bytes([b[pos], b[pos + 1], b[pos + 2], b[pos + 3]]);
-        pos += 4;
-        if len < 0 {
-            out.push(None);
-        } else {
-            let len = len as usize;
-            out.push(Some(b[pos..pos + len].to_vec()));
-            pos += len;
-        }
-    }
-    out
-}
-
 /// Every DataRow of `msgs`.
 fn rows(msgs: &[Msg]) -> Vec<Vec<Option<Vec<u8>>>> {
     msgs.iter()
         .filter(|m| m.tag == b'D')
-        .map(row_bytes)
+        .map(Msg::row_bytes)
         .collect()
 }
 

@@ -406,8 +406,8 @@ impl Msg {
         self.fields().get(&'M').cloned().unwrap_or_default()
     }
 
-    /// DataRow values (`None` for NULL).
-    pub fn row(&self) -> Vec<Option<String>> {
+    /// DataRow values as bytes (`None` for NULL).
+    pub fn row_bytes(&self) -> Vec<Option<Vec<u8>>> {
         let b = &self.body;
         let n = i16::from_be_bytes([b[0], b[1]]) as usize;
         let mut pos = 2;
@@ -419,13 +419,19 @@ impl Msg {
                 out.push(None);
             } else {
                 let len = len as usize;
-                out.push(Some(
-                    String::from_utf8_lossy(&b[pos..pos + len]).into_owned(),
-                ));
+                out.push(Some(b[pos..pos + len].to_vec()));
                 pos += len;
             }
         }
         out
+    }
+
+    /// DataRow values as text (`None` for NULL).
+    pub fn row(&self) -> Vec<Option<String>> {
+        self.row_bytes()
+            .into_iter()
+            .map(|v| v.map(|v| String::from_utf8_lossy(&v).into_owned()))
+            .collect()
     }
 
     /// CommandComplete tag.
