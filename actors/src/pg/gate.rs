@@ -169,7 +169,7 @@ impl Gate {
     pub fn check(&mut self, tag: u8, body: &[u8]) -> Result<Step, CodecError> {
         let (settings, results) = {
             let mut shared = self.shared.borrow_mut();
-            if shared.units.len() > MAX_UNANSWERED {
+            if shared.units.len() > MAX_UNANSWERED || shared.open.describes.len() > MAX_UNANSWERED {
                 return Err(CodecError::Malformed(
                     "pipeline: too many unanswered messages for",
                 ));
