@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use gatehouse_actors::mask::{
-    ColumnInfo, CopyFormat, CopyMasker, MaskRule, MaskStats, Masker, RowPlan, Strategy,
+    ColumnInfo, CopyFormat, CopyMasker, DETECTORS, MaskRule, MaskStats, Masker, RowPlan, Strategy,
 };
 
 const WORDS: &[&str] = &[
@@ -321,19 +321,7 @@ fn main() {
             "  => relay at {relay:.0} MB/s with e-mail+card masking: {combined:.0} MB/s ({:.0} % kept)",
             combined / relay * 100.0
         );
-        let m = masker(
-            &[
-                "email",
-                "credit_card",
-                "us_ssn",
-                "iban",
-                "aws_access_key",
-                "secret_key",
-                "jwt",
-                "pem_private_key",
-            ],
-            &[],
-        );
+        let m = masker(DETECTORS, &[]);
         run("all 8 detectors", &m, &m.plan(&cols, &none), &rows, bytes);
         let m = masker(&["email", "credit_card"], &["email"]);
         run(

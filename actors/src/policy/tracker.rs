@@ -136,6 +136,28 @@ fn refuse(rule: &str, message: impl Into<String>) -> Decision {
     }
 }
 
+/// Everything either statement does (for a name that may hold either).
+fn union(into: &mut StatementInfo, other: StatementInfo) {
+    into.kinds.extend(other.kinds);
+    into.tables.extend(other.tables);
+    into.functions.extend(other.functions);
+    into.columns.extend(other.columns);
+    into.without_where |= other.without_where;
+}
+
+impl Prepared {
+    /// The name may hold this statement or `other`: keep the stricter
+    /// verdict, both statements' effects, and both texts for an approver.
+    fn absorb(&mut self, other: StatementInfo, other_sql: &str, other_verdict: Verdict) {
+        self.verdict = self.verdict.clone().and(other_verdict);
+        union(&mut self.info, other);
+        self.sql = kept(&format!(
+            "{}\n-- or, if the target kept it: {other_sql}",
+            self.sql
+        ));
+    }
+}
+
 fn too_many() -> Verdict {
     Verdict::Block {
         rule: "limits".into(),
@@ -199,16 +221,7 @@ impl PolicyTracker {
                 if old.refused {
                     return;
                 }
-                cur.verdict = cur.verdict.clone().and(old.verdict);
-                cur.info.kinds.extend(old.info.kinds);
-                cur.info.tables.extend(old.info.tables);
-                cur.info.functions.extend(old.info.functions);
-                cur.info.columns.extend(old.info.columns);
-                cur.info.without_where |= old.info.without_where;
-                cur.sql = kept(&format!(
-                    "{}\n-- or, if the target kept it: {}",
-                    cur.sql, old.sql
-                ));
+                cur.absorb(old.info, &old.sql, old.verdict);
             }
             None => {
                 self.statements.insert(name, old);
@@ -311,13 +324,7 @@ impl PolicyTracker {
         let unnamed = name.is_empty();
         match self.statements.get_mut(&name) {
             Some(old) if !unnamed => {
-                old.verdict = old.verdict.clone().and(verdict);
-                old.sql = kept(&format!("{}\n-- or, if the target kept it: {sql}", old.sql));
-                old.info.kinds.extend(info.kinds);
-                old.info.tables.extend(info.tables);
-                old.info.functions.extend(info.functions);
-                old.info.columns.extend(info.columns);
-                old.info.without_where |= info.without_where;
+                old.absorb(info, sql, verdict);
                 old.refused = false;
             }
             _ => {
@@ -460,11 +467,7 @@ impl PolicyTracker {
                 Err(d) => return (d, None),
             };
             verdict = verdict.and(v);
-            merged.kinds.extend(info.kinds);
-            merged.tables.extend(info.tables);
-            merged.functions.extend(info.functions);
-            merged.columns.extend(info.columns);
-            merged.without_where |= info.without_where;
+            union(&mut merged, info);
         }
         let mentioned = merged.columns.clone();
         if matches!(verdict, Verdict::Block { .. }) {
