@@ -33,7 +33,7 @@
 //!   COPY rewriting; [`approval`] the ApprovalBroker actor.
 //! - [`pg::session`] the `PgSession` actor; [`pg::listener`] accept loop and limits.
 //! - [`registry`] live sessions and kill; [`recorder`] the single redb writer.
-//! - [`recording`] the recording model and its text rendering; [`store`] the
+//! - [`recording`] the recording model, its text and asciicast renderings; [`store`] the
 //!   on-disk schema ([`store::schema`]), signed seals ([`store::seal`]), chain
 //!   verification ([`store::verify`]) and readers.
 //! - [`auth`] the token-verification interface the appliance implements;

@@ -215,4 +215,22 @@ pub enum EventKind {
     Masked {
         counts: Vec<(String, String, u64)>,
     },
+    /// An operator ran a command on the admin SSH endpoint (as typed).
+    AdminCommand {
+        command: String,
+    },
+    /// That command finished: its exit status and the bytes it sent.
+    AdminExit {
+        status: u32,
+        bytes: u64,
+    },
+    /// One operation of the read-only SFTP view of recordings: `op` is the
+    /// SFTP request (`open`, `opendir`, `write`, ...), `outcome` `ok` or
+    /// why it was refused, `bytes` what a closed file handle delivered.
+    Sftp {
+        op: String,
+        path: String,
+        outcome: String,
+        bytes: u64,
+    },
 }

@@ -1,7 +1,12 @@
 //! The recording model, shared by the recorder, the readers and exports.
+//!
+//! Layout: `event` the header and event types (the stored model), `text`
+//! the one-line-per-event rendering, `asciicast` the asciinema replay file.
 
+mod asciicast;
 mod event;
 mod text;
 
+pub use asciicast::write_asciicast;
 pub use event::{Direction, Event, EventKind, Outcome, RecordingId, SessionHeader};
 pub use text::{clean, format_event, format_header, format_time};

@@ -145,6 +145,22 @@ pub fn format_event(e: &Event) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+        EventKind::AdminCommand { command } => format!("command: {command}"),
+        EventKind::AdminExit { status, bytes } => {
+            format!("command exited with status {status} after {bytes} bytes")
+        }
+        EventKind::Sftp {
+            op,
+            path,
+            outcome,
+            bytes,
+        } => {
+            if *bytes > 0 {
+                format!("sftp {op} {path}: {outcome} ({bytes} bytes)")
+            } else {
+                format!("sftp {op} {path}: {outcome}")
+            }
+        }
         EventKind::End { outcome, reason } => match reason {
             Some(r) => format!("end: {} ({r})", outcome.as_str()),
             None => format!("end: {}", outcome.as_str()),
