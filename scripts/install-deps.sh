@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install what Gatehouse's tests, demo and benchmarks need on a Debian
 # machine: PostgreSQL 15 (server binaries, psql, pgbench), OpenSSL (the test
-# issuer's keys) and PgBouncer (benchmark baseline). Idempotent; root only.
+# issuer's keys), the OpenSSH clients (ssh, scp, sftp, ssh-keygen: the admin
+# endpoint's tests), asciinema (plays exported .cast files) and PgBouncer
+# (benchmark baseline). Idempotent; root only.
 set -euo pipefail
 
 need=()
@@ -12,6 +14,10 @@ command -v psql >/dev/null || need+=(postgresql-client-15)
 command -v pgbench >/dev/null || need+=(postgresql-contrib)
 command -v openssl >/dev/null || need+=(openssl)
 command -v runuser >/dev/null || need+=(util-linux)
+for bin in ssh scp sftp ssh-keygen; do
+    command -v "$bin" >/dev/null || { need+=(openssh-client); break; }
+done
+command -v asciinema >/dev/null || need+=(asciinema)
 if [ "${WITH_BENCH:-0}" = 1 ]; then
     command -v pgbouncer >/dev/null || need+=(pgbouncer)
 fi

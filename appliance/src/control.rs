@@ -60,12 +60,18 @@ pub enum Response {
     },
 }
 
+/// Processes the daemon started on an operator's behalf (admin SSH
+/// commands), by pid, with how that operator authenticated: a request from
+/// one of them is attributed to the endpoint, not to a local user.
+pub type Callers = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u32, String>>>;
+
 /// Serve the socket until the process ends.
 pub async fn serve(
     path: PathBuf,
     recorder: RecorderHandle,
     registry: RegistryHandle,
     approvals: BrokerHandle,
+    callers: Callers,
 ) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::remove_file(&path);
@@ -81,10 +87,14 @@ pub async fn serve(
                 continue;
             }
         };
-        let (recorder, registry, approvals) =
-            (recorder.clone(), registry.clone(), approvals.clone());
+        let (recorder, registry, approvals, callers) = (
+            recorder.clone(),
+            registry.clone(),
+            approvals.clone(),
+            callers.clone(),
+        );
         actix::spawn(async move {
-            if let Err(e) = handle(stream, &recorder, &registry, &approvals).await {
+            if let Err(e) = handle(stream, &recorder, &registry, &approvals, &callers).await {
                 tracing::warn!("control request failed: {e:#}");
             }
         });
@@ -96,10 +106,18 @@ async fn handle(
     recorder: &RecorderHandle,
     registry: &RegistryHandle,
     approvals: &BrokerHandle,
+    callers: &Callers,
 ) -> anyhow::Result<()> {
     let who = match stream.peer_cred() {
-        Ok(c) => format!("cli uid={} pid={}", c.uid(), c.pid().unwrap_or(0)),
-        Err(_) => "cli (unknown peer)".to_owned(),
+        Ok(c) => {
+            let pid = c.pid().unwrap_or(0);
+            let known = callers
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&(pid as u32)).cloned());
+            known.unwrap_or_else(|| format!("local cli uid={} pid={pid}", c.uid()))
+        }
+        Err(_) => "local cli (unknown peer)".to_owned(),
     };
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
@@ -151,7 +169,7 @@ async fn handle(
                 id,
                 approve,
                 operator,
-                via: format!("local {who}"),
+                via: who,
                 reason,
             };
             match approvals.send(decide).await {

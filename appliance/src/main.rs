@@ -7,6 +7,8 @@
 //! - `serve` wiring of the actor system, listeners and shutdown.
 //! - `recordings` the `recordings` subcommands (list, show, verify, export,
 //!   status, purge, purges).
+//! - `admin` the admin SSH endpoint (operators: export, approvals, SFTP);
+//!   `sftp_view` the read-only SFTP view of recordings it runs.
 //! - `control` the daemon's local control socket and its client.
 //! - `logging` text or JSON logs.
 //!
@@ -16,6 +18,7 @@
 //! gatehouse recordings list --config /etc/gatehouse/gatehouse.toml
 //! ```
 
+mod admin;
 mod approvals;
 mod config;
 mod control;
@@ -23,6 +26,7 @@ mod logging;
 mod oidc;
 mod recordings;
 mod serve;
+mod sftp_view;
 mod tls;
 
 use std::path::PathBuf;
@@ -109,7 +113,17 @@ enum RecordingsCommand {
         /// JSON Lines: one session header per line.
         #[arg(long)]
         json: bool,
+        /// Sessions started at or after: 2026-11-01, an RFC 3339 time, or an age like 1d.
+        #[arg(long)]
+        since: Option<String>,
+        /// Sessions started before (same forms as --since).
+        #[arg(long)]
+        until: Option<String>,
     },
+    /// Serve the read-only SFTP view of recordings on stdin/stdout (run by
+    /// the admin SSH endpoint for each SFTP session).
+    #[command(hide = true)]
+    SftpServer,
     /// Recompute hash chains and check seals; non-zero exit when any
     /// recording was altered, truncated or sealed by another key.
     Verify {
@@ -136,8 +150,8 @@ enum RecordingsCommand {
     },
     /// The purge audit log: every removal, manual or by retention.
     Purges,
-    /// Write recordings to stdout: one as JSON Lines, or any number as a
-    /// self-verifying .tar.zst archive.
+    /// Write recordings to stdout: one as JSON Lines or an asciicast v2
+    /// replay, or any number as a self-verifying .tar.zst archive.
     Export {
         /// Recording id (or a unique prefix of one).
         id: Option<String>,
@@ -202,7 +216,10 @@ fn main() -> ExitCode {
         }
         Command::Serve => serve::run(cfg),
         Command::Recordings { command } => match command {
-            RecordingsCommand::List { json } => recordings::list(&cfg, json),
+            RecordingsCommand::List { json, since, until } => {
+                recordings::list(&cfg, json, since.as_deref(), until.as_deref())
+            }
+            RecordingsCommand::SftpServer => sftp_view::run(&cfg),
             RecordingsCommand::Show { id, json } => recordings::show(&cfg, &id, json),
             RecordingsCommand::Status => recordings::status(&cfg),
             RecordingsCommand::Purge { before } => recordings::purge(&cfg, &before),

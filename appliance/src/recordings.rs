@@ -4,21 +4,33 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context as _;
-use gatehouse_actors::recording::{format_event, format_header, format_time};
+use gatehouse_actors::recording::{
+    RecordingId, format_event, format_header, format_time, write_asciicast,
+};
 use gatehouse_actors::store::seal::fingerprint;
 use gatehouse_actors::store::{RecordingStore, SigningKey, Verdict};
 
 use crate::config::LoadedConfig;
 
-fn open(cfg: &LoadedConfig) -> anyhow::Result<RecordingStore> {
+pub fn open(cfg: &LoadedConfig) -> anyhow::Result<RecordingStore> {
     let path = cfg.data_dir.join("recordings.redb");
     RecordingStore::open_read_only(&path).with_context(|| format!("opening {}", path.display()))
 }
 
-pub fn list(cfg: &LoadedConfig, json: bool) -> anyhow::Result<()> {
+pub fn list(
+    cfg: &LoadedConfig,
+    json: bool,
+    since: Option<&str>,
+    until: Option<&str>,
+) -> anyhow::Result<()> {
     let store = open(cfg)?;
+    let (from, to) = window(since, until)?;
     let mut out = std::io::stdout().lock();
-    for h in store.sessions()? {
+    for h in store
+        .sessions()?
+        .into_iter()
+        .filter(|h| h.started_at >= from && h.started_at < to)
+    {
         if json {
             serde_json::to_writer(&mut out, &h)?;
             writeln!(out)?;
@@ -34,17 +46,12 @@ pub fn show(cfg: &LoadedConfig, id: &str, json: bool) -> anyhow::Result<()> {
     let id = store
         .resolve(id)
         .with_context(|| format!("no single recording matches {id:?}"))?;
-    let header = store.header(id)?;
-    let events = store.events(id)?;
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if json {
-        serde_json::to_writer(&mut out, &serde_json::json!({ "header": header }))?;
-        writeln!(out)?;
-        for e in &events {
-            serde_json::to_writer(&mut out, e)?;
-            writeln!(out)?;
-        }
+        write_jsonl(&store, id, &mut out)?;
     } else {
+        let header = store.header(id)?;
+        let events = store.events(id)?;
         writeln!(out, "{}", format_header(&header))?;
         if let Some(r) = &header.reason {
             writeln!(out, "reason: {r}")?;
@@ -53,6 +60,59 @@ pub fn show(cfg: &LoadedConfig, id: &str, json: bool) -> anyhow::Result<()> {
             writeln!(out, "{}", format_event(e))?;
         }
     }
+    out.flush()?;
+    Ok(())
+}
+
+/// A session as JSON Lines: `{"header": …}`, then one event per line.
+pub fn write_jsonl(
+    store: &RecordingStore,
+    id: RecordingId,
+    mut out: impl Write,
+) -> anyhow::Result<()> {
+    let header = store.header(id)?;
+    serde_json::to_writer(&mut out, &serde_json::json!({ "header": header }))?;
+    writeln!(out)?;
+    for e in &store.events(id)? {
+        serde_json::to_writer(&mut out, e)?;
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+/// A session as an asciicast v2 replay.
+pub fn write_cast(store: &RecordingStore, id: RecordingId, out: impl Write) -> anyhow::Result<()> {
+    let header = store.header(id)?;
+    let events = store.events(id)?;
+    write_asciicast(&header, &events, out)?;
+    Ok(())
+}
+
+/// A session's header and seal, with the verdict of recomputing its chain
+/// against `public_key` now, as one JSON document.
+pub fn write_summary(
+    store: &RecordingStore,
+    id: RecordingId,
+    public_key: &[u8],
+    mut out: impl Write,
+) -> anyhow::Result<()> {
+    let raw = store.raw(id)?;
+    let header: serde_json::Value = serde_json::from_slice(&raw.header)?;
+    let seal = match &raw.seal {
+        Some(bytes) => serde_json::from_slice(bytes).unwrap_or(serde_json::Value::Null),
+        None => serde_json::Value::Null,
+    };
+    serde_json::to_writer_pretty(
+        &mut out,
+        &serde_json::json!({
+            "header": header,
+            "seal": seal,
+            "verdict": raw.verify(public_key).to_string(),
+            "public_key": hex::encode(public_key),
+            "key_fingerprint": format!("sha256:{}", fingerprint(public_key)),
+        }),
+    )?;
+    writeln!(out)?;
     Ok(())
 }
 
@@ -80,6 +140,11 @@ pub fn signing_key(data_dir: &Path) -> anyhow::Result<SigningKey> {
 }
 
 /// A public key file as `signing_key` writes it: hex on one line.
+/// The appliance's own public key, as the daemon wrote it.
+pub fn stored_public_key(cfg: &LoadedConfig) -> anyhow::Result<Vec<u8>> {
+    read_public_key(&cfg.data_dir.join(SIGNING_PUB))
+}
+
 fn read_public_key(path: &Path) -> anyhow::Result<Vec<u8>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the public key {}", path.display()))?;
@@ -130,6 +195,8 @@ pub fn verify(
 pub enum ExportFormat {
     /// One session: its header, then one event per line.
     Jsonl,
+    /// One session as an asciicast v2 replay (plays in asciinema).
+    Asciicast,
     /// Any number of sessions as a self-verifying .tar.zst.
     Archive,
 }
@@ -153,8 +220,7 @@ pub fn export(cfg: &LoadedConfig, what: Selection<'_>, format: ExportFormat) -> 
             ]
         }
         (None, since, until) => {
-            let from = since.map(parse_point).transpose()?.unwrap_or(i64::MIN);
-            let to = until.map(parse_point).transpose()?.unwrap_or(i64::MAX);
+            let (from, to) = window(since, until)?;
             store
                 .sessions()?
                 .into_iter()
@@ -165,13 +231,19 @@ pub fn export(cfg: &LoadedConfig, what: Selection<'_>, format: ExportFormat) -> 
         _ => anyhow::bail!("give a recording id, or --since/--until"),
     };
     match format {
-        ExportFormat::Jsonl => {
+        ExportFormat::Jsonl | ExportFormat::Asciicast => {
             let [id] = ids.as_slice() else {
                 anyhow::bail!(
-                    "--format jsonl exports one recording; use --format archive for several"
+                    "--format jsonl and asciicast export one recording; use --format archive for several"
                 );
             };
-            show(cfg, &id.to_string(), true)
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            match format {
+                ExportFormat::Jsonl => write_jsonl(&store, *id, &mut out)?,
+                _ => write_cast(&store, *id, &mut out)?,
+            }
+            out.flush()?;
+            Ok(())
         }
         ExportFormat::Archive => {
             let key_path = cfg.data_dir.join(SIGNING_KEY);
@@ -182,6 +254,17 @@ pub fn export(cfg: &LoadedConfig, what: Selection<'_>, format: ExportFormat) -> 
                 );
             }
             let key = SigningKey::load_or_create(&key_path)?;
+            // A live session has no seal yet, so it could not verify: it is
+            // archived once it has ended.
+            let (ids, live): (Vec<_>, Vec<_>) = ids
+                .into_iter()
+                .partition(|id| store.header(*id).map_or(true, |h| h.outcome.is_some()));
+            if !live.is_empty() {
+                eprintln!(
+                    "left out {} live sessions: they are archived once they end",
+                    live.len()
+                );
+            }
             let out = std::io::BufWriter::new(std::io::stdout().lock());
             gatehouse_actors::store::archive::write_archive(
                 &store,
@@ -194,6 +277,14 @@ pub fn export(cfg: &LoadedConfig, what: Selection<'_>, format: ExportFormat) -> 
             Ok(())
         }
     }
+}
+
+/// Start times selected by `--since`/`--until` (start inclusive).
+fn window(since: Option<&str>, until: Option<&str>) -> anyhow::Result<(i64, i64)> {
+    Ok((
+        since.map(parse_point).transpose()?.unwrap_or(i64::MIN),
+        until.map(parse_point).transpose()?.unwrap_or(i64::MAX),
+    ))
 }
 
 /// `--since`/`--until`: a date (`2026-11-01`, UTC midnight), an RFC 3339

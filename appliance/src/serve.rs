@@ -94,18 +94,33 @@ async fn serve(cfg: LoadedConfig) -> anyhow::Result<()> {
     let tls = crate::tls::server_config(cfg.tls_files.as_ref(), &cfg.data_dir, &names)
         .context("preparing the TLS certificate")?;
 
+    let callers = crate::control::Callers::default();
     let registry = Registry::default().start();
     let approvals = ApprovalBroker::new(cfg.approvers.clone()).start();
     {
         let path = crate::control::socket_path(&cfg.data_dir);
-        let (recorder, registry, approvals) =
-            (recorder.clone(), registry.clone(), approvals.clone());
+        let (recorder, registry, approvals, callers) = (
+            recorder.clone(),
+            registry.clone(),
+            approvals.clone(),
+            callers.clone(),
+        );
         actix::spawn(async move {
-            if let Err(e) = crate::control::serve(path, recorder, registry, approvals).await {
+            if let Err(e) =
+                crate::control::serve(path, recorder, registry, approvals, callers).await
+            {
                 tracing::error!("control socket unavailable: {e:#}");
             }
         });
     }
+    let admin_endpoint = match cfg.admin_listen {
+        Some(addr) => Some((
+            crate::admin::AdminSsh::new(&cfg, recorder.clone(), callers.clone())
+                .context("preparing the admin SSH endpoint")?,
+            addr,
+        )),
+        None => None,
+    };
     let gw = Arc::new(Gateway {
         verifier,
         connections: cfg.pg_targets,
@@ -127,6 +142,7 @@ async fn serve(cfg: LoadedConfig) -> anyhow::Result<()> {
         .max(1);
     let workers: Vec<_> = (0..worker_count).map(|_| Arbiter::new().handle()).collect();
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let shutdown_rx_admin = shutdown_rx.clone();
     let addr = cfg.pg_listen.context("listen.postgres is required")?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -140,6 +156,18 @@ async fn serve(cfg: LoadedConfig) -> anyhow::Result<()> {
         .run(listener, shutdown_rx),
     );
 
+    let admin = match admin_endpoint {
+        Some((endpoint, addr)) => {
+            let shutdown = shutdown_rx_admin;
+            Some(actix::spawn(async move {
+                if let Err(e) = crate::admin::serve(endpoint, addr, shutdown).await {
+                    tracing::error!("admin SSH endpoint unavailable: {e:#}");
+                }
+            }))
+        }
+        None => None,
+    };
+
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tokio::select! {
@@ -148,6 +176,9 @@ async fn serve(cfg: LoadedConfig) -> anyhow::Result<()> {
     }
     let _ = shutdown_tx.send(true);
     let _ = accept.await;
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
 
     let grace = cfg.limits.shutdown_grace;
     let deadline = tokio::time::Instant::now() + grace;

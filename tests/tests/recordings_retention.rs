@@ -43,7 +43,7 @@ fn an_operator_purge_removes_sealed_sessions_and_is_logged() -> Result<()> {
     let log = w.gh.run_cli(&["recordings", "purges"])?.stdout_text();
     assert_eq!(log.lines().count(), 1, "{log}");
     assert!(
-        log.contains("by cli uid=0") && log.contains("2 recordings"),
+        log.contains("by local cli uid=0") && log.contains("2 recordings"),
         "{log}"
     );
     Ok(())

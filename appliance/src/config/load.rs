@@ -53,6 +53,12 @@ pub struct LoadedConfig {
     pub raw: Config,
     pub data_dir: PathBuf,
     pub pg_listen: Option<SocketAddr>,
+    /// The admin SSH endpoint, when configured.
+    pub admin_listen: Option<SocketAddr>,
+    /// Who may log in there, with their parsed keys.
+    pub operators: Vec<OperatorKey>,
+    /// The file this was loaded from: commands run for operators read it too.
+    pub config_path: PathBuf,
     pub tls_files: Option<(PathBuf, PathBuf)>,
     pub issuer: String,
     pub algorithms: Vec<String>,
@@ -67,6 +73,14 @@ pub struct LoadedConfig {
     pub approvers: Vec<String>,
     /// Things that are valid but worth saying (configured yet not served).
     pub warnings: Vec<String>,
+}
+
+/// An `[[operators]]` entry with its key parsed.
+#[derive(Debug, Clone)]
+pub struct OperatorKey {
+    pub name: String,
+    pub key: russh::keys::PublicKey,
+    pub approver: bool,
 }
 
 pub(super) struct Checker<'a> {
@@ -195,11 +209,17 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
     } else {
         c.problem_at(1, "listen.postgres is missing: there is nothing to serve");
     }
-    for (key, value) in [
-        ("ssh", &raw.listen.ssh),
-        ("admin_ssh", &raw.listen.admin_ssh),
-        ("api", &raw.listen.api),
-    ] {
+    let mut admin_listen = None;
+    if let Some(addr) = &raw.listen.admin_ssh {
+        match addr.get_ref().parse::<SocketAddr>() {
+            Ok(a) => admin_listen = Some(a),
+            Err(e) => c.problem(
+                addr,
+                format!("listen.admin_ssh: {e}; write e.g. \"0.0.0.0:2222\""),
+            ),
+        }
+    }
+    for (key, value) in [("ssh", &raw.listen.ssh), ("api", &raw.listen.api)] {
         if let Some(v) = value {
             c.warn(
                 v,
@@ -214,19 +234,45 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
         cert.zip(key)
     });
 
+    let mut operators = Vec::new();
+    let mut operator_names = HashSet::new();
     for op in &raw.operators {
-        if op.name == gatehouse_actors::policy::NOBODY || op.name.trim().is_empty() {
-            c.problem_at(1, format!("operator name {:?} is reserved", op.name));
-        }
-        if op.public_key.split_whitespace().count() < 2 {
-            c.problem_at(
-                1,
+        let name = op.name.get_ref();
+        if name == gatehouse_actors::policy::NOBODY
+            || name.trim().is_empty()
+            || !name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "._-".contains(ch))
+        {
+            c.problem(
+                &op.name,
                 format!(
-                    "operator {:?}: public_key must read like \"ssh-ed25519 AAAA... comment\"",
-                    op.name
+                    "operator name {name:?} is reserved or not a user name (letters, digits, . _ -)"
                 ),
             );
         }
+        if !operator_names.insert(name.clone()) {
+            c.problem(&op.name, format!("operator {name:?} is defined twice"));
+        }
+        match russh::keys::PublicKey::from_openssh(op.public_key.get_ref()) {
+            Ok(key) => operators.push(OperatorKey {
+                name: name.clone(),
+                key,
+                approver: op.approver,
+            }),
+            Err(e) => c.problem(
+                &op.public_key,
+                format!(
+                    "operator {name:?}: public_key is not an OpenSSH public key ({e}); write it as in ~/.ssh/id_ed25519.pub: \"ssh-ed25519 AAAA... comment\""
+                ),
+            ),
+        }
+    }
+    if admin_listen.is_some() && operators.is_empty() && c.problems.is_empty() {
+        c.warnings.push(format!(
+            "{}: listen.admin_ssh is configured but no [[operators]]: nobody can log in",
+            path.display()
+        ));
     }
     if !raw.operators.is_empty() && raw.listen.admin_ssh.is_none() {
         c.warnings.push(format!(
@@ -429,8 +475,7 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
         });
     }
     let warnings = c.warnings;
-    let approvers = raw
-        .operators
+    let approvers = operators
         .iter()
         .filter(|o| o.approver)
         .map(|o| o.name.clone())
@@ -439,6 +484,9 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
         raw,
         data_dir,
         pg_listen,
+        admin_listen,
+        operators,
+        config_path: path.to_owned(),
         tls_files,
         issuer,
         algorithms,

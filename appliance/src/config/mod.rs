@@ -16,7 +16,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use duration::parse_duration;
-pub use load::{LoadedConfig, load};
+pub use load::{LoadedConfig, OperatorKey, load};
 pub use policy::save_mask_key;
 
 #[derive(Debug, Deserialize)]
@@ -122,14 +122,13 @@ pub struct Recordings {
     pub max_bytes: Option<u64>,
 }
 
-/// An operator of the admin SSH endpoint. Validated now; used once that
-/// endpoint exists.
+/// An operator of the admin SSH endpoint: logs in with this key, as this
+/// name; `approver` may decide held statements.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)]
 pub struct Operator {
-    pub name: String,
-    pub public_key: String,
+    pub name: Spanned<String>,
+    pub public_key: Spanned<String>,
     #[serde(default)]
     pub approver: bool,
 }

@@ -112,7 +112,7 @@ pub(super) fn sql_policy(
                 for a in &r.approvers {
                     if !operators
                         .iter()
-                        .any(|o| o.approver && &o.name == a.get_ref())
+                        .any(|o| o.approver && o.name.get_ref() == a.get_ref())
                     {
                         c.problem(a, format!("{at}: approver {:?} is not an [[operators]] entry with approver = true", a.get_ref()));
                         ok = false;

@@ -1,0 +1,264 @@
+//! One admin SSH connection: who it is, its channels, what they run.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use gatehouse_actors::recording::EventKind;
+use russh::keys::PublicKey;
+use russh::server::{Auth, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelId};
+
+use super::AdminSsh;
+use super::audit::Audit;
+use super::command::{HELP, Plan, plan};
+
+pub struct Connection {
+    admin: Arc<AdminSsh>,
+    peer: String,
+    /// The operator, once authenticated, and the recording of their actions.
+    operator: Option<(String, Audit)>,
+    /// The last user name and refusal, for the record of a failed login.
+    refused: Option<(String, String)>,
+    channels: HashMap<ChannelId, Channel<Msg>>,
+}
+
+impl Connection {
+    pub fn new(admin: Arc<AdminSsh>, peer: SocketAddr) -> Connection {
+        Connection {
+            admin,
+            peer: peer.to_string(),
+            operator: None,
+            refused: None,
+            channels: HashMap::new(),
+        }
+    }
+
+    /// The operator `user` if `key` is theirs.
+    fn operator_for(&self, user: &str, key: &PublicKey) -> Option<&str> {
+        self.admin
+            .operators
+            .iter()
+            .find(|o| o.name == user && o.key.key_data() == key.key_data())
+            .map(|o| o.name.as_str())
+    }
+
+    fn refuse(&mut self, user: &str, key: &PublicKey) -> Auth {
+        let why = if self.admin.operators.iter().any(|o| o.name == user) {
+            format!(
+                "key {} is not operator {user:?}'s key",
+                key.fingerprint(Default::default())
+            )
+        } else {
+            format!("no operator named {user:?}")
+        };
+        tracing::warn!(peer = %self.peer, "admin SSH login refused: {why}");
+        self.refused = Some((user.to_owned(), why));
+        Auth::reject()
+    }
+
+    fn audit(&self) -> Option<(String, Audit)> {
+        self.operator.clone()
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        match (&self.operator, self.refused.take()) {
+            (Some((name, audit)), _) => {
+                tracing::info!(peer = %self.peer, operator = %name, "admin SSH connection closed");
+                audit.close();
+            }
+            (None, Some((user, why))) => {
+                Audit::refused(&self.admin.recorder, &self.peer, &user, why)
+            }
+            (None, None) => {}
+        }
+    }
+}
+
+impl russh::server::Handler for Connection {
+    type Error = russh::Error;
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if self.operator_for(user, offer.public_key).is_some() {
+            Ok(Auth::Accept)
+        } else {
+            Ok(self.refuse(user, offer.public_key))
+        }
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        let Some(name) = self.operator_for(user, key.public_key).map(str::to_owned) else {
+            return Ok(self.refuse(user, key.public_key));
+        };
+        tracing::info!(peer = %self.peer, operator = %name, "admin SSH login");
+        let audit = Audit::open(self.admin.recorder.clone(), &self.peer, user, &name);
+        self.operator = Some((name, audit));
+        self.refused = None;
+        Ok(Auth::Accept)
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: russh::server::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.channels.insert(channel.id(), channel);
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _cols: u32,
+        _rows: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)?;
+        Ok(())
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let (Some(ch), Some((_, audit))) = (self.channels.remove(&channel), self.audit()) else {
+            session.channel_failure(channel)?;
+            return Ok(());
+        };
+        session.channel_success(channel)?;
+        audit.note(EventKind::AdminCommand {
+            command: "(shell)".into(),
+        });
+        tokio::spawn(async move {
+            let text = format!(
+                "The operator console is not part of this version of gatehouse; run a command instead.\r\n{}",
+                HELP.replace('\n', "\r\n")
+            );
+            let _ = ch.data_bytes(text.into_bytes()).await;
+            audit.note(EventKind::AdminExit {
+                status: 1,
+                bytes: 0,
+            });
+            let _ = ch.exit_status(1).await;
+            let _ = ch.eof().await;
+            let _ = ch.close().await;
+        });
+        Ok(())
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let (Some(ch), Some((operator, audit))) = (self.channels.remove(&channel), self.audit())
+        else {
+            session.channel_failure(channel)?;
+            return Ok(());
+        };
+        session.channel_success(channel)?;
+        let line = String::from_utf8_lossy(data).into_owned();
+        let spec = self.admin.child.clone();
+        let via = format!("admin ssh from {}", self.peer);
+        tokio::spawn(async move {
+            // Nothing runs before its record is durable.
+            if let Err(e) = audit
+                .durably(EventKind::AdminCommand {
+                    command: line.clone(),
+                })
+                .await
+            {
+                tracing::error!(%operator, "admin command refused: it could not be recorded ({e})");
+                let _ = ch
+                    .extended_data_bytes(
+                        1,
+                        b"gatehouse: refused: the command could not be recorded\n".to_vec(),
+                    )
+                    .await;
+                let _ = ch.exit_status(1).await;
+                let _ = ch.close().await;
+                return;
+            }
+            tracing::info!(%operator, command = %line.escape_debug(), "admin command");
+            match plan(&line, &operator) {
+                Ok(Plan::Run(args)) => super::child::exec(&spec, &args, ch, &audit, via).await,
+                Ok(Plan::Help) => {
+                    let _ = ch.data_bytes(HELP.as_bytes().to_vec()).await;
+                    audit.note(EventKind::AdminExit {
+                        status: 0,
+                        bytes: HELP.len() as u64,
+                    });
+                    let _ = ch.exit_status(0).await;
+                    let _ = ch.eof().await;
+                    let _ = ch.close().await;
+                }
+                Err(why) => {
+                    tracing::warn!(%operator, "admin command refused: {why}");
+                    let _ = ch
+                        .extended_data_bytes(1, format!("gatehouse: {why}\n").into_bytes())
+                        .await;
+                    audit.note(EventKind::AdminExit {
+                        status: 2,
+                        bytes: 0,
+                    });
+                    let _ = ch.exit_status(2).await;
+                    let _ = ch.eof().await;
+                    let _ = ch.close().await;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let (Some(ch), Some((_, audit))) = (self.channels.remove(&channel), self.audit()) else {
+            session.channel_failure(channel)?;
+            return Ok(());
+        };
+        if name != "sftp" {
+            tracing::info!(peer = %self.peer, subsystem = %name.escape_debug(), "unknown subsystem refused");
+            session.channel_failure(channel)?;
+            return Ok(());
+        }
+        if let Err(e) = audit
+            .durably(EventKind::Sftp {
+                op: "start".into(),
+                path: "/".into(),
+                outcome: "ok".into(),
+                bytes: 0,
+            })
+            .await
+        {
+            tracing::error!("SFTP refused: it could not be recorded ({e})");
+            session.channel_failure(channel)?;
+            return Ok(());
+        }
+        session.channel_success(channel)?;
+        let spec = self.admin.child.clone();
+        tokio::spawn(async move { super::child::sftp(&spec, ch, audit).await });
+        Ok(())
+    }
+}

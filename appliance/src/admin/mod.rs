@@ -1,0 +1,125 @@
+//! The admin SSH endpoint (`[listen] admin_ssh`): operators from
+//! `[[operators]]` log in with their SSH keys to export and verify
+//! recordings, decide held statements, and read recordings over SFTP.
+//!
+//! ```text
+//! ssh -p 2222 alice@appliance recordings list --since 1d
+//! ssh -p 2222 alice@appliance recordings export ID --format asciicast > x.cast
+//! ssh -p 2222 alice@appliance recordings export --since 2026-11-01 --format archive > m.tar.zst
+//! scp -P 2222 -r alice@appliance:/recordings/2026-11-26 .
+//! ```
+//!
+//! Layout:
+//! - `connection` the russh handler of one connection: key authentication,
+//!   channels, exec and subsystem requests.
+//! - `command` which commands an operator may run, and how they are split.
+//! - `child` running them (and the SFTP view) as child processes, relayed
+//!   with back-pressure.
+//! - `audit` the recording of every operator action.
+//! - `host_key` the endpoint's own ed25519 host key.
+//!
+//! The SFTP view itself (`gatehouse recordings sftp-server`) lives in
+//! `crate::sftp_view`.
+
+mod audit;
+mod child;
+mod command;
+mod connection;
+mod host_key;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use gatehouse_actors::recorder::RecorderHandle;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use child::SftpOp;
+
+use crate::config::{LoadedConfig, OperatorKey};
+
+/// Connections at once; more are refused at accept (logged).
+const MAX_CONNECTIONS: usize = 64;
+
+/// What every connection of the endpoint shares.
+pub struct AdminSsh {
+    ssh: Arc<russh::server::Config>,
+    operators: Vec<OperatorKey>,
+    child: child::ChildSpec,
+    recorder: RecorderHandle,
+    live: tokio::sync::Semaphore,
+}
+
+impl AdminSsh {
+    pub fn new(
+        cfg: &LoadedConfig,
+        recorder: RecorderHandle,
+        callers: crate::control::Callers,
+    ) -> anyhow::Result<Arc<AdminSsh>> {
+        let key = host_key::load_or_create(&cfg.data_dir)?;
+        let ssh = russh::server::Config {
+            methods: russh::MethodSet::from(&[russh::MethodKind::PublicKey][..]),
+            auth_rejection_time: Duration::from_secs(1),
+            auth_rejection_time_initial: Some(Duration::ZERO),
+            max_auth_attempts: 6,
+            inactivity_timeout: Some(Duration::from_secs(3600)),
+            keepalive_interval: Some(Duration::from_secs(30)),
+            keys: vec![key],
+            nodelay: true,
+            ..Default::default()
+        };
+        Ok(Arc::new(AdminSsh {
+            ssh: Arc::new(ssh),
+            operators: cfg.operators.clone(),
+            child: child::spec(&cfg.config_path, callers)
+                .context("locating the gatehouse binary")?,
+            recorder,
+            live: tokio::sync::Semaphore::new(MAX_CONNECTIONS),
+        }))
+    }
+}
+
+/// Accept operators until `shutdown` turns true.
+pub async fn serve(
+    admin: Arc<AdminSsh>,
+    addr: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding admin SSH listener {addr}"))?;
+    tracing::info!(%addr, operators = admin.operators.len(), "admin SSH listener ready");
+    loop {
+        let (socket, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("admin SSH accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return Ok(()),
+        };
+        let Ok(permit) = admin.live.try_acquire() else {
+            tracing::warn!(%peer, "admin SSH connection refused: {MAX_CONNECTIONS} already open");
+            continue;
+        };
+        permit.forget();
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let handler = connection::Connection::new(admin.clone(), peer);
+            match russh::server::run_stream(admin.ssh.clone(), socket, handler).await {
+                Ok(session) => {
+                    if let Err(e) = session.await {
+                        tracing::info!(%peer, "admin SSH connection ended: {e}");
+                    }
+                }
+                Err(e) => tracing::info!(%peer, "admin SSH handshake failed: {e}"),
+            }
+            admin.live.add_permits(1);
+        });
+    }
+}

@@ -1,0 +1,522 @@
+//! The admin SSH endpoint with stock OpenSSH clients: operators export
+//! recordings with `ssh … recordings export`, copy them with `scp -r` and
+//! browse them with `sftp`; the archive verifies on its own, the `.cast`
+//! plays in asciinema, writes are refused, unknown keys and commands are
+//! refused, approvals act as the authenticated operator, and every action
+//! lands in an `admin-ssh` recording.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use common::{
+    APP_DB, LivePsql, World, ended_session_of_user, events_of_kind, kind_of, list_sessions,
+    session_id, show_session,
+};
+use gatehouse_tests::gatehouse::gatehouse_bin;
+use gatehouse_tests::ports::{free_loopback_port, wait_for_port};
+use gatehouse_tests::{OutputExt, PolicySpec};
+use serde_json::Value;
+
+const APPROVAL_RULE: &str = r#"
+[[policies.default.rules]]
+name = "orders-delete"
+action = "approve"
+statements = ["delete"]
+tables = ["orders"]
+timeout = "60s"
+"#;
+
+/// A gateway with the admin endpoint, operators alice (approver) and bob,
+/// and a key for mallory that is nobody's.
+struct Admin {
+    w: World,
+    port: u16,
+    keys: tempfile::TempDir,
+    known_hosts: PathBuf,
+}
+
+fn keygen(dir: &Path, name: &str) -> Result<String> {
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C"])
+        .arg(format!("{name}@test"))
+        .arg("-f")
+        .arg(dir.join(name))
+        .output()
+        .context("running ssh-keygen (openssh-client)")?;
+    if !out.status.success() {
+        bail!("ssh-keygen: {}", out.stderr_text());
+    }
+    Ok(std::fs::read_to_string(dir.join(format!("{name}.pub")))?
+        .trim()
+        .to_owned())
+}
+
+impl Admin {
+    fn start() -> Result<Admin> {
+        let keys = tempfile::tempdir()?;
+        let alice = keygen(keys.path(), "alice")?;
+        let bob = keygen(keys.path(), "bob")?;
+        keygen(keys.path(), "mallory")?;
+        let port = free_loopback_port()?;
+        let w = World::start(|c, _, _| {
+            c.line_in("listen", &format!("admin_ssh = \"127.0.0.1:{port}\""))
+                .policy(PolicySpec::new("default").line("default = \"allow\""))
+                .raw(APPROVAL_RULE)
+                .raw(&format!(
+                    "[[operators]]\nname = \"alice\"\npublic_key = \"{alice}\"\napprover = true\n\n\
+                     [[operators]]\nname = \"bob\"\npublic_key = \"{bob}\"\n"
+                ))
+        })?;
+        if !wait_for_port(port, Duration::from_secs(20), || Ok(true))? {
+            bail!("admin port never opened\n{}", w.log());
+        }
+        // Pin the host key the daemon created: a client that trusts it
+        // checks the endpoint really serves it.
+        let host_pub = Command::new("ssh-keygen")
+            .arg("-y")
+            .arg("-f")
+            .arg(w.gh.data_dir().join("admin-ssh-host.key"))
+            .output()?;
+        if !host_pub.status.success() {
+            bail!("reading the host key: {}", host_pub.stderr_text());
+        }
+        let known_hosts = keys.path().join("known_hosts");
+        std::fs::write(
+            &known_hosts,
+            format!("[127.0.0.1]:{port} {}", host_pub.stdout_text()),
+        )?;
+        Ok(Admin {
+            w,
+            port,
+            keys,
+            known_hosts,
+        })
+    }
+
+    fn options(&self, key: &str) -> Vec<String> {
+        [
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "LogLevel=ERROR",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([
+            "-o".into(),
+            format!("UserKnownHostsFile={}", self.known_hosts.display()),
+            "-i".into(),
+            self.keys.path().join(key).display().to_string(),
+        ])
+        .collect()
+    }
+
+    /// `ssh -p PORT USER@127.0.0.1 COMMAND` with `key`.
+    fn ssh_as(&self, user: &str, key: &str, command: &str) -> Result<Output> {
+        run(Command::new("ssh")
+            .args(self.options(key))
+            .args(["-p", &self.port.to_string()])
+            .arg(format!("{user}@127.0.0.1"))
+            .arg(command))
+    }
+
+    fn ssh(&self, command: &str) -> Result<Output> {
+        self.ssh_as("alice", "alice", command)
+    }
+
+    fn scp(&self, from: &str, to: &Path) -> Result<Output> {
+        run(Command::new("scp")
+            .args(self.options("alice"))
+            .args(["-P", &self.port.to_string(), "-r"])
+            .arg(format!("alice@127.0.0.1:{from}"))
+            .arg(to))
+    }
+
+    /// `sftp -b -` with `batch` on stdin.
+    fn sftp(&self, batch: &str, cwd: &Path) -> Result<Output> {
+        let mut child = Command::new("sftp")
+            .current_dir(cwd)
+            .args(self.options("alice"))
+            .args(["-P", &self.port.to_string(), "-b", "-"])
+            .arg("alice@127.0.0.1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(batch.as_bytes())?;
+        Ok(child.wait_with_output()?)
+    }
+
+    /// The `admin-ssh` recordings, oldest first, waiting until `n` have ended.
+    fn admin_sessions(&self, n: usize) -> Result<Vec<Value>> {
+        let deadline = Instant::now() + common::RECORDING_WAIT;
+        loop {
+            let ended: Vec<Value> = list_sessions(&self.w.gh)?
+                .into_iter()
+                .filter(|h| h["protocol"] == "admin-ssh" && !h["outcome"].is_null())
+                .collect();
+            if ended.len() >= n {
+                return Ok(ended);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} admin sessions ended, wanted {n}\n{}",
+                    ended.len(),
+                    self.w.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn run(cmd: &mut Command) -> Result<Output> {
+    Ok(cmd.stdin(Stdio::null()).output()?)
+}
+
+fn asciinema_cat(cast: &Path) -> Result<String> {
+    // asciinema 2 insists on a terminal; `script` gives it one.
+    let out = Command::new("script")
+        .args(["-q", "-e", "-c"])
+        .arg(format!("asciinema cat '{}'", cast.display()))
+        .arg("/dev/null")
+        .stdin(Stdio::null())
+        .output()
+        .context("running asciinema (scripts/install-deps.sh installs it)")?;
+    if !out.status.success() {
+        bail!("asciinema cat {}: {}", cast.display(), out.stderr_text());
+    }
+    Ok(out.stdout_text())
+}
+
+fn today() -> String {
+    // The UTC date the view files sessions under.
+    let out = Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .expect("date");
+    out.stdout_text().trim().to_owned()
+}
+
+#[test]
+fn operators_export_copy_and_browse_recordings_with_stock_clients() -> Result<()> {
+    let a = Admin::start()?;
+    let token = a.w.token("audited-bot")?;
+    a.w.psql("audited-bot", &token, "select 'seen by the auditor'")?
+        .success_text()?;
+    let id = session_id(&ended_session_of_user(&a.w.gh, "audited-bot")?)?;
+    let day = today();
+
+    // Exec: list, with the CLI's own flags.
+    let list = a.ssh("recordings list --since 1d")?;
+    assert!(list.status.success(), "{}{}", list.stderr_text(), a.w.log());
+    assert!(list.stdout_text().contains(&id), "{}", list.stdout_text());
+
+    // Exec: an asciicast that asciinema plays.
+    let away = tempfile::tempdir()?;
+    let cast = a.ssh(&format!("recordings export {id} --format asciicast"))?;
+    assert!(cast.status.success(), "{}", cast.stderr_text());
+    std::fs::write(away.path().join("x.cast"), &cast.stdout)?;
+    let played = asciinema_cat(&away.path().join("x.cast"))?;
+    assert!(
+        played.contains("query: select 'seen by the auditor'"),
+        "{played}"
+    );
+
+    // Exec: an archive streamed to stdout verifies on its own.
+    let archive = a.ssh("recordings export --since 1d --format archive")?;
+    assert!(archive.status.success(), "{}", archive.stderr_text());
+    let archive_path = away.path().join("day.tar.zst");
+    std::fs::write(&archive_path, &archive.stdout)?;
+    let key = away.path().join("appliance.pub");
+    std::fs::copy(a.w.gh.data_dir().join("recording-signing.pub"), &key)?;
+    let verified = Command::new(gatehouse_bin()?)
+        .current_dir(away.path())
+        .env_remove("GATEHOUSE_CONFIG")
+        .args(["recordings", "verify", "--archive"])
+        .arg(&archive_path)
+        .arg("--public-key")
+        .arg(&key)
+        .output()?;
+    assert!(
+        verified.status.success(),
+        "{}{}",
+        verified.stdout_text(),
+        verified.stderr_text()
+    );
+    assert!(verified.stdout_text().contains(&format!("{id}  ok (")));
+
+    // scp -r of a day: every format of the session, the JSON Lines byte for
+    // byte what the local CLI exports.
+    let copy = away.path().join("copy");
+    std::fs::create_dir(&copy)?;
+    let scp = a.scp(&format!("/recordings/{day}"), &copy)?;
+    assert!(
+        scp.status.success(),
+        "{:?} {}{}",
+        scp.status,
+        scp.stderr_text(),
+        a.w.log()
+    );
+    let dir = copy.join(&day);
+    let local =
+        a.w.gh
+            .run_cli(&["recordings", "export", &id, "--format", "jsonl"])?;
+    assert_eq!(
+        std::fs::read(dir.join(format!("{id}.jsonl")))?,
+        local.stdout
+    );
+    let summary: Value = serde_json::from_slice(&std::fs::read(dir.join(format!("{id}.json")))?)?;
+    assert_eq!(summary["header"]["id"], id.as_str());
+    assert!(
+        summary["verdict"].as_str().unwrap_or("").starts_with("ok"),
+        "{summary:#}"
+    );
+    assert!(!summary["seal"].is_null(), "{summary:#}");
+    let played = asciinema_cat(&dir.join(format!("{id}.cast")))?;
+    assert!(played.contains("seen by the auditor"), "{played}");
+
+    // sftp: browse and get work; every kind of write is refused.
+    let batch = format!(
+        "ls /recordings\ncd /recordings/{day}\nls\nget {id}.jsonl fetched.jsonl\n\
+         -put {key} intruder.pub\n-rm {id}.jsonl\n-mkdir extra\n-rename {id}.json y.json\nbye\n",
+        key = key.display()
+    );
+    let sftp = a.sftp(&batch, away.path())?;
+    let (out, err) = (sftp.stdout_text(), sftp.stderr_text());
+    assert!(sftp.status.success(), "{out}{err}{}", a.w.log());
+    assert!(out.contains(&day), "{out}");
+    assert_eq!(
+        std::fs::read(away.path().join("fetched.jsonl"))?,
+        local.stdout
+    );
+    assert!(
+        err.contains("read-only") || err.contains("Permission denied"),
+        "{err}"
+    );
+    // Nothing changed: the day still lists exactly the three files.
+    let again = a.sftp(&format!("ls -1 /recordings/{day}\nbye\n"), away.path())?;
+    let again_text = again.stdout_text();
+    let names = again_text.lines().filter(|l| l.contains(&id)).count();
+    assert_eq!(names, 3, "{again_text}");
+
+    // The operator's actions are themselves recorded.
+    let admin = a.admin_sessions(6)?;
+    let mut commands = Vec::new();
+    let mut sftp_ops = Vec::new();
+    for h in &admin {
+        assert_eq!(h["identity"], "operator:alice", "{h:#}");
+        let (_, events) = show_session(&a.w.gh, &session_id(h)?)?;
+        for e in &events {
+            match kind_of(e) {
+                "admin_command" => {
+                    commands.push(e["kind"]["command"].as_str().unwrap_or("").to_owned())
+                }
+                "sftp" => sftp_ops.push((
+                    e["kind"]["op"].as_str().unwrap_or("").to_owned(),
+                    e["kind"]["outcome"].as_str().unwrap_or("").to_owned(),
+                )),
+                _ => {}
+            }
+        }
+    }
+    assert!(
+        commands.contains(&"recordings list --since 1d".to_owned()),
+        "{commands:?}"
+    );
+    assert!(
+        commands.contains(&format!("recordings export {id} --format asciicast")),
+        "{commands:?}"
+    );
+    for (op, outcome) in [
+        ("open-for-write", "refused: read-only"),
+        ("remove", "refused: read-only"),
+        ("mkdir", "refused: read-only"),
+        ("rename", "refused: read-only"),
+        ("read", "ok"),
+    ] {
+        assert!(
+            sftp_ops.iter().any(|(o, r)| o == op && r == outcome),
+            "{op}: {sftp_ops:?}"
+        );
+    }
+    // And those recordings verify like any other.
+    let verify = a.w.gh.run_cli(&["recordings", "verify", "--all"])?;
+    assert!(verify.status.success(), "{}", verify.stdout_text());
+    Ok(())
+}
+
+#[test]
+fn unknown_keys_names_and_commands_are_refused_and_recorded() -> Result<()> {
+    let a = Admin::start()?;
+
+    // A key that is nobody's, and alice's name with bob's key.
+    for (user, key) in [
+        ("alice", "mallory"),
+        ("mallory", "mallory"),
+        ("alice", "bob"),
+    ] {
+        let out = a.ssh_as(user, key, "recordings list")?;
+        assert_eq!(
+            out.status.code(),
+            Some(255),
+            "{user} with {key}'s key got in"
+        );
+        assert!(
+            out.stderr_text().contains("Permission denied (publickey)"),
+            "{}",
+            out.stderr_text()
+        );
+        assert!(out.stdout.is_empty());
+    }
+    let refused: Vec<Value> = a
+        .admin_sessions(0)?
+        .into_iter()
+        .filter(|h| h["outcome"] == "refused")
+        .collect();
+    let deadline = Instant::now() + common::RECORDING_WAIT;
+    let mut refused = refused;
+    while refused.len() < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        refused = a
+            .admin_sessions(0)?
+            .into_iter()
+            .filter(|h| h["outcome"] == "refused")
+            .collect();
+    }
+    assert_eq!(refused.len(), 3, "{refused:#?}");
+    assert!(
+        refused.iter().any(|h| h["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("is not operator \"alice\"'s key")),
+        "{refused:#?}"
+    );
+
+    // Commands outside the operator's grammar never run.
+    for (command, why) in [
+        ("recordings purge --before 1d", "not available here"),
+        (
+            "recordings list --config /tmp/other.toml",
+            "not available on the admin endpoint",
+        ),
+        (
+            "recordings verify --archive /etc/shadow --public-key /etc/shadow",
+            "not available",
+        ),
+        ("sh -c id", "unknown command"),
+        ("serve", "unknown command"),
+        (
+            "approvals approve 1 --as bob",
+            "not available on the admin endpoint",
+        ),
+    ] {
+        let out = a.ssh(command)?;
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{command}: {}",
+            out.stderr_text()
+        );
+        assert!(
+            out.stderr_text().contains(why),
+            "{command}: {}",
+            out.stderr_text()
+        );
+    }
+    // A failing command reports the CLI's own error and exit status.
+    let out = a.ssh("recordings show no-such-id")?;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        out.stderr_text().contains("no single recording matches"),
+        "{}",
+        out.stderr_text()
+    );
+    // No command: the help text.
+    let out = a.ssh("help")?;
+    assert!(out.status.success());
+    assert!(out.stdout_text().contains("recordings export"));
+    Ok(())
+}
+
+#[test]
+fn approvals_over_ssh_are_decided_as_the_authenticated_operator() -> Result<()> {
+    let a = Admin::start()?;
+    a.w.pg.psql_direct(
+        "app",
+        "CREATE TABLE orders (id int PRIMARY KEY); INSERT INTO orders VALUES (1), (2);",
+    )?;
+    let token = a.w.token("held-bot")?;
+    let mut psql = LivePsql::spawn(
+        &a.w.tls_target(APP_DB, "held-bot", &token),
+        &[
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            "DELETE FROM orders WHERE id = 1",
+        ],
+    )?;
+    // Wait for the request to show over the endpoint.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let request: Value = loop {
+        let out = a.ssh("approvals list --json")?;
+        assert!(out.status.success(), "{}", out.stderr_text());
+        if let Some(line) = out
+            .stdout_text()
+            .lines()
+            .find(|l| l.contains("DELETE FROM orders"))
+        {
+            break serde_json::from_str(line)?;
+        }
+        if Instant::now() > deadline {
+            bail!("no pending request\n{}", a.w.log());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let id = request["id"].as_str().context("request id")?.to_owned();
+
+    // bob is an operator but not an approver: refused, still pending.
+    let out = a.ssh_as("bob", "bob", &format!("approvals approve {id}"))?;
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr_text());
+    assert_eq!(
+        a.w.pg
+            .psql_direct("app", "select count(*) from orders")?
+            .trim(),
+        "2"
+    );
+
+    let out = a.ssh(&format!("approvals approve {id}"))?;
+    assert!(out.status.success(), "{}{}", out.stderr_text(), a.w.log());
+    let status = psql.wait(Duration::from_secs(20))?;
+    assert!(status.success(), "{}", psql.stderr());
+    assert_eq!(
+        a.w.pg
+            .psql_direct("app", "select count(*) from orders")?
+            .trim(),
+        "1"
+    );
+    let (_, events) = show_session(
+        &a.w.gh,
+        &session_id(&ended_session_of_user(&a.w.gh, "held-bot")?)?,
+    )?;
+    let decided = events_of_kind(&events, "approval_decided");
+    assert_eq!(decided.len(), 1, "{events:#?}");
+    let by = decided[0]["kind"]["by"].as_str().unwrap_or("");
+    assert!(by.starts_with("alice (admin ssh from 127.0.0.1:"), "{by}");
+    Ok(())
+}
