@@ -6,31 +6,40 @@
 //! durable, so an export can never happen without a trace; a connection
 //! that never authenticates is recorded as `refused` with the reason.
 
+use std::sync::Arc;
+
 use gatehouse_actors::recorder::{PendingEvent, RecorderHandle, RecorderMsg, now_micros};
 use gatehouse_actors::recording::{Direction, EventKind, Outcome, RecordingId, SessionHeader};
 
 /// The recording of one admin SSH connection. Cloned into the tasks that
-/// run its channels; the connection's handler closes it.
+/// run its channels; the recording ends when the connection and every
+/// command it started are done (the last clone is dropped), so a command
+/// that outlives its connection still lands inside the recording.
 #[derive(Clone)]
-pub struct Audit {
+pub struct Audit(Arc<Inner>);
+
+struct Inner {
     id: RecordingId,
     recorder: RecorderHandle,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.recorder.send_now(RecorderMsg::Close {
+            id: self.id,
+            outcome: Outcome::Closed,
+            reason: None,
+            at: now_micros(),
+        });
+    }
 }
 
 impl Audit {
     /// Open the recording of an authenticated operator's connection.
     pub fn open(recorder: RecorderHandle, peer: &str, user: &str, operator: &str) -> Audit {
-        let audit = Audit {
-            id: RecordingId::new(),
-            recorder,
-        };
-        audit.recorder.send_now(RecorderMsg::Header(header(
-            audit.id,
-            peer,
-            user,
-            Some(operator),
-        )));
-        audit
+        let id = RecordingId::new();
+        recorder.send_now(RecorderMsg::Header(header(id, peer, user, Some(operator))));
+        Audit(Arc::new(Inner { id, recorder }))
     }
 
     /// Record a connection that tried to log in and never did.
@@ -48,24 +57,17 @@ impl Audit {
     /// Record `kind` and wait until it is durable: the action it describes
     /// may happen only after this returns `Ok`.
     pub async fn durably(&self, kind: EventKind) -> Result<(), String> {
-        self.recorder
-            .record_durably(self.id, vec![event(kind)])
+        self.0
+            .recorder
+            .record_durably(self.0.id, vec![event(kind)])
             .await
     }
 
     /// Record `kind` (durable within the recorder's flush interval).
     pub fn note(&self, kind: EventKind) {
-        self.recorder
-            .send_now(RecorderMsg::Events(self.id, vec![event(kind)]));
-    }
-
-    pub fn close(&self) {
-        self.recorder.send_now(RecorderMsg::Close {
-            id: self.id,
-            outcome: Outcome::Closed,
-            reason: None,
-            at: now_micros(),
-        });
+        self.0
+            .recorder
+            .send_now(RecorderMsg::Events(self.0.id, vec![event(kind)]));
     }
 }
 

@@ -65,9 +65,8 @@ impl Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         match (&self.operator, self.refused.take()) {
-            (Some((name, audit)), _) => {
+            (Some((name, _)), _) => {
                 tracing::info!(peer = %self.peer, operator = %name, "admin SSH connection closed");
-                audit.close();
             }
             (None, Some((user, why))) => {
                 Audit::refused(&self.admin.recorder, &self.peer, &user, why)
@@ -118,6 +117,15 @@ impl russh::server::Handler for Connection {
         Ok(())
     }
 
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.channels.remove(&channel);
+        Ok(())
+    }
+
     async fn pty_request(
         &mut self,
         channel: ChannelId,
@@ -151,14 +159,7 @@ impl russh::server::Handler for Connection {
                 "The operator console is not part of this version of gatehouse; run a command instead.\r\n{}",
                 HELP.replace('\n', "\r\n")
             );
-            let _ = ch.data_bytes(text.into_bytes()).await;
-            audit.note(EventKind::AdminExit {
-                status: 1,
-                bytes: 0,
-            });
-            let _ = ch.exit_status(1).await;
-            let _ = ch.eof().await;
-            let _ = ch.close().await;
+            reply(&ch, Some(&audit), text.as_bytes(), b"", 1).await;
         });
         Ok(())
     }
@@ -187,41 +188,18 @@ impl russh::server::Handler for Connection {
                 .await
             {
                 tracing::error!(%operator, "admin command refused: it could not be recorded ({e})");
-                let _ = ch
-                    .extended_data_bytes(
-                        1,
-                        b"gatehouse: refused: the command could not be recorded\n".to_vec(),
-                    )
-                    .await;
-                let _ = ch.exit_status(1).await;
-                let _ = ch.close().await;
+                let why = b"gatehouse: refused: the command could not be recorded\n";
+                reply(&ch, None, b"", why, 1).await;
                 return;
             }
             tracing::info!(%operator, command = %line.escape_debug(), "admin command");
             match plan(&line, &operator) {
                 Ok(Plan::Run(args)) => super::child::exec(&spec, &args, ch, &audit, via).await,
-                Ok(Plan::Help) => {
-                    let _ = ch.data_bytes(HELP.as_bytes().to_vec()).await;
-                    audit.note(EventKind::AdminExit {
-                        status: 0,
-                        bytes: HELP.len() as u64,
-                    });
-                    let _ = ch.exit_status(0).await;
-                    let _ = ch.eof().await;
-                    let _ = ch.close().await;
-                }
+                Ok(Plan::Help) => reply(&ch, Some(&audit), HELP.as_bytes(), b"", 0).await,
                 Err(why) => {
                     tracing::warn!(%operator, "admin command refused: {why}");
-                    let _ = ch
-                        .extended_data_bytes(1, format!("gatehouse: {why}\n").into_bytes())
-                        .await;
-                    audit.note(EventKind::AdminExit {
-                        status: 2,
-                        bytes: 0,
-                    });
-                    let _ = ch.exit_status(2).await;
-                    let _ = ch.eof().await;
-                    let _ = ch.close().await;
+                    let why = format!("gatehouse: {why}\n");
+                    reply(&ch, Some(&audit), b"", why.as_bytes(), 2).await;
                 }
             }
         });
@@ -261,4 +239,24 @@ impl russh::server::Handler for Connection {
         tokio::spawn(async move { super::child::sftp(&spec, ch, audit).await });
         Ok(())
     }
+}
+
+/// Answer a channel with fixed output and an exit status, record the exit
+/// (when there is a recording to write it to), and close the channel.
+async fn reply(ch: &Channel<Msg>, audit: Option<&Audit>, out: &[u8], err: &[u8], status: u32) {
+    if !out.is_empty() {
+        let _ = ch.data_bytes(out.to_vec()).await;
+    }
+    if !err.is_empty() {
+        let _ = ch.extended_data_bytes(1, err.to_vec()).await;
+    }
+    if let Some(audit) = audit {
+        audit.note(EventKind::AdminExit {
+            status,
+            bytes: out.len() as u64,
+        });
+    }
+    let _ = ch.exit_status(status).await;
+    let _ = ch.eof().await;
+    let _ = ch.close().await;
 }
