@@ -117,7 +117,7 @@ async fn serve(cfg: LoadedConfig) -> anyhow::Result<()> {
         Some(addr) => Some((
             crate::admin::AdminSsh::new(&cfg, recorder.clone(), callers.clone())
                 .context("preparing the admin SSH endpoint")?,
-            addr,
+            crate::admin::bind(addr).await?,
         )),
         None => None,
     };
@@ -156,17 +156,9 @@ async fn serve(cfg: LoadedConfig) -> anyhow::Result<()> {
         .run(listener, shutdown_rx),
     );
 
-    let admin = match admin_endpoint {
-        Some((endpoint, addr)) => {
-            let shutdown = shutdown_rx_admin;
-            Some(actix::spawn(async move {
-                if let Err(e) = crate::admin::serve(endpoint, addr, shutdown).await {
-                    tracing::error!("admin SSH endpoint unavailable: {e:#}");
-                }
-            }))
-        }
-        None => None,
-    };
+    let admin = admin_endpoint.map(|(endpoint, listener)| {
+        actix::spawn(crate::admin::serve(endpoint, listener, shutdown_rx_admin))
+    });
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

@@ -17,7 +17,7 @@ use common::{
     session_id, show_session,
 };
 use gatehouse_tests::gatehouse::gatehouse_bin;
-use gatehouse_tests::ports::{free_loopback_port, wait_for_port};
+use gatehouse_tests::ports::free_loopback_port;
 use gatehouse_tests::{OutputExt, PolicySpec};
 use serde_json::Value;
 
@@ -61,19 +61,30 @@ impl Admin {
         let alice = keygen(keys.path(), "alice")?;
         let bob = keygen(keys.path(), "bob")?;
         keygen(keys.path(), "mallory")?;
-        let port = free_loopback_port()?;
-        let w = World::start(|c, _, _| {
-            c.line_in("listen", &format!("admin_ssh = \"127.0.0.1:{port}\""))
-                .policy(PolicySpec::new("default").line("default = \"allow\""))
-                .raw(APPROVAL_RULE)
-                .raw(&format!(
-                    "[[operators]]\nname = \"alice\"\npublic_key = \"{alice}\"\napprover = true\n\n\
-                     [[operators]]\nname = \"bob\"\npublic_key = \"{bob}\"\n"
-                ))
-        })?;
-        if !wait_for_port(port, Duration::from_secs(20), || Ok(true))? {
-            bail!("admin port never opened\n{}", w.log());
-        }
+        // A free port may be taken by another test before the daemon binds
+        // it; the daemon then exits ("address in use") and we try another.
+        let mut attempt = 0;
+        let (w, port) = loop {
+            attempt += 1;
+            let port = free_loopback_port()?;
+            let started = World::start(|c, _, _| {
+                c.line_in("listen", &format!("admin_ssh = \"127.0.0.1:{port}\""))
+                    .policy(PolicySpec::new("default").line("default = \"allow\""))
+                    .raw(APPROVAL_RULE)
+                    .raw(&format!(
+                        "[[operators]]\nname = \"alice\"\npublic_key = \"{alice}\"\napprover = true\n\n\
+                         [[operators]]\nname = \"bob\"\npublic_key = \"{bob}\"\n"
+                    ))
+            });
+            // The daemon binds the admin port before the PostgreSQL one, so
+            // it is ready once World::start returns.
+            match started {
+                Ok(w) => break (w, port),
+                Err(e)
+                    if attempt < 3 && format!("{e:#}").contains("binding admin SSH listener") => {}
+                Err(e) => return Err(e),
+            }
+        };
         // Pin the host key the daemon created: a client that trusts it
         // checks the endpoint really serves it.
         let host_pub = Command::new("ssh-keygen")
@@ -437,6 +448,22 @@ fn unknown_keys_names_and_commands_are_refused_and_recorded() -> Result<()> {
             out.stderr_text()
         );
     }
+    // Garbage instead of SSH, and a connection that stops mid-handshake:
+    // each is dropped, and the endpoint goes on serving.
+    for junk in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        b"SSH-2.0-x\r\n\x00\x00\xff\xff\xff\xffjunk",
+    ] {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", a.port))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(junk)?;
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink);
+    }
+    let out = a.ssh("recordings list")?;
+    assert!(out.status.success(), "{}{}", out.stderr_text(), a.w.log());
+
     // A failing command reports the CLI's own error and exit status.
     let out = a.ssh("recordings show no-such-id")?;
     assert_eq!(out.status.code(), Some(1));
@@ -518,5 +545,21 @@ fn approvals_over_ssh_are_decided_as_the_authenticated_operator() -> Result<()> 
     assert_eq!(decided.len(), 1, "{events:#?}");
     let by = decided[0]["kind"]["by"].as_str().unwrap_or("");
     assert!(by.starts_with("alice (admin ssh from 127.0.0.1:"), "{by}");
+    Ok(())
+}
+
+#[test]
+fn a_connection_that_never_logs_in_is_dropped_after_the_grace_time() -> Result<()> {
+    use std::io::Read as _;
+    let a = Admin::start()?;
+    // Says nothing at all: holds a connection slot until the endpoint
+    // gives up on it (30 s), then sees the socket closed, not a hang.
+    let mut idle = std::net::TcpStream::connect(("127.0.0.1", a.port))?;
+    idle.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let mut seen = Vec::new();
+    let closed = idle.read_to_end(&mut seen);
+    assert!(closed.is_ok(), "still open after 120 s: {closed:?}");
+    assert!(seen.starts_with(b"SSH-2.0-"), "{seen:?}");
+    assert!(a.w.log().contains("no SSH version within"), "{}", a.w.log());
     Ok(())
 }

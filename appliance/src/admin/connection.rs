@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use gatehouse_actors::recording::EventKind;
 use russh::keys::PublicKey;
@@ -21,16 +22,19 @@ pub struct Connection {
     /// The last user name and refusal, for the record of a failed login.
     refused: Option<(String, String)>,
     channels: HashMap<ChannelId, Channel<Msg>>,
+    /// Set at login; the endpoint drops connections that never get here.
+    logged_in: Arc<AtomicBool>,
 }
 
 impl Connection {
-    pub fn new(admin: Arc<AdminSsh>, peer: SocketAddr) -> Connection {
+    pub fn new(admin: Arc<AdminSsh>, peer: SocketAddr, logged_in: Arc<AtomicBool>) -> Connection {
         Connection {
             admin,
             peer: peer.to_string(),
             operator: None,
             refused: None,
             channels: HashMap::new(),
+            logged_in,
         }
     }
 
@@ -103,6 +107,7 @@ impl russh::server::Handler for Connection {
         let audit = Audit::open(self.admin.recorder.clone(), &self.peer, user, &name);
         self.operator = Some((name, audit));
         self.refused = None;
+        self.logged_in.store(true, Ordering::Release);
         Ok(Auth::Accept)
     }
 

@@ -29,6 +29,7 @@ mod host_key;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -42,6 +43,9 @@ use crate::config::{LoadedConfig, OperatorKey};
 
 /// Connections at once; more are refused at accept (logged).
 const MAX_CONNECTIONS: usize = 64;
+/// From accept to a successful login; a connection that takes longer is
+/// dropped, so idle or stalled ones cannot hold the connection slots.
+const LOGIN_GRACE: Duration = Duration::from_secs(30);
 
 /// What every connection of the endpoint shares.
 pub struct AdminSsh {
@@ -81,16 +85,23 @@ impl AdminSsh {
     }
 }
 
+/// Bind the endpoint's port: done before serving anything, so a port in
+/// use stops the daemon instead of leaving it up without its endpoint.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding admin SSH listener {addr}"))
+}
+
 /// Accept operators until `shutdown` turns true.
 pub async fn serve(
     admin: Arc<AdminSsh>,
-    addr: SocketAddr,
+    listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding admin SSH listener {addr}"))?;
-    tracing::info!(%addr, operators = admin.operators.len(), "admin SSH listener ready");
+) {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, operators = admin.operators.len(), "admin SSH listener ready");
+    }
     loop {
         let (socket, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -101,7 +112,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = shutdown.changed() => return Ok(()),
+            _ = shutdown.changed() => return,
         };
         let Ok(permit) = admin.live.try_acquire() else {
             tracing::warn!(%peer, "admin SSH connection refused: {MAX_CONNECTIONS} already open");
@@ -110,14 +121,35 @@ pub async fn serve(
         permit.forget();
         let admin = admin.clone();
         tokio::spawn(async move {
-            let handler = connection::Connection::new(admin.clone(), peer);
-            match russh::server::run_stream(admin.ssh.clone(), socket, handler).await {
-                Ok(session) => {
+            let deadline = tokio::time::Instant::now() + LOGIN_GRACE;
+            let logged_in = Arc::new(AtomicBool::new(false));
+            let handler = connection::Connection::new(admin.clone(), peer, logged_in.clone());
+            let ssh = russh::server::run_stream(admin.ssh.clone(), socket, handler);
+            match tokio::time::timeout_at(deadline, ssh).await {
+                Ok(Ok(session)) => {
+                    let handle = session.handle();
+                    let grace = tokio::spawn(async move {
+                        tokio::time::sleep_until(deadline).await;
+                        if !logged_in.load(Ordering::Acquire) {
+                            tracing::info!(%peer, "admin SSH connection dropped: no login within {LOGIN_GRACE:?}");
+                            let _ = handle
+                                .disconnect(
+                                    russh::Disconnect::ByApplication,
+                                    "login grace time over".into(),
+                                    "en".into(),
+                                )
+                                .await;
+                        }
+                    });
                     if let Err(e) = session.await {
                         tracing::info!(%peer, "admin SSH connection ended: {e}");
                     }
+                    grace.abort();
                 }
-                Err(e) => tracing::info!(%peer, "admin SSH handshake failed: {e}"),
+                Ok(Err(e)) => tracing::info!(%peer, "admin SSH handshake failed: {e}"),
+                Err(_) => {
+                    tracing::info!(%peer, "admin SSH connection dropped: no SSH version within {LOGIN_GRACE:?}")
+                }
             }
             admin.live.add_permits(1);
         });
