@@ -563,3 +563,57 @@ fn a_connection_that_never_logs_in_is_dropped_after_the_grace_time() -> Result<(
     assert!(a.w.log().contains("no SSH version within"), "{}", a.w.log());
     Ok(())
 }
+
+#[test]
+fn a_client_that_stops_reading_an_export_stops_the_export() -> Result<()> {
+    let a = Admin::start()?;
+    let token = a.w.token("bulky-bot")?;
+    // ~60 MB of recorded rows: far more than a pipe and an SSH window hold.
+    a.w.psql(
+        "bulky-bot",
+        &token,
+        "select repeat(md5(g::text), 1900) from generate_series(1, 1000) g",
+    )?
+    .success_text()?;
+    let id = session_id(&ended_session_of_user(&a.w.gh, "bulky-bot")?)?;
+
+    // The auditor's ssh reads the first kilobyte, then is killed.
+    let mut ssh = Command::new("ssh")
+        .args(a.options("alice"))
+        .args(["-p", &a.port.to_string(), "alice@127.0.0.1"])
+        .arg(format!("recordings export {id} --format jsonl"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut first = [0u8; 1000];
+    std::io::Read::read_exact(ssh.stdout.as_mut().expect("piped"), &mut first)?;
+    assert!(first.starts_with(b"{\"header\""));
+    ssh.kill()?;
+    ssh.wait()?;
+
+    // The export child is killed, not left blocked on a full pipe, and the
+    // recording says the command ended early.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut admin;
+    loop {
+        admin = a.admin_sessions(1)?;
+        let (_, events) = show_session(&a.w.gh, &session_id(&admin[0])?)?;
+        let exits = events_of_kind(&events, "admin_exit");
+        if let Some(exit) = exits.first() {
+            assert_eq!(exit["kind"]["status"], 255, "{exit:#}");
+            let sent = exit["kind"]["bytes"].as_u64().unwrap_or(0);
+            assert!(sent >= 1000, "{exit:#}");
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("no admin_exit recorded: {events:#?}\n{}", a.w.log());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let children = Command::new("pgrep")
+        .args(["-f", &format!("recordings export {id}")])
+        .output()?;
+    assert!(children.stdout.is_empty(), "{}", children.stdout_text());
+    Ok(())
+}

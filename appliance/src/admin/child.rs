@@ -83,9 +83,11 @@ pub async fn exec(
     let sent = Arc::new(AtomicU64::new(0));
     let stdout = Counting(child.stdout.take().expect("piped"), sent.clone());
     let stderr = child.stderr.take().expect("piped");
-    let relayed = tokio::join!(writer.data(stdout), writer.extended_data(1, stderr));
+    // The first failure (the client gone) stops both relays, so a child
+    // blocked on a full pipe is killed rather than waited for.
+    let relayed = tokio::try_join!(writer.data(stdout), writer.extended_data(1, stderr));
     let status = match relayed {
-        (Ok(()), Ok(())) => match child.wait().await {
+        Ok(_) => match child.wait().await {
             Ok(s) => exit_code(s),
             Err(e) => {
                 tracing::error!("admin command: {e}");
