@@ -6,6 +6,7 @@
 #
 #   DEMO_DIR   where state goes          (default /tmp/gatehouse-demo)
 #   DEMO_PORT  Gatehouse's listen port   (default 6432)
+#   ADMIN_PORT the admin SSH endpoint     (default 2222)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -13,6 +14,7 @@ DEMO_DIR=${DEMO_DIR:-/tmp/gatehouse-demo}
 DEMO_PORT=${DEMO_PORT:-6432}
 PG_PORT=${PG_PORT:-55432}
 ISSUER_PORT=${ISSUER_PORT:-18080}
+ADMIN_PORT=${ADMIN_PORT:-2222}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/gatehouse-target}"
 
 bash scripts/install-deps.sh
@@ -22,7 +24,10 @@ bin="$CARGO_TARGET_DIR/release"
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 
 rm -rf "$DEMO_DIR"
-mkdir -p "$DEMO_DIR"/{pg,issuer,secrets}
+mkdir -p "$DEMO_DIR"/{pg,issuer,secrets,operator}
+# The demo operator's SSH key, for the admin endpoint.
+ssh-keygen -q -t ed25519 -N '' -C demo-operator -f "$DEMO_DIR/operator/id_ed25519"
+operator_key=$(cat "$DEMO_DIR/operator/id_ed25519.pub")
 chmod 755 "$DEMO_DIR"
 chown postgres:postgres "$DEMO_DIR/pg"
 as_pg() { runuser -u postgres -- "$@"; }
@@ -76,6 +81,12 @@ data_dir = "data"
 
 [listen]
 postgres = "127.0.0.1:$DEMO_PORT"
+admin_ssh = "127.0.0.1:$ADMIN_PORT"
+
+[[operators]]
+name = "demo"
+public_key = "$operator_key"
+approver = true
 
 [auth.oidc]
 issuer = "$issuer"
@@ -125,7 +136,13 @@ TOML
 "$bin/gatehouse" serve --config "$DEMO_DIR/gatehouse.toml" > "$DEMO_DIR/gatehouse.log" 2>&1 &
 gh_pid=$!
 wait_port "$DEMO_PORT" || { cat "$DEMO_DIR/gatehouse.log"; exit 1; }
+wait_port "$ADMIN_PORT" || { cat "$DEMO_DIR/gatehouse.log"; exit 1; }
+# Pin the endpoint's host key (created on first start) for the demo's ssh.
+echo "[127.0.0.1]:$ADMIN_PORT $(ssh-keygen -y -f "$DEMO_DIR/data/admin-ssh-host.key")" \
+    > "$DEMO_DIR/operator/known_hosts"
 
+ssh_opts="-i $DEMO_DIR/operator/id_ed25519 -o UserKnownHostsFile=$DEMO_DIR/operator/known_hosts"
+ssh="ssh -p $ADMIN_PORT $ssh_opts demo@127.0.0.1"
 token=$("$bin/gatehouse-dev-issuer" mint --dir "$DEMO_DIR/issuer" --issuer "$issuer" \
     --sub ci-runner-7 --groups ci-deploy --ttl 3600)
 cat <<MSG
@@ -141,13 +158,16 @@ DELETE waits for an operator. Try, with the same psql command:
 
   -c 'drop table customers'                      # ERROR 42501
   -c 'delete from customers where id = 3'        # waits; in another terminal:
-  $bin/gatehouse approvals list --config $DEMO_DIR/gatehouse.toml
-  $bin/gatehouse approvals approve <ID> --config $DEMO_DIR/gatehouse.toml
+  $ssh approvals list
+  $ssh approvals approve <ID>
 
-Then see what was recorded:
+Then see what was recorded, as the operator on the admin SSH endpoint
+(the same commands work locally as $bin/gatehouse ... --config $DEMO_DIR/gatehouse.toml):
 
-  $bin/gatehouse recordings list --config $DEMO_DIR/gatehouse.toml
-  $bin/gatehouse recordings show <ID> --config $DEMO_DIR/gatehouse.toml
+  $ssh recordings list
+  $ssh recordings export <ID> --format asciicast > session.cast   # asciinema play session.cast
+  $ssh recordings export --since 1d --format archive > today.tar.zst
+  scp -P $ADMIN_PORT $ssh_opts -r demo@127.0.0.1:/recordings .
 
 A fresh token:  $bin/gatehouse-dev-issuer mint --dir $DEMO_DIR/issuer --issuer $issuer --sub ci-runner-7 --groups ci-deploy
 Press Ctrl-C to stop.
