@@ -97,7 +97,7 @@ start_gatehouse() {
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 tps() { # name port password user db sslmode [sslrootcert]
     local out
-    out=$(PGPASSWORD=$3 PGSSLMODE=$6 PGSSLROOTCERT=${7:-} "$pgbin/pgbench" -n -S -c 8 -j 2 -T "$DURATION" \
+    out=$(PGPASSWORD=$3 PGSSLMODE=$6 PGSSLROOTCERT=${7:-} "$pgbin/pgbench" -n -S -c "${CLIENTS:-8}" -j 2 -T "$DURATION" \
         -h 127.0.0.1 -p "$2" -U "$4" "$5" 2>&1) || { echo "$out" >&2; return 1; }
     echo "$out" | awk '/^tps = .*without initial/ {print $3}'
 }

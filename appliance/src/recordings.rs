@@ -364,6 +364,7 @@ pub fn status(cfg: &LoadedConfig) -> anyhow::Result<()> {
                 "last flush:         {}",
                 recorder.last_flush.map_or("never".into(), format_time)
             );
+            println!("commits:            {}", recorder.commits);
             println!("failed flushes:     {}", recorder.failed_flushes);
             if let Some((at, why)) = recorder.last_error {
                 println!("last failure:       {} {why}", format_time(at));

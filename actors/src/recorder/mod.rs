@@ -97,6 +97,10 @@ pub struct RecorderStatus {
     pub pending_events: usize,
     /// Flushes that failed since start; each was retried.
     pub failed_flushes: u64,
+    /// Write transactions committed since start (each one fsync), so the
+    /// events per commit of group commit can be read off.
+    #[serde(default)]
+    pub commits: u64,
     /// The most recent failure: when (unix µs) and why.
     pub last_error: Option<(i64, String)>,
     /// When the most recent flush succeeded (unix µs).
