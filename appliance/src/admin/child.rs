@@ -33,6 +33,7 @@ impl ChildSpec {
     fn command(&self, args: &[String]) -> Command {
         let mut cmd = Command::new(&self.exe);
         cmd.env_clear()
+            .arg0("gatehouse")
             .arg("--config")
             .arg(&self.config)
             .args(args)
@@ -42,7 +43,7 @@ impl ChildSpec {
 }
 
 /// Run `args` for an exec request: stdout to the channel, stderr as
-/// extended data, then the exit status. Returns that status.
+/// extended data, then the exit status.
 pub async fn exec(
     spec: &ChildSpec,
     args: &[String],
@@ -53,7 +54,9 @@ pub async fn exec(
     let (mut reader, writer) = channel.split();
     // Drain what the client sends (stdin is not read) so its messages
     // never back up the session.
-    let drain = tokio::spawn(async move { while reader.wait().await.is_some() {} });
+    // It ends when the channel closes: the client is gone even if a write
+    // to it is stuck waiting for window space that will never come.
+    let mut drain = tokio::spawn(async move { while reader.wait().await.is_some() {} });
     let mut child = match spec
         .command(args)
         .stdin(Stdio::null())
@@ -83,11 +86,14 @@ pub async fn exec(
     let sent = Arc::new(AtomicU64::new(0));
     let stdout = Counting(child.stdout.take().expect("piped"), sent.clone());
     let stderr = child.stderr.take().expect("piped");
-    // The first failure (the client gone) stops both relays, so a child
-    // blocked on a full pipe is killed rather than waited for.
-    let relayed = tokio::try_join!(writer.data(stdout), writer.extended_data(1, stderr));
+    // The first failure, or the channel closing, stops both relays, so a
+    // child blocked on a full pipe is killed rather than waited for.
+    let relayed = tokio::select! {
+        r = async { tokio::try_join!(writer.data(stdout), writer.extended_data(1, stderr)) } => r.is_ok(),
+        _ = &mut drain => false,
+    };
     let status = match relayed {
-        Ok(_) => match child.wait().await {
+        true => match child.wait().await {
             Ok(s) => exit_code(s),
             Err(e) => {
                 tracing::error!("admin command: {e}");
@@ -95,12 +101,14 @@ pub async fn exec(
             }
         },
         // The client went away mid-stream: stop the work it asked for.
-        _ => {
+        false => {
             let _ = child.kill().await;
             tracing::info!("admin command ended early: the client closed the channel");
             255
         }
     };
+    // The pid may be reused once reaped: stop attributing it now.
+    drop(_attributed);
     finish(&writer, status, sent.load(Ordering::Relaxed), audit).await;
     drain.abort();
 }
@@ -119,6 +127,13 @@ pub async fn sftp(spec: &ChildSpec, channel: Channel<Msg>, audit: Audit) {
         Ok(child) => child,
         Err(e) => {
             tracing::error!("SFTP view could not start: {e}");
+            audit.note(EventKind::Sftp {
+                op: "start".into(),
+                path: "/".into(),
+                outcome: format!("failed: {e}"),
+                bytes: 0,
+            });
+            let _ = channel.exit_status(127).await;
             let _ = channel.close().await;
             return;
         }
@@ -136,7 +151,11 @@ pub async fn sftp(spec: &ChildSpec, channel: Channel<Msg>, audit: Audit) {
     let downstream = async {
         let _ = tokio::io::copy(&mut stdout, &mut writer.make_writer()).await;
     };
-    let operations = async {
+    // Read to the end, whatever ends the session: the last operations are
+    // reported as the child exits.
+    let audit_ops = audit.clone();
+    let operations = tokio::spawn(async move {
+        let audit = audit_ops;
         let mut lines = BufReader::new(stderr).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             match serde_json::from_str::<SftpOp>(&line) {
@@ -149,11 +168,13 @@ pub async fn sftp(spec: &ChildSpec, channel: Channel<Msg>, audit: Audit) {
                 Err(_) => tracing::warn!(line = %line.escape_debug(), "SFTP view"),
             }
         }
-    };
+    });
     // The view ends when the client closes (its stdin ends) or the child
-    // exits (its stdout ends); scp and sftp expect an exit status.
+    // exits (its stdout ends); scp and sftp expect an exit status. A child
+    // that does not exit after its stdin ended (blocked writing to a client
+    // that left) is killed.
     tokio::select! {
-        _ = async { tokio::join!(upstream, operations) } => {}
+        _ = upstream => {}
         _ = downstream => {}
     }
     let status = match tokio::time::timeout(std::time::Duration::from_secs(5), child.wait()).await {
@@ -163,6 +184,7 @@ pub async fn sftp(spec: &ChildSpec, channel: Channel<Msg>, audit: Audit) {
             255
         }
     };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), operations).await;
     let _ = writer.exit_status(status).await;
     let _ = writer.eof().await;
     let _ = writer.close().await;
@@ -211,10 +233,16 @@ impl<R: AsyncRead + Unpin> AsyncRead for Counting<R> {
     }
 }
 
-/// The running binary, for children (its path at start, so an upgrade
-/// in place does not mix versions mid-run).
+/// The running binary, for children: `/proc/self/exe` names the file this
+/// process was started from even after an upgrade replaced it on disk, so
+/// children are always the daemon's own version.
 pub fn current_exe() -> anyhow::Result<PathBuf> {
-    Ok(std::env::current_exe()?)
+    let proc_exe = PathBuf::from("/proc/self/exe");
+    if proc_exe.exists() {
+        Ok(proc_exe)
+    } else {
+        Ok(std::env::current_exe()?)
+    }
 }
 
 pub fn spec(config: &Path, callers: crate::control::Callers) -> anyhow::Result<ChildSpec> {

@@ -24,13 +24,23 @@ pub struct Connection {
     channels: HashMap<ChannelId, Channel<Msg>>,
     /// Set at login; the endpoint drops connections that never get here.
     logged_in: Arc<AtomicBool>,
+    /// Held until login: the endpoint's count of connections logging in.
+    stranger: Option<tokio::sync::OwnedSemaphorePermit>,
+    peer_ip: std::net::IpAddr,
 }
 
 impl Connection {
-    pub fn new(admin: Arc<AdminSsh>, peer: SocketAddr, logged_in: Arc<AtomicBool>) -> Connection {
+    pub fn new(
+        admin: Arc<AdminSsh>,
+        peer: SocketAddr,
+        logged_in: Arc<AtomicBool>,
+        stranger: tokio::sync::OwnedSemaphorePermit,
+    ) -> Connection {
         Connection {
             admin,
             peer: peer.to_string(),
+            peer_ip: peer.ip(),
+            stranger: Some(stranger),
             operator: None,
             refused: None,
             channels: HashMap::new(),
@@ -73,7 +83,9 @@ impl Drop for Connection {
                 tracing::info!(peer = %self.peer, operator = %name, "admin SSH connection closed");
             }
             (None, Some((user, why))) => {
-                Audit::refused(&self.admin.recorder, &self.peer, &user, why)
+                if self.admin.record_refusal(self.peer_ip) {
+                    Audit::refused(&self.admin.recorder, &self.peer, &user, why)
+                }
             }
             (None, None) => {}
         }
@@ -108,6 +120,7 @@ impl russh::server::Handler for Connection {
         self.operator = Some((name, audit));
         self.refused = None;
         self.logged_in.store(true, Ordering::Release);
+        self.stranger = None;
         Ok(Auth::Accept)
     }
 

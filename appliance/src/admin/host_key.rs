@@ -26,14 +26,20 @@ pub fn load_or_create(data_dir: &Path) -> anyhow::Result<PrivateKey> {
             let text = key
                 .to_openssh(LineEnding::LF)
                 .context("encoding the SSH host key")?;
+            // Written aside and renamed into place: a crash mid-write never
+            // leaves a half key the next start would refuse.
+            let partial = path.with_extension("key.partial");
+            let _ = std::fs::remove_file(&partial);
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
-                .open(&path)
-                .with_context(|| format!("creating {}", path.display()))?;
+                .open(&partial)
+                .with_context(|| format!("creating {}", partial.display()))?;
             file.write_all(text.as_bytes())?;
             file.sync_all()?;
+            std::fs::rename(&partial, &path)
+                .with_context(|| format!("creating {}", path.display()))?;
             tracing::info!(path = %path.display(), "admin SSH host key created");
             key
         }

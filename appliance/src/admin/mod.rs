@@ -27,7 +27,8 @@ mod command;
 mod connection;
 mod host_key;
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -35,7 +36,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use gatehouse_actors::recorder::RecorderHandle;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
 
 pub use child::SftpOp;
 
@@ -43,6 +45,13 @@ use crate::config::{LoadedConfig, OperatorKey};
 
 /// Connections at once; more are refused at accept (logged).
 const MAX_CONNECTIONS: usize = 64;
+/// Of those, connections not logged in yet: strangers cannot take the
+/// slots operators need.
+const MAX_UNAUTHENTICATED: usize = 16;
+/// A peer address whose login was refused is recorded once per this
+/// period (every refusal is logged): a flood of bad logins cannot fill the
+/// recording store.
+const REFUSAL_RECORD_PERIOD: Duration = Duration::from_secs(60);
 /// From accept to a successful login; a connection that takes longer is
 /// dropped, so idle or stalled ones cannot hold the connection slots.
 const LOGIN_GRACE: Duration = Duration::from_secs(30);
@@ -53,7 +62,29 @@ pub struct AdminSsh {
     operators: Vec<OperatorKey>,
     child: child::ChildSpec,
     recorder: RecorderHandle,
-    live: tokio::sync::Semaphore,
+    live: Arc<Semaphore>,
+    unauthenticated: Arc<Semaphore>,
+    /// When each peer address last had a refused login recorded.
+    refusals: std::sync::Mutex<HashMap<IpAddr, Instant>>,
+}
+
+impl AdminSsh {
+    /// Whether a refused login from `peer` should become a recording now
+    /// (at most one per address per period).
+    fn record_refusal(&self, peer: IpAddr) -> bool {
+        let Ok(mut seen) = self.refusals.lock() else {
+            return true;
+        };
+        let now = Instant::now();
+        seen.retain(|_, at| now.duration_since(*at) < REFUSAL_RECORD_PERIOD);
+        match seen.entry(peer) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(now);
+                true
+            }
+        }
+    }
 }
 
 impl AdminSsh {
@@ -80,7 +111,9 @@ impl AdminSsh {
             child: child::spec(&cfg.config_path, callers)
                 .context("locating the gatehouse binary")?,
             recorder,
-            live: tokio::sync::Semaphore::new(MAX_CONNECTIONS),
+            live: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            unauthenticated: Arc::new(Semaphore::new(MAX_UNAUTHENTICATED)),
+            refusals: std::sync::Mutex::new(HashMap::new()),
         }))
     }
 }
@@ -114,16 +147,21 @@ pub async fn serve(
             },
             _ = shutdown.changed() => return,
         };
-        let Ok(permit) = admin.live.try_acquire() else {
+        let Ok(slot) = admin.live.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "admin SSH connection refused: {MAX_CONNECTIONS} already open");
             continue;
         };
-        permit.forget();
+        let Ok(stranger) = admin.unauthenticated.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "admin SSH connection refused: {MAX_UNAUTHENTICATED} connections are still logging in");
+            continue;
+        };
         let admin = admin.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let deadline = tokio::time::Instant::now() + LOGIN_GRACE;
             let logged_in = Arc::new(AtomicBool::new(false));
-            let handler = connection::Connection::new(admin.clone(), peer, logged_in.clone());
+            let handler =
+                connection::Connection::new(admin.clone(), peer, logged_in.clone(), stranger);
             let ssh = russh::server::run_stream(admin.ssh.clone(), socket, handler);
             match tokio::time::timeout_at(deadline, ssh).await {
                 Ok(Ok(session)) => {
@@ -151,7 +189,6 @@ pub async fn serve(
                     tracing::info!(%peer, "admin SSH connection dropped: no SSH version within {LOGIN_GRACE:?}")
                 }
             }
-            admin.live.add_permits(1);
         });
     }
 }
