@@ -36,6 +36,12 @@ const READ_ONLY: &str = "the recordings view is read-only";
 const CACHE_BYTES: usize = 256 << 20;
 /// Largest read answered at once (OpenSSH asks for 32 KiB or less).
 const MAX_READ: u32 = 256 << 10;
+/// Directory entries per READDIR reply: a busy day has thousands of
+/// files, and one reply must stay under the client's message limit
+/// (OpenSSH: 256 KiB).
+const ENTRIES_PER_REPLY: usize = 100;
+/// Handles open at once in one session.
+const MAX_HANDLES: usize = 64;
 
 pub fn run(cfg: &LoadedConfig) -> anyhow::Result<()> {
     let store = crate::recordings::open(cfg)?;
@@ -92,8 +98,7 @@ enum Node {
 
 enum Open {
     Dir {
-        entries: Vec<File>,
-        read: bool,
+        entries: std::vec::IntoIter<File>,
     },
     File {
         path: String,
@@ -216,13 +221,19 @@ impl View {
         Ok(data)
     }
 
-    fn attrs(&mut self, node: &Node) -> Result<FileAttributes, StatusReply> {
+    /// A node's attributes. A file's size needs the file rendered; a
+    /// directory listing (`sized = false`) gives it only for files already
+    /// rendered, so listing a busy day does not render every session.
+    fn attrs(&mut self, node: &Node, sized: bool) -> Result<FileAttributes, StatusReply> {
         Ok(match node {
             Node::Root | Node::Recordings | Node::Day(_) => dir_attrs(),
             Node::File(h, format) => {
-                let data = self.render(h, *format)?;
                 let mut a = FileAttributes::empty();
-                a.size = Some(data.len() as u64);
+                a.size = if sized {
+                    Some(self.render(h, *format)?.len() as u64)
+                } else {
+                    self.cache.get(&(h.id, *format)).map(|d| d.len() as u64)
+                };
                 a.permissions = Some(0o444 | FileMode::REG.bits());
                 a.uid = Some(0);
                 a.gid = Some(0);
@@ -248,7 +259,7 @@ impl View {
                     for format in Format::ALL {
                         let name = format!("{}.{}", h.id, format.ext());
                         let node = Node::File(Box::new(h.clone()), format);
-                        out.push(File::new(name, self.attrs(&node)?));
+                        out.push(File::new(name, self.attrs(&node, false)?));
                     }
                 }
             }
@@ -257,11 +268,15 @@ impl View {
         Ok(out)
     }
 
-    fn handle(&mut self, open: Open) -> String {
+    fn handle(&mut self, open: Open) -> Result<String, StatusReply> {
+        if self.handles.len() >= MAX_HANDLES {
+            return Err(StatusCode::Failure
+                .with_message(format!("at most {MAX_HANDLES} open handles; close some")));
+        }
         self.next_handle += 1;
         let h = self.next_handle.to_string();
         self.handles.insert(h.clone(), open);
-        h
+        Ok(h)
     }
 
     fn refuse(&self, op: &str, path: &str) -> StatusReply {
@@ -297,7 +312,7 @@ impl russh_sftp::server::Handler for View {
         let node = self.node(&path)?;
         Ok(Attrs {
             id,
-            attrs: self.attrs(&node)?,
+            attrs: self.attrs(&node, true)?,
         })
     }
 
@@ -312,22 +327,21 @@ impl russh_sftp::server::Handler for View {
         Ok(Handle {
             id,
             handle: self.handle(Open::Dir {
-                entries,
-                read: false,
-            }),
+                entries: entries.into_iter(),
+            })?,
         })
     }
 
     async fn readdir(&mut self, id: u32, handle: String) -> Result<Name, Self::Error> {
         match self.handles.get_mut(&handle) {
-            Some(Open::Dir { entries, read }) if !*read => {
-                *read = true;
-                Ok(Name {
-                    id,
-                    files: std::mem::take(entries),
-                })
+            Some(Open::Dir { entries }) => {
+                let files: Vec<File> = entries.by_ref().take(ENTRIES_PER_REPLY).collect();
+                if files.is_empty() {
+                    Err(StatusCode::Eof.into())
+                } else {
+                    Ok(Name { id, files })
+                }
             }
-            Some(Open::Dir { .. }) => Err(StatusCode::Eof.into()),
             _ => Err(StatusCode::Failure.with_message("not a directory handle")),
         }
     }
@@ -356,7 +370,7 @@ impl russh_sftp::server::Handler for View {
                 path,
                 data,
                 sent: 0,
-            }),
+            })?,
         })
     }
 

@@ -230,6 +230,12 @@ fn operators_export_copy_and_browse_recordings_with_stock_clients() -> Result<()
         .success_text()?;
     let id = session_id(&ended_session_of_user(&a.w.gh, "audited-bot")?)?;
     let day = today();
+    // Enough sessions that a day's listing spans several READDIR replies.
+    let filler = a.w.token("filler-bot")?;
+    for _ in 0..40 {
+        a.w.psql("filler-bot", &filler, "select 1")?
+            .success_text()?;
+    }
 
     // Exec: list, with the CLI's own flags.
     let list = a.ssh("recordings list --since 1d")?;
@@ -283,6 +289,22 @@ fn operators_export_copy_and_browse_recordings_with_stock_clients() -> Result<()
         a.w.log()
     );
     let dir = copy.join(&day);
+    // Every session of the day that had ended before the copy is there,
+    // in all three formats.
+    let before: Vec<String> = list_sessions(&a.w.gh)?
+        .iter()
+        .filter(|h| h["protocol"] == "postgres")
+        .map(session_id)
+        .collect::<Result<_>>()?;
+    assert!(before.len() > 40, "{}", before.len());
+    for sid in &before {
+        for ext in ["jsonl", "json", "cast"] {
+            assert!(
+                dir.join(format!("{sid}.{ext}")).is_file(),
+                "{sid}.{ext} missing"
+            );
+        }
+    }
     let local =
         a.w.gh
             .run_cli(&["recordings", "export", &id, "--format", "jsonl"])?;

@@ -27,7 +27,13 @@ pub struct ChildSpec {
     pub config: PathBuf,
     /// Where running children are attributed to their operator.
     pub callers: crate::control::Callers,
+    /// Children at once, across all operators; more wait their turn.
+    pub slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// Commands and SFTP views running at once: each may read whole
+/// recordings, and the appliance's cores belong to the sessions.
+const MAX_CHILDREN: usize = 8;
 
 impl ChildSpec {
     fn command(&self, args: &[String]) -> Command {
@@ -57,6 +63,9 @@ pub async fn exec(
     // It ends when the channel closes: the client is gone even if a write
     // to it is stuck waiting for window space that will never come.
     let mut drain = tokio::spawn(async move { while reader.wait().await.is_some() {} });
+    let Ok(_slot) = spec.slots.clone().acquire_owned().await else {
+        return;
+    };
     let mut child = match spec
         .command(args)
         .stdin(Stdio::null())
@@ -117,6 +126,9 @@ pub async fn exec(
 /// `gatehouse recordings sftp-server`, its answers back; each operation it
 /// reports on stderr (one JSON object per line) is recorded.
 pub async fn sftp(spec: &ChildSpec, channel: Channel<Msg>, audit: Audit) {
+    let Ok(_slot) = spec.slots.clone().acquire_owned().await else {
+        return;
+    };
     let mut child = match spec
         .command(&["recordings".into(), "sftp-server".into()])
         .stdin(Stdio::piped())
@@ -250,6 +262,7 @@ pub fn spec(config: &Path, callers: crate::control::Callers) -> anyhow::Result<C
         exe: current_exe()?,
         config: std::fs::canonicalize(config)?,
         callers,
+        slots: Arc::new(tokio::sync::Semaphore::new(MAX_CHILDREN)),
     })
 }
 
