@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use common::{
-    APP_DB, LivePsql, World, ended_session_of_user, events_of_kind, kind_of, list_sessions,
-    session_id, show_session,
+    APP_DB, LivePsql, SmallDisk, World, ended_session_of_user, events_of_kind, kind_of,
+    list_sessions, session_id, show_session,
 };
 use gatehouse_tests::gatehouse::gatehouse_bin;
 use gatehouse_tests::ports::free_loopback_port;
-use gatehouse_tests::{OutputExt, PolicySpec};
+use gatehouse_tests::{ConfigBuilder, Gatehouse, Issuer, OutputExt, PgCluster, PolicySpec};
 use serde_json::Value;
 
 const APPROVAL_RULE: &str = r#"
@@ -57,6 +57,12 @@ fn keygen(dir: &Path, name: &str) -> Result<String> {
 
 impl Admin {
     fn start() -> Result<Admin> {
+        Self::start_with(|_| Ok(()))
+    }
+
+    /// As `start`, running `before_serve` on the staged daemon (its work
+    /// directory exists, it does not run yet).
+    fn start_with(before_serve: impl Fn(&Gatehouse) -> Result<()>) -> Result<Admin> {
         let keys = tempfile::tempdir()?;
         let alice = keygen(keys.path(), "alice")?;
         let bob = keygen(keys.path(), "bob")?;
@@ -67,7 +73,7 @@ impl Admin {
         let (w, port) = loop {
             attempt += 1;
             let port = free_loopback_port()?;
-            let started = World::start(|c, _, _| {
+            let config = |c: ConfigBuilder| {
                 c.line_in("listen", &format!("admin_ssh = \"127.0.0.1:{port}\""))
                     .policy(PolicySpec::new("default").line("default = \"allow\""))
                     .raw(APPROVAL_RULE)
@@ -75,7 +81,15 @@ impl Admin {
                         "[[operators]]\nname = \"alice\"\npublic_key = \"{alice}\"\napprover = true\n\n\
                          [[operators]]\nname = \"bob\"\npublic_key = \"{bob}\"\n"
                     ))
-            });
+            };
+            let started = (|| {
+                let pg = PgCluster::start()?;
+                let issuer = Issuer::start()?;
+                let mut gh = Gatehouse::stage(&config(ConfigBuilder::standard(&issuer, &pg)))?;
+                before_serve(&gh)?;
+                gh.serve()?;
+                Ok::<_, anyhow::Error>(World { gh, issuer, pg })
+            })();
             // The daemon binds the admin port before the PostgreSQL one, so
             // it is ready once World::start returns.
             match started {
@@ -649,5 +663,39 @@ fn a_client_that_stops_reading_an_export_stops_the_export() -> Result<()> {
         .args(["-f", &format!("recordings export {id}")])
         .output()?;
     assert!(children.stdout.is_empty(), "{}", children.stdout_text());
+    Ok(())
+}
+
+#[test]
+fn a_command_that_cannot_be_recorded_does_not_run() -> Result<()> {
+    // data_dir on a 16 MiB tmpfs, filled once the daemon is up.
+    let disk = std::cell::RefCell::new(None);
+    let a = Admin::start_with(|gh| {
+        *disk.borrow_mut() = Some(SmallDisk::mount(&gh.data_dir(), "16m")?);
+        Ok(())
+    })?;
+    let disk = disk.into_inner().context("tmpfs mounted")?;
+    // One recorded command first, so the store has been written.
+    assert!(a.ssh("recordings list")?.status.success());
+    disk.fill()?;
+    // A long command (as a quoted id, incompressible) needs new pages.
+    let noise: String = (0..40_000u32)
+        .map(|i| format!("{:x}", i.wrapping_mul(2_654_435_761) % 16))
+        .collect();
+    let out = a.ssh(&format!("recordings show '{noise}'"))?;
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr_text());
+    assert!(
+        out.stderr_text()
+            .contains("refused: the command could not be recorded"),
+        "{}",
+        out.stderr_text()
+    );
+    assert!(out.stdout.is_empty());
+    // It never ran: the CLI would have said the id matches nothing.
+    assert!(!out.stderr_text().contains("no single recording matches"));
+    assert!(
+        a.w.log()
+            .contains("admin command refused: it could not be recorded")
+    );
     Ok(())
 }

@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use common::{LivePsql, list_sessions, show_session, tls_target};
+use common::{LivePsql, SmallDisk, list_sessions, show_session, tls_target};
 use gatehouse_tests::{Claims, ConfigBuilder, Gatehouse, Issuer, OutputExt, PgCluster, PolicySpec};
 
 fn strict_config(issuer: &Issuer, pg: &PgCluster, mode: &str) -> ConfigBuilder {
@@ -62,43 +61,6 @@ fn sigkill_loses_no_statement_the_client_saw_succeed() -> Result<()> {
     let out = gh.run_cli(&["recordings", "verify", "--all"])?;
     assert!(out.status.success(), "{}", out.stdout_text());
     Ok(())
-}
-
-/// A data_dir on a small tmpfs, mounted before the daemon starts.
-struct SmallDisk {
-    path: std::path::PathBuf,
-}
-
-impl SmallDisk {
-    fn mount(path: &std::path::Path, size: &str) -> Result<Self> {
-        std::fs::create_dir_all(path)?;
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .status()?
-            .success();
-        if !ok {
-            bail!("mounting a tmpfs needs root");
-        }
-        Ok(SmallDisk {
-            path: path.to_owned(),
-        })
-    }
-
-    /// Fill what is left with a file, so the next write fails with ENOSPC.
-    fn fill(&self) -> Result<()> {
-        let _ = Command::new("dd")
-            .args(["if=/dev/zero", "bs=64k"])
-            .arg(format!("of={}", self.path.join("filler").display()))
-            .output()?;
-        Ok(())
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-    }
 }
 
 fn disk_full_world(mode: &str) -> Result<(PgCluster, Issuer, Gatehouse, SmallDisk, String)> {

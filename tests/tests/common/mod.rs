@@ -736,3 +736,44 @@ pub fn wait_for_log(gh: &Gatehouse, needle: &str, timeout: Duration) -> Result<(
     }
     Ok(())
 }
+
+// ---------------------------------------------------------------------------
+// A disk that fills up
+// ---------------------------------------------------------------------------
+
+/// A data_dir on a small tmpfs, mounted before the daemon starts.
+pub struct SmallDisk {
+    pub path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    pub fn mount(path: &std::path::Path, size: &str) -> Result<Self> {
+        std::fs::create_dir_all(path)?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()?
+            .success();
+        if !ok {
+            bail!("mounting a tmpfs needs root");
+        }
+        Ok(SmallDisk {
+            path: path.to_owned(),
+        })
+    }
+
+    /// Fill what is left with a file, so the next write fails with ENOSPC.
+    pub fn fill(&self) -> Result<()> {
+        let _ = Command::new("dd")
+            .args(["if=/dev/zero", "bs=64k"])
+            .arg(format!("of={}", self.path.join("filler").display()))
+            .output()?;
+        Ok(())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
