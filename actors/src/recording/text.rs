@@ -7,20 +7,32 @@
 use super::event::{Event, EventKind, SessionHeader};
 
 /// Control characters as visible escapes (`\u{1b}`); newlines too, so one
-/// event stays one line.
+/// event stays one line. Invisible formatting characters (bidirectional
+/// overrides and isolates, zero-width characters) too, so a line cannot
+/// show text in another order than it was recorded.
 pub fn clean(s: &str) -> String {
-    if !s.chars().any(char::is_control) {
+    if !s.chars().any(hidden) {
         return s.to_owned();
     }
     s.chars()
         .map(|c| {
-            if c.is_control() {
+            if hidden(c) {
                 c.escape_default().to_string()
             } else {
                 c.to_string()
             }
         })
         .collect()
+}
+
+/// Characters that would change how the line around them looks.
+fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{200b}'..='\u{200f}'   // zero-width, LRM, RLM
+            | '\u{202a}'..='\u{202e}' // bidi embeddings and overrides
+            | '\u{2060}'..='\u{2069}' // word joiner .. bidi isolates
+            | '\u{feff}')
 }
 
 /// Unix microseconds as RFC 3339 UTC with millisecond precision.
@@ -194,5 +206,16 @@ mod tests {
         assert_eq!(line.lines().count(), 1);
         assert!(!line.contains('\u{1b}'));
         assert!(line.contains("\\n") && line.contains("\\u{1b}"));
+    }
+
+    #[test]
+    fn bidirectional_overrides_are_shown_not_obeyed() {
+        // "recordings list" shown as if harmless, while RLO reorders it.
+        let line = clean("recordings list \u{202e}tsil\u{2066}x\u{200b}");
+        assert!(
+            !line.contains('\u{202e}') && !line.contains('\u{2066}') && !line.contains('\u{200b}')
+        );
+        assert!(line.contains("\\u{202e}"), "{line}");
+        assert_eq!(clean("naïve café"), "naïve café");
     }
 }

@@ -115,6 +115,14 @@ impl russh::server::Handler for Connection {
         let Some(name) = self.operator_for(user, key.public_key).map(str::to_owned) else {
             return Ok(self.refuse(user, key.public_key));
         };
+        // SHA-1 RSA signatures (`ssh-rsa`) are forgeable in principle and
+        // refused, as OpenSSH does by default; rsa-sha2-* are fine.
+        if matches!(key.algorithm, russh::keys::Algorithm::Rsa { hash: None }) {
+            let why = "ssh-rsa (SHA-1) signatures are refused; use rsa-sha2-256/512".to_owned();
+            tracing::warn!(peer = %self.peer, operator = %name, "admin SSH login refused: {why}");
+            self.refused = Some((user.to_owned(), why));
+            return Ok(Auth::reject());
+        }
         tracing::info!(peer = %self.peer, operator = %name, "admin SSH login");
         let audit = Audit::open(self.admin.recorder.clone(), &self.peer, user, &name);
         self.operator = Some((name, audit));
