@@ -101,3 +101,18 @@ tps() { # name port password user db sslmode [sslrootcert]
         -h 127.0.0.1 -p "$2" -U "$4" "$5" 2>&1) || { echo "$out" >&2; return 1; }
     echo "$out" | awk '/^tps = .*without initial/ {print $3}'
 }
+
+compare_tps() { # baseline candidate: connections (and labels) on the running gateway
+    local a=$1 b=$2 sa=0 sb=0 r x y
+    echo "== pgbench -S -c ${CLIENTS:-8} -j 2 -T $DURATION through Gatehouse, $a vs $b, $ROUNDS interleaved rounds, all TLS"
+    for r in $(seq "$ROUNDS"); do
+        x=$(tps "$a" "$GH_PORT" "$token" bench "$a" verify-full "$ca")
+        y=$(tps "$b" "$GH_PORT" "$token" bench "$b" verify-full "$ca")
+        printf "round %d: %s %.0f  %s %.0f tps\n" "$r" "$a" "$x" "$b" "$y"
+        sa=$(python3 -c "print($sa + $x)")
+        sb=$(python3 -c "print($sb + $y)")
+    done
+    python3 -c "
+a, b = $sa / $ROUNDS, $sb / $ROUNDS
+print(f'mean tps: $a {a:.0f}  $b {b:.0f}  ratio $b/$a {b/a:.2f}')"
+}

@@ -63,18 +63,7 @@ TOML
 "$bin/gatehouse" check-config --config "$work/gatehouse.toml" >/dev/null
 start_gatehouse
 
-declare -A sum=([plain]=0 [guarded]=0)
-echo "== pgbench -S -c 8 -j 2 -T $DURATION through Gatehouse, $ROUNDS interleaved rounds"
-for r in $(seq "$ROUNDS"); do
-    p=$(tps plain "$GH_PORT" "$token" bench plain verify-full "$ca")
-    g=$(tps guarded "$GH_PORT" "$token" bench guarded verify-full "$ca")
-    printf "round %d: no policy %.0f  20 block + 5 mask rules %.0f tps\n" "$r" "$p" "$g"
-    sum[plain]=$(python3 -c "print(${sum[plain]} + $p)")
-    sum[guarded]=$(python3 -c "print(${sum[guarded]} + $g)")
-done
-python3 -c "
-p, g = ${sum[plain]} / $ROUNDS, ${sum[guarded]} / $ROUNDS
-print(f'mean tps: no policy {p:.0f}  with policy {g:.0f}  ratio {g/p:.2f}')"
+compare_tps plain guarded
 
 echo "== COPY TO STDOUT, $COPY_ROWS rows of ~1 KiB with e-mails and card numbers"
 copy_sql="\\copy (select g, 'user' || g || '@example.com', '4111 1111 1111 1111', repeat('x', 960) from generate_series(1, $COPY_ROWS) g) to '/dev/null'"

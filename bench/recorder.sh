@@ -33,15 +33,4 @@ source bench/lib.sh
 } > "$work/gatehouse.toml"
 start_gatehouse
 
-declare -A sum=([batched]=0 [strict]=0)
-echo "== pgbench -S -c ${CLIENTS:-8} -j 2 -T $DURATION through Gatehouse, $ROUNDS interleaved rounds, all TLS"
-for r in $(seq "$ROUNDS"); do
-    b=$(tps batched "$GH_PORT" "$token" bench batched verify-full "$ca")
-    s=$(tps strict "$GH_PORT" "$token" bench strict verify-full "$ca")
-    printf "round %d: batched %.0f  strict %.0f tps\n" "$r" "$b" "$s"
-    sum[batched]=$(python3 -c "print(${sum[batched]} + $b)")
-    sum[strict]=$(python3 -c "print(${sum[strict]} + $s)")
-done
-python3 -c "
-b, s = ${sum[batched]} / $ROUNDS, ${sum[strict]} / $ROUNDS
-print(f'mean tps: batched {b:.0f}  strict {s:.0f}  ratio strict/batched {s/b:.2f}')"
+compare_tps batched strict
