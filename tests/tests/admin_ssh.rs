@@ -16,7 +16,6 @@ use common::{
     APP_DB, LivePsql, SmallDisk, World, ended_session_of_user, events_of_kind, kind_of,
     list_sessions, session_id, show_session,
 };
-use gatehouse_tests::gatehouse::gatehouse_bin;
 use gatehouse_tests::ports::free_loopback_port;
 use gatehouse_tests::{ConfigBuilder, Gatehouse, Issuer, OutputExt, PgCluster, PolicySpec};
 use serde_json::Value;
@@ -272,16 +271,8 @@ fn operators_export_copy_and_browse_recordings_with_stock_clients() -> Result<()
     assert!(archive.status.success(), "{}", archive.stderr_text());
     let archive_path = away.path().join("day.tar.zst");
     std::fs::write(&archive_path, &archive.stdout)?;
+    let verified = common::verify_archive_away(&a.w.gh, away.path(), &archive_path)?;
     let key = away.path().join("appliance.pub");
-    std::fs::copy(a.w.gh.data_dir().join("recording-signing.pub"), &key)?;
-    let verified = Command::new(gatehouse_bin()?)
-        .current_dir(away.path())
-        .env_remove("GATEHOUSE_CONFIG")
-        .args(["recordings", "verify", "--archive"])
-        .arg(&archive_path)
-        .arg("--public-key")
-        .arg(&key)
-        .output()?;
     assert!(
         verified.status.success(),
         "{}{}",

@@ -4,12 +4,9 @@
 
 mod common;
 
-use std::process::Command;
-
 use anyhow::Result;
 use common::World;
 use gatehouse_tests::OutputExt;
-use gatehouse_tests::gatehouse::gatehouse_bin;
 
 #[test]
 fn an_exported_archive_verifies_anywhere_and_jsonl_matches_show() -> Result<()> {
@@ -32,18 +29,8 @@ fn an_exported_archive_verifies_anywhere_and_jsonl_matches_show() -> Result<()> 
     let away = tempfile::tempdir()?;
     let archive = away.path().join("month.tar.zst");
     std::fs::write(&archive, &out.stdout)?;
-    let key = away.path().join("appliance.pub");
-    std::fs::copy(w.gh.data_dir().join("recording-signing.pub"), &key)?;
-
     // Another directory, no config file anywhere: only the archive and key.
-    let verified = Command::new(gatehouse_bin()?)
-        .current_dir(away.path())
-        .env_remove("GATEHOUSE_CONFIG")
-        .args(["recordings", "verify", "--archive"])
-        .arg(&archive)
-        .arg("--public-key")
-        .arg(&key)
-        .output()?;
+    let verified = common::verify_archive_away(&w.gh, away.path(), &archive)?;
     let text = verified.stdout_text();
     assert!(
         verified.status.success(),

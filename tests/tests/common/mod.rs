@@ -777,3 +777,27 @@ impl Drop for SmallDisk {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }
+
+// ---------------------------------------------------------------------------
+// Archives away from the appliance
+// ---------------------------------------------------------------------------
+
+/// `gatehouse recordings verify --archive ARCHIVE --public-key KEY` as an
+/// auditor runs it: in `dir`, with no config file anywhere. The key is a
+/// copy of `gh`'s public key written into `dir`.
+pub fn verify_archive_away(
+    gh: &Gatehouse,
+    dir: &std::path::Path,
+    archive: &std::path::Path,
+) -> Result<std::process::Output> {
+    let key = dir.join("appliance.pub");
+    std::fs::copy(gh.data_dir().join("recording-signing.pub"), &key)?;
+    Ok(Command::new(gatehouse_tests::gatehouse::gatehouse_bin()?)
+        .current_dir(dir)
+        .env_remove("GATEHOUSE_CONFIG")
+        .args(["recordings", "verify", "--archive"])
+        .arg(archive)
+        .arg("--public-key")
+        .arg(&key)
+        .output()?)
+}
