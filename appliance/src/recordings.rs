@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use gatehouse_actors::recording::{
-    RecordingId, format_event, format_header, format_time, write_asciicast,
+    RecordingId, SessionHeader, format_event, format_header, format_time, write_asciicast,
 };
 use gatehouse_actors::store::seal::fingerprint;
 use gatehouse_actors::store::{RecordingStore, SigningKey, Verdict};
@@ -24,13 +24,8 @@ pub fn list(
     until: Option<&str>,
 ) -> anyhow::Result<()> {
     let store = open(cfg)?;
-    let (from, to) = window(since, until)?;
     let mut out = std::io::stdout().lock();
-    for h in store
-        .sessions()?
-        .into_iter()
-        .filter(|h| h.started_at >= from && h.started_at < to)
-    {
+    for h in started_between(&store, since, until)? {
         if json {
             serde_json::to_writer(&mut out, &h)?;
             writeln!(out)?;
@@ -211,25 +206,17 @@ pub struct Selection<'a> {
 /// `recordings export`: to stdout, streamed.
 pub fn export(cfg: &LoadedConfig, what: Selection<'_>, format: ExportFormat) -> anyhow::Result<()> {
     let store = open(cfg)?;
-    let ids = match (what.id, what.since, what.until) {
+    let headers = match (what.id, what.since, what.until) {
         (Some(id), None, None) => {
-            vec![
-                store
-                    .resolve(id)
-                    .with_context(|| format!("no single recording matches {id:?}"))?,
-            ]
+            let id = store
+                .resolve(id)
+                .with_context(|| format!("no single recording matches {id:?}"))?;
+            vec![store.header(id)?]
         }
-        (None, since, until) => {
-            let (from, to) = window(since, until)?;
-            store
-                .sessions()?
-                .into_iter()
-                .filter(|h| h.started_at >= from && h.started_at < to)
-                .map(|h| h.id)
-                .collect()
-        }
+        (None, since, until) => started_between(&store, since, until)?,
         _ => anyhow::bail!("give a recording id, or --since/--until"),
     };
+    let ids: Vec<RecordingId> = headers.iter().map(|h| h.id).collect();
     match format {
         ExportFormat::Jsonl | ExportFormat::Asciicast => {
             let [id] = ids.as_slice() else {
@@ -256,15 +243,14 @@ pub fn export(cfg: &LoadedConfig, what: Selection<'_>, format: ExportFormat) -> 
             let key = SigningKey::load_or_create(&key_path)?;
             // A live session has no seal yet, so it could not verify: it is
             // archived once it has ended.
-            let (ids, live): (Vec<_>, Vec<_>) = ids
-                .into_iter()
-                .partition(|id| store.header(*id).map_or(true, |h| h.outcome.is_some()));
+            let (ended, live): (Vec<_>, Vec<_>) = headers.iter().partition(|h| h.outcome.is_some());
             if !live.is_empty() {
                 eprintln!(
                     "left out {} live sessions: they are archived once they end",
                     live.len()
                 );
             }
+            let ids: Vec<RecordingId> = ended.iter().map(|h| h.id).collect();
             let out = std::io::BufWriter::new(std::io::stdout().lock());
             gatehouse_actors::store::archive::write_archive(
                 &store,
@@ -279,12 +265,20 @@ pub fn export(cfg: &LoadedConfig, what: Selection<'_>, format: ExportFormat) -> 
     }
 }
 
-/// Start times selected by `--since`/`--until` (start inclusive).
-fn window(since: Option<&str>, until: Option<&str>) -> anyhow::Result<(i64, i64)> {
-    Ok((
-        since.map(parse_point).transpose()?.unwrap_or(i64::MIN),
-        until.map(parse_point).transpose()?.unwrap_or(i64::MAX),
-    ))
+/// The sessions that started within `--since` (inclusive) and `--until`,
+/// oldest first.
+fn started_between(
+    store: &RecordingStore,
+    since: Option<&str>,
+    until: Option<&str>,
+) -> anyhow::Result<Vec<SessionHeader>> {
+    let from = since.map(parse_point).transpose()?.unwrap_or(i64::MIN);
+    let to = until.map(parse_point).transpose()?.unwrap_or(i64::MAX);
+    Ok(store
+        .sessions()?
+        .into_iter()
+        .filter(|h| h.started_at >= from && h.started_at < to)
+        .collect())
 }
 
 /// `--since`/`--until`: a date (`2026-11-01`, UTC midnight), an RFC 3339
