@@ -271,18 +271,11 @@ impl Source {
 
 fn header(id: RecordingId) -> SessionHeader {
     SessionHeader {
-        id,
-        protocol: "postgres".into(),
-        started_at: now_micros(),
-        ended_at: None,
-        client_addr: "127.0.0.1:50000".into(),
         client_user: Some("bench".into()),
         connection: Some("bench".into()),
         identity: Some("bench@example.com".into()),
         groups: vec!["bench".into()],
-        outcome: None,
-        reason: None,
-        event_count: 0,
+        ..SessionHeader::new(id, "postgres", now_micros(), "127.0.0.1:50000".into())
     }
 }
 
@@ -295,7 +288,9 @@ async fn session(
 ) -> SessionStats {
     let id = RecordingId::new();
     let mut stats = SessionStats::default();
-    recorder.send(RecorderMsg::Header(header(id))).await;
+    recorder
+        .send(RecorderMsg::Header(Box::new(header(id))))
+        .await;
     let mut tick = tokio::time::interval(TERMINAL_LINE_EVERY);
     while Instant::now() < until {
         if workload == Workload::PacedTerm {

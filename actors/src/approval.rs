@@ -6,6 +6,11 @@
 //! control socket today, the TUI later — and are delivered once: an
 //! approval releases exactly the execution that asked for it. Requests
 //! whose session has gone (receiver dropped) disappear from the queue.
+//!
+//! Consoles subscribe ([`SubscribeApprovals`]): they get the queue, then
+//! every request and every departure (decided, withdrawn, timed out)
+//! through a bounded [`Feed`], so a new request reaches every open console
+//! at once and a stuck console never holds the broker up.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +18,7 @@ use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use crate::feed::{Feed, publish};
 use crate::recording::RecordingId;
 
 /// A statement waiting for a decision.
@@ -54,6 +60,24 @@ pub struct Withdraw(pub String);
 #[rtype(result = "Vec<PendingApproval>")]
 pub struct ListPending;
 
+/// What a console subscription carries after the queue it started with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "approval", rename_all = "snake_case")]
+pub enum ApprovalUpdate {
+    Requested(PendingApproval),
+    /// The request left the queue: `how` is `approved by …`, `denied by
+    /// …`, or `withdrawn` (timeout, client gone, session ended).
+    Gone {
+        id: String,
+        how: String,
+    },
+}
+
+/// Subscribe a console; answered with the queue, oldest first.
+#[derive(Message)]
+#[rtype(result = "Vec<PendingApproval>")]
+pub struct SubscribeApprovals(pub Feed<ApprovalUpdate>);
+
 /// Approve or deny a request.
 #[derive(Message)]
 #[rtype(result = "Result<PendingApproval, String>")]
@@ -76,6 +100,7 @@ pub struct ApprovalBroker {
     /// Operators marked `approver` in the config.
     approvers: Vec<String>,
     waiting: BTreeMap<String, Waiting>,
+    consoles: Vec<Feed<ApprovalUpdate>>,
 }
 
 pub type BrokerHandle = Addr<ApprovalBroker>;
@@ -85,6 +110,30 @@ impl ApprovalBroker {
         ApprovalBroker {
             approvers,
             waiting: BTreeMap::new(),
+            consoles: Vec::new(),
+        }
+    }
+
+    fn tell_consoles(&mut self, update: ApprovalUpdate) {
+        if !self.consoles.is_empty() {
+            publish(&mut self.consoles, &update);
+        }
+    }
+
+    /// Forget requests whose session stopped waiting without a Withdraw.
+    fn drop_abandoned(&mut self) {
+        let gone: Vec<String> = self
+            .waiting
+            .iter()
+            .filter(|(_, w)| w.reply.is_closed())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            self.waiting.remove(&id);
+            self.tell_consoles(ApprovalUpdate::Gone {
+                id,
+                how: "withdrawn".into(),
+            });
         }
     }
 
@@ -137,6 +186,7 @@ impl Handler<Submit> for ApprovalBroker {
             "approval requested"
         );
         let id = request.id.clone();
+        self.tell_consoles(ApprovalUpdate::Requested(request.clone()));
         self.waiting
             .insert(id.clone(), Waiting { request, reply: tx });
         MessageResult((id, rx))
@@ -146,14 +196,19 @@ impl Handler<Submit> for ApprovalBroker {
 impl Handler<Withdraw> for ApprovalBroker {
     type Result = ();
     fn handle(&mut self, Withdraw(id): Withdraw, _: &mut Context<Self>) {
-        self.waiting.remove(&id);
+        if self.waiting.remove(&id).is_some() {
+            self.tell_consoles(ApprovalUpdate::Gone {
+                id,
+                how: "withdrawn".into(),
+            });
+        }
     }
 }
 
 impl Handler<ListPending> for ApprovalBroker {
     type Result = MessageResult<ListPending>;
     fn handle(&mut self, _: ListPending, _: &mut Context<Self>) -> Self::Result {
-        self.waiting.retain(|_, w| !w.reply.is_closed());
+        self.drop_abandoned();
         let mut list: Vec<_> = self.waiting.values().map(|w| w.request.clone()).collect();
         list.sort_by_key(|r| r.requested_at);
         MessageResult(list)
@@ -179,11 +234,31 @@ impl Handler<Decide> for ApprovalBroker {
             }
         };
         tracing::info!(approval = %d.id, ?outcome, "approval decided");
+        let how = match &outcome {
+            ApprovalOutcome::Approved { by } => format!("approved by {by}"),
+            ApprovalOutcome::Denied { by, .. } => format!("denied by {by}"),
+        };
+        self.tell_consoles(ApprovalUpdate::Gone {
+            id: d.id.clone(),
+            how,
+        });
         waiting
             .reply
             .send(outcome)
             .map_err(|_| format!("the session waiting on {} has ended", d.id))?;
         Ok(waiting.request)
+    }
+}
+
+impl Handler<SubscribeApprovals> for ApprovalBroker {
+    type Result = MessageResult<SubscribeApprovals>;
+    fn handle(&mut self, msg: SubscribeApprovals, _: &mut Context<Self>) -> Self::Result {
+        self.drop_abandoned();
+        self.consoles.retain(|f| !f.is_closed());
+        self.consoles.push(msg.0);
+        let mut list: Vec<_> = self.waiting.values().map(|w| w.request.clone()).collect();
+        list.sort_by_key(|r| r.requested_at);
+        MessageResult(list)
     }
 }
 
@@ -277,6 +352,40 @@ mod tests {
                 by: "test".into(),
                 reason: "no".into()
             }
+        );
+    }
+
+    #[actix::test]
+    async fn consoles_hear_of_requests_and_of_their_end() {
+        let broker = ApprovalBroker::new(vec!["alice".into()]).start();
+        let (_, _waiting) = broker.send(Submit(request(&[]))).await.unwrap();
+        let (tx, mut rx) = crate::feed::feed(8);
+        let queue = broker.send(SubscribeApprovals(tx)).await.unwrap();
+        assert_eq!(queue.len(), 1, "the queue comes with the subscription");
+        let (second, _rx2) = broker.send(Submit(request(&[]))).await.unwrap();
+        let (third, rx3) = broker.send(Submit(request(&[]))).await.unwrap();
+        broker
+            .send(decide(&second, Some("alice"), false))
+            .await
+            .unwrap()
+            .unwrap();
+        drop(rx3);
+        broker.send(ListPending).await.unwrap();
+        assert!(matches!(rx.rx.recv().await, Some(ApprovalUpdate::Requested(r)) if r.id == second));
+        assert!(matches!(rx.rx.recv().await, Some(ApprovalUpdate::Requested(r)) if r.id == third));
+        assert_eq!(
+            rx.rx.recv().await,
+            Some(ApprovalUpdate::Gone {
+                id: second,
+                how: "denied by alice (test)".into()
+            })
+        );
+        assert_eq!(
+            rx.rx.recv().await,
+            Some(ApprovalUpdate::Gone {
+                id: third,
+                how: "withdrawn".into()
+            })
         );
     }
 }

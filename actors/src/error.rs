@@ -38,6 +38,11 @@ pub enum SessionError {
         subject: String,
         why: &'static str,
     },
+    #[error("connection {connection:?}: {error}")]
+    StartupOption {
+        connection: String,
+        error: crate::pg::options::OptionError,
+    },
     #[error("startup did not complete within {0:?}")]
     StartupTimeout(std::time::Duration),
     #[error("session limit of {0} reached")]
@@ -50,10 +55,24 @@ pub enum SessionError {
     },
     #[error("connection {connection:?}: target refused the gateway's credential: {detail}")]
     TargetAuth { connection: String, detail: String },
+    #[error(
+        "connection {connection:?}: the target presented host key {presented}, not the pinned {pinned}"
+    )]
+    HostKeyMismatch {
+        connection: String,
+        presented: String,
+        pinned: String,
+    },
+    #[error("certificate refused: {0}")]
+    Certificate(#[from] crate::auth::certificate::CertError),
     #[error("connection {connection:?}: target failed: {detail}")]
     TargetFailed { connection: String, detail: String },
     #[error("connection {connection:?}: target connection lost: {detail}")]
     TargetLost { connection: String, detail: String },
+    /// The target ended the session itself (`pg_terminate_backend`, an
+    /// idle timeout, its shutdown) with a FATAL the client already got.
+    #[error("connection {connection:?}: the target ended the session (SQLSTATE {code})")]
+    TargetEnded { connection: String, code: String },
     #[error("terminated: {0}")]
     Terminated(String),
     #[error("strict recording failed, statement not forwarded: {0}")]
@@ -71,12 +90,16 @@ impl SessionError {
             | PlaintextRefused
             | ClientUnsupported(_)
             | Token(_)
+            | Certificate(_)
             | NotAllowed { .. }
+            | StartupOption { .. }
             | StartupTimeout(_) => Side::Client,
             TargetUnreachable { .. }
+            | HostKeyMismatch { .. }
             | TargetAuth { .. }
             | TargetFailed { .. }
-            | TargetLost { .. } => Side::Target,
+            | TargetLost { .. }
+            | TargetEnded { .. } => Side::Target,
             TooManySessions(_) | Terminated(_) | RecordingFailed(_) | Internal(_) => Side::Internal,
         }
     }
@@ -89,10 +112,18 @@ impl SessionError {
                 "08P01"
             }
             ClientIo(_) => "08006",
-            Token(_) | TargetAuth { .. } => "28000",
+            Token(_) | Certificate(_) | TargetAuth { .. } => "28000",
             NotAllowed { .. } => "3D000",
+            StartupOption { error, .. } => match error {
+                crate::pg::options::OptionError::NotAllowed(_) => "42501",
+                _ => "42601",
+            },
             TooManySessions(_) => "53300",
-            TargetUnreachable { .. } | TargetFailed { .. } | TargetLost { .. } => "08006",
+            TargetUnreachable { .. }
+            | HostKeyMismatch { .. }
+            | TargetFailed { .. }
+            | TargetLost { .. }
+            | TargetEnded { .. } => "08006",
             Terminated(_) => "57P01",
             RecordingFailed(_) => "58030",
             Internal(_) => "XX000",
@@ -113,11 +144,18 @@ impl SessionError {
             }
             ClientUnsupported(what) => format!("unsupported: {what}"),
             Token(e) => format!("invalid token: {e}"),
+            Certificate(e) => format!("certificate refused: {e}"),
             NotAllowed { requested, .. } => {
                 format!(
                     "connection \"{requested}\" does not exist or is not allowed for this identity"
                 )
             }
+            StartupOption { connection, error } => match error {
+                crate::pg::options::OptionError::NotAllowed(setting) => format!(
+                    "setting \"{setting}\" may not be set at startup on connection \"{connection}\" (its startup_options do not list it)"
+                ),
+                other => other.to_string(),
+            },
             StartupTimeout(d) => format!("startup did not complete within {} s", d.as_secs()),
             TooManySessions(_) => "too many sessions on this gateway; try again later".into(),
             TargetUnreachable { connection, .. } => {
@@ -127,8 +165,14 @@ impl SessionError {
                 "the gateway could not authenticate to the target; an administrator has the details"
                     .into()
             }
+            HostKeyMismatch { connection, .. } => format!(
+                "connection \"{connection}\": the target's host key does not match the pinned key; session refused (an administrator has the details)"
+            ),
             TargetFailed { connection, .. } => format!("connection \"{connection}\" failed"),
             TargetLost { connection, .. } => format!("connection \"{connection}\" was lost"),
+            TargetEnded { connection, .. } => {
+                format!("connection \"{connection}\" was ended by the target")
+            }
             Terminated(why) => format!("terminating connection: {why}"),
             RecordingFailed(_) => {
                 "the session could not be recorded; the statement was not executed".into()
@@ -144,10 +188,15 @@ impl SessionError {
             PlaintextRefused
             | ClientUnsupported(_)
             | Token(_)
+            | Certificate(_)
             | NotAllowed { .. }
+            | StartupOption { .. }
             | TooManySessions(_)
             | TargetAuth { .. } => Outcome::Refused,
             Terminated(_) => Outcome::Terminated,
+            // As directly: the server said why (recorded as its error) and
+            // closed.
+            TargetEnded { .. } => Outcome::Closed,
             _ => Outcome::Failed,
         }
     }

@@ -1,11 +1,13 @@
-//! What every session shares: the verifier, the connection table, roles,
-//! limits, TLS, and handles to the registry and the recorder.
+//! What every session shares: the verifier, the connection table (both
+//! protocols), roles, limits and session slots, TLS, and handles to the
+//! registry, the recorder and the approval broker.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::access::{Grant, Roles};
 use crate::auth::{Identity, TokenVerifier};
 use crate::error::SessionError;
 use crate::pg::cancel::CancelMap;
@@ -70,6 +72,8 @@ pub struct PgTarget {
     /// Strict recording: a statement reaches the target only after its
     /// event is durable; a recording failure ends the session (58030).
     pub strict_recording: bool,
+    /// Settings a client may give at startup (see [`crate::pg::options`]).
+    pub startup_options: Vec<String>,
 }
 
 impl PgTarget {
@@ -80,14 +84,6 @@ impl PgTarget {
             .trim_start_matches('[')
             .trim_end_matches(']')
     }
-}
-
-/// Token groups that grant access to connections.
-#[derive(Debug, Clone)]
-pub struct Role {
-    pub name: String,
-    pub groups: Vec<String>,
-    pub connections: Vec<String>,
 }
 
 /// Default cap on a client frame: PostgreSQL accepts up to 1 GiB, but a
@@ -133,46 +129,90 @@ impl Default for Limits {
     }
 }
 
+/// A configured connection, of whichever protocol.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Postgres(PgTarget),
+    Ssh(Arc<crate::ssh::SshTarget>),
+}
+
+impl Target {
+    pub fn name(&self) -> &str {
+        match self {
+            Target::Postgres(t) => &t.name,
+            Target::Ssh(t) => &t.name,
+        }
+    }
+}
+
+/// The connection kind a session asks for: a PostgreSQL session can only
+/// reach PostgreSQL connections, an SSH session SSH ones.
+pub trait ConnectionKind {
+    fn of(target: &Target) -> Option<&Self>;
+}
+
+impl ConnectionKind for PgTarget {
+    fn of(target: &Target) -> Option<&Self> {
+        match target {
+            Target::Postgres(t) => Some(t),
+            Target::Ssh(_) => None,
+        }
+    }
+}
+
+impl ConnectionKind for Arc<crate::ssh::SshTarget> {
+    fn of(target: &Target) -> Option<&Self> {
+        match target {
+            Target::Ssh(t) => Some(t),
+            Target::Postgres(_) => None,
+        }
+    }
+}
+
 pub struct Gateway {
     pub verifier: Arc<dyn TokenVerifier>,
-    pub connections: HashMap<String, PgTarget>,
-    pub roles: Vec<Role>,
+    /// Every configured connection by name, PostgreSQL and SSH.
+    pub connections: HashMap<String, Target>,
+    /// Identity → roles → connections; replaced on a config reload.
+    pub roles: Roles,
     pub limits: Limits,
+    /// Session slots shared by every protocol's listener.
+    pub admissions: crate::listener::Admissions,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Accept plaintext startups (loopback demos only).
     pub allow_plaintext: bool,
     pub recorder: RecorderHandle,
     pub registry: RegistryHandle,
     pub cancels: CancelMap,
-    /// Where held statements wait for operators.
+    /// Where held statements and commands wait for operators.
     pub approvals: Option<crate::approval::BrokerHandle>,
+    /// The SSH listener's keys and settings, when `[listen] ssh` is served.
+    pub ssh: Option<Arc<crate::ssh::SshService>>,
 }
 
 impl Gateway {
-    /// Identity → roles → the requested connection. Unknown and forbidden
-    /// connections produce the same client-visible error.
-    pub fn authorize(
+    /// Identity → roles → the requested connection of kind `K`, with what
+    /// granted it (see [`crate::access`]). Unknown and forbidden
+    /// connections, and connections of another protocol, produce the same
+    /// client-visible error.
+    pub fn authorize<K: ConnectionKind>(
         &self,
         identity: &Identity,
         requested: &str,
-    ) -> Result<&PgTarget, SessionError> {
+    ) -> Result<(&K, Grant), SessionError> {
         let refuse = |why| SessionError::NotAllowed {
             requested: requested.to_owned(),
-            subject: identity.subject.clone(),
+            subject: identity.qualified(),
             why,
         };
         let target = self
             .connections
             .get(requested)
+            .and_then(K::of)
             .ok_or_else(|| refuse("no such connection"))?;
-        let granted = self.roles.iter().any(|role| {
-            role.connections.iter().any(|c| c == requested)
-                && role.groups.iter().any(|g| identity.groups.contains(g))
-        });
-        if granted {
-            Ok(target)
-        } else {
-            Err(refuse("no role grants it"))
+        match self.roles.grant(identity, requested) {
+            Some(grant) => Ok((target, grant)),
+            None => Err(refuse("no role grants it")),
         }
     }
 }

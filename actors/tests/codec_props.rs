@@ -13,7 +13,7 @@ const LIMIT: usize = 1 << 16;
 /// Walk a byte stream the way the relay does: cut frames, feed the taps.
 fn walk(stream: &[u8]) -> Result<usize, CodecError> {
     let mut client = ClientTap::default();
-    let mut target = TargetTap::new(10);
+    let mut target = TargetTap::new(10, Default::default());
     let mut at = 0;
     while let Some(len) = codec::frame_len(&stream[at..], LIMIT)? {
         assert!(len >= HEADER_LEN && at + len <= stream.len());

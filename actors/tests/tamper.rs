@@ -14,25 +14,19 @@ use redb::ReadableTable;
 
 fn header(id: RecordingId) -> SessionHeader {
     SessionHeader {
-        id,
-        protocol: "postgres".into(),
-        started_at: 1,
-        ended_at: None,
-        client_addr: "127.0.0.1:1".into(),
         client_user: Some("bot".into()),
         connection: Some("db".into()),
         identity: Some("bot".into()),
-        groups: vec![],
-        outcome: None,
-        reason: None,
-        event_count: 0,
+        ..SessionHeader::new(id, "postgres", 1, "127.0.0.1:1".into())
     }
 }
 
 /// Record one session in three chunks (a flush after each batch) and end it.
 async fn record(recorder: &RecorderHandle) -> RecordingId {
     let id = RecordingId::new();
-    recorder.send(RecorderMsg::Header(header(id))).await;
+    recorder
+        .send(RecorderMsg::Header(Box::new(header(id))))
+        .await;
     for i in 0..3 {
         let events = (0..5)
             .map(|j| PendingEvent {
@@ -147,7 +141,9 @@ async fn sessions_left_open_are_sealed_interrupted_at_next_start() {
     )
     .unwrap();
     let id = RecordingId::new();
-    recorder.send(RecorderMsg::Header(header(id))).await;
+    recorder
+        .send(RecorderMsg::Header(Box::new(header(id))))
+        .await;
     recorder
         .send(RecorderMsg::Events(
             id,

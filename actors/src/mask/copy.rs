@@ -446,11 +446,13 @@ fn find_row_end(l: &Lines, st: &mut CsvScan, buf: &[u8]) -> Option<usize> {
         return memchr(b'\n', buf);
     }
     let mut i = 0;
-    if st.escape_pending {
+    // An escape that ended the previous piece applies to this piece's first
+    // byte; an empty piece (an empty CopyData) leaves it pending.
+    if st.escape_pending
+        && let Some(&c) = buf.first()
+    {
         st.escape_pending = false;
-        if let Some(&c) = buf.first()
-            && (c == l.quote || c == l.escape)
-        {
+        if c == l.quote || c == l.escape {
             i = 1;
         }
     }
@@ -501,7 +503,7 @@ impl RowCtx<'_> {
         let mut fs = 0;
         let mut idx = 0;
         loop {
-            let fe = memchr(l.delim, &row[fs..]).map_or(row.len(), |k| fs + k);
+            let fe = text_field_end(row, fs, l.delim);
             let col = self.plan.col(idx);
             let raw = &row[fs..fe];
             if col.action != Action::Pass && raw != &l.null[..] {
@@ -572,6 +574,27 @@ impl RowCtx<'_> {
         }
         out.extend_from_slice(&row[copied..]);
     }
+}
+
+/// End of the text-format field starting at `start`: the next delimiter
+/// that is not escaped, or the row's end. PostgreSQL writes a delimiter
+/// inside a value as backslash + delimiter (any delimiter but the default
+/// tab, which it writes as `\t`), so a bare search would split the value
+/// and shift every later field onto another column's rule.
+fn text_field_end(row: &[u8], start: usize, delim: u8) -> usize {
+    let mut i = start;
+    while let Some(k) = memchr2(b'\\', delim, &row[i..]) {
+        let p = i + k;
+        if row[p] == delim {
+            return p;
+        }
+        // A backslash escapes the byte after it, whatever it is.
+        i = p + 2;
+        if i >= row.len() {
+            return row.len();
+        }
+    }
+    row.len()
 }
 
 /// Undo COPY text escapes (`\b \f \n \r \t \v \\`, octal `\NNN`, hex `\xHH`,
@@ -819,6 +842,56 @@ mod tests {
             ),
             b"1\t[redacted]\t[redacted]\r\n2\t[redacted]\t[redacted]"
         );
+    }
+
+    /// Found by the mask_copy fuzz target: an empty CopyData right after
+    /// an escape inside quotes dropped the pending escape, so the escaped
+    /// quote that followed closed the field and the masker's fields no
+    /// longer matched PostgreSQL's (a crafted split could move a masked
+    /// column's text into a passed one).
+    #[test]
+    fn csv_escape_survives_an_empty_piece() {
+        let m = masker(Strategy::Redact);
+        let p = plan(&m, &["secret", "id"]);
+        let f = CopyFormat::Csv {
+            delimiter: b',',
+            quote: b'"',
+            escape: b'\\',
+            null: Vec::new(),
+            header: false,
+        };
+        let data: &[u8] = b"\"a\\\",378282246310005\",7\n\"b\",8\n";
+        let whole = check_splits(&m, &p, &f, data);
+        assert_eq!(whole, b"[redacted],7\n[redacted],8\n");
+        let at = data.iter().position(|&b| b == b'\\').unwrap() + 1;
+        assert_eq!(
+            run(&m, &p, &f, &[&data[..at], b"", &data[at..]]),
+            whole,
+            "an empty piece between an escape and its quote"
+        );
+    }
+
+    /// Found by the mask_copy fuzz target: with a delimiter other than
+    /// tab, PostgreSQL writes one inside a value as `\;`; the masker split
+    /// the value there, so the rest of it was judged by later columns'
+    /// rules (and a column passed unmasked would have let it through).
+    #[test]
+    fn text_escaped_delimiter_stays_in_its_field() {
+        let m = masker(Strategy::Redact);
+        let p = plan(&m, &["secret", "id"]);
+        let f = CopyFormat::Text {
+            delimiter: b';',
+            null: b"\\N".to_vec(),
+        };
+        let data = b"a\\;b\\; 378282246310005;7\n";
+        assert_eq!(
+            check_splits(&m, &p, &f, data),
+            b"[redacted];7\n",
+            "the whole first field is the secret column's"
+        );
+        // A trailing backslash (malformed) ends the field with the row.
+        assert_eq!(text_field_end(b"ab\\", 0, b';'), 3);
+        assert_eq!(text_field_end(b"a\\\\;b", 0, b';'), 3);
     }
 
     #[test]

@@ -58,6 +58,26 @@ impl Masker {
         self.mask_text_with(text, &TextContext::default(), stats)
     }
 
+    /// [`mask_text`](Self::mask_text) for a text in a session's client
+    /// encoding (an error or notice field). UTF-8 is masked as text;
+    /// anything else (LATIN1, SJIS, ...) byte for byte, each byte read as
+    /// the character of the same number, so ASCII contexts (`Key (col)=(`,
+    /// `password=`) and ASCII detectors still match, as they do in
+    /// DataRows, and the bytes around a masked span come back unchanged.
+    pub fn mask_text_bytes(&self, value: &[u8], stats: &mut MaskStats) -> Option<Vec<u8>> {
+        if let Ok(text) = std::str::from_utf8(value) {
+            return self.mask_text(text, stats).map(String::into_bytes);
+        }
+        let wide: String = value.iter().map(|&b| char::from(b)).collect();
+        let masked = self.mask_text(&wide, stats)?;
+        Some(
+            masked
+                .chars()
+                .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
+                .collect(),
+        )
+    }
+
     /// [`mask_text`](Self::mask_text) with the table context of the error, which
     /// enables `table.col` matching and positional `Failing row contains` mapping.
     pub fn mask_text_with(
@@ -345,6 +365,25 @@ mod tests {
     }
 
     const KEY: &str = "Key (email)=(alice@example.com) already exists.";
+
+    /// Found by the pg_target fuzz target: error texts in a non-UTF-8
+    /// client encoding could not be read, so under a masking policy any
+    /// LATIN1 error with an accent ended the session.
+    #[test]
+    fn key_detail_in_latin1() {
+        let mut st = MaskStats::default();
+        let mk = m(&["email"], &["credit_card"], Strategy::Redact);
+        // "clé" in LATIN1: 0xE9 is not UTF-8.
+        let text = b"cl\xe9 Key (email)=(ren\xe9@example.com) already exists. 4111 1111 1111 1111";
+        assert_eq!(
+            mk.mask_text_bytes(text, &mut st).as_deref(),
+            Some(&b"cl\xe9 Key (email)=([redacted]) already exists. [redacted]"[..])
+        );
+        assert_eq!(
+            mk.mask_text_bytes(KEY.as_bytes(), &mut st).as_deref(),
+            Some(&b"Key (email)=([redacted]) already exists."[..])
+        );
+    }
 
     #[test]
     fn key_detail_with_column_rule() {

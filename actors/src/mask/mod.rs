@@ -14,6 +14,8 @@
 //!   rewriting of only the masked columns.
 //! - `copy.rs` — [`CopyMasker`]: COPY OUT streams in text, CSV and binary format,
 //!   stateful across CopyData messages (rows may be split or batched).
+//! - `stream.rs` — [`stream::StreamMasker`]: a byte stream cut anywhere (SSH
+//!   terminal output), with bounded hold-back so split secrets are caught.
 //! - `detail.rs` — [`Masker::mask_text`]: ErrorResponse / NoticeResponse free text,
 //!   with column-aware handling of `Key (..)=(..)` and `Failing row contains (..)`.
 //!
@@ -159,7 +161,9 @@ mod copy;
 mod detail;
 mod detectors;
 mod row;
+mod statement;
 mod strategy;
+pub mod stream;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -169,6 +173,7 @@ use aws_lc_rs::hmac;
 pub use copy::{CopyFormat, CopyMasker};
 pub use detail::TextContext;
 pub use detectors::{Detector, detect};
+pub use statement::{MaskedSql, ParamRules};
 
 use detectors::{Hit, Scanner, Source};
 
@@ -819,7 +824,7 @@ impl Masker {
         }
     }
 
-    fn render_spans(&self, v: &[u8], hits: &[Hit], out: &mut Vec<u8>) {
+    pub(crate) fn render_spans(&self, v: &[u8], hits: &[Hit], out: &mut Vec<u8>) {
         let mut last = 0;
         for h in hits {
             out.extend_from_slice(&v[last..h.start]);

@@ -33,6 +33,12 @@ pub const PROTOCOL_3_0: i32 = 196_608;
 pub enum CodecError {
     #[error("message length {0} is invalid")]
     BadLength(i64),
+    /// The first four bytes of a connection are not a startup packet's
+    /// length: a client speaking something else (an HTTP probe, a
+    /// Terminate before any startup). PostgreSQL logs this and closes
+    /// without answering; so does the gateway.
+    #[error("invalid length of startup packet ({0})")]
+    StartupLength(i64),
     #[error("message of type '{tag}' is {len} bytes, over the limit of {limit}")]
     TooLarge { tag: char, len: usize, limit: usize },
     #[error("malformed {0} message")]
@@ -131,7 +137,7 @@ pub fn decode_initial(buf: &mut BytesMut) -> Result<Option<Initial>, CodecError>
     }
     let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
     if !(8..=MAX_STARTUP_LEN as i32).contains(&len) {
-        return Err(CodecError::BadLength(len.into()));
+        return Err(CodecError::StartupLength(len.into()));
     }
     let len = len as usize;
     if buf.len() < len {
@@ -158,6 +164,10 @@ pub fn decode_initial(buf: &mut BytesMut) -> Result<Option<Initial>, CodecError>
                 let value = r.cstr("startup")?;
                 params.push((key.to_owned(), value.to_owned()));
             }
+            // PostgreSQL refuses bytes after the terminator ("expected
+            // terminator as last byte"); ignoring them would accept a
+            // packet the server would not.
+            r.finish("startup")?;
             Ok(Some(Initial::Startup { params }))
         }
         SSL_REQUEST_CODE | GSSENC_REQUEST_CODE | CANCEL_REQUEST_CODE => {
@@ -181,13 +191,18 @@ impl<'a> Reader<'a> {
         self.buf.len()
     }
 
+    /// A NUL-terminated string that must be UTF-8: the gateway's own
+    /// vocabulary (startup parameter names, error fields it matches on).
     pub fn cstr(&mut self, what: &'static str) -> Result<&'a str, CodecError> {
-        let end = self
-            .buf
-            .iter()
-            .position(|b| *b == 0)
-            .ok_or(CodecError::Malformed(what))?;
-        let s = std::str::from_utf8(&self.buf[..end]).map_err(|_| CodecError::Malformed(what))?;
+        let bytes = self.cstr_bytes(what)?;
+        std::str::from_utf8(bytes).map_err(|_| CodecError::Malformed(what))
+    }
+
+    /// A NUL-terminated string as bytes: text in the session's client
+    /// encoding (SQL, names, values), which need not be UTF-8.
+    pub fn cstr_bytes(&mut self, what: &'static str) -> Result<&'a [u8], CodecError> {
+        let end = memchr::memchr(0, self.buf).ok_or(CodecError::Malformed(what))?;
+        let s = &self.buf[..end];
         self.buf = &self.buf[end + 1..];
         Ok(s)
     }
@@ -215,14 +230,17 @@ impl<'a> Reader<'a> {
         Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    /// A non-negative count, bounded by what the remaining bytes could hold
-    /// (`min_each` bytes per item) so a forged count cannot drive allocation.
+    /// A count of parameters, formats or columns: unsigned 16 bits, as
+    /// PostgreSQL reads it (a Bind may carry up to 65,535 parameters),
+    /// bounded by what the remaining bytes could hold (`min_each` bytes per
+    /// item) so a forged count cannot drive allocation.
     pub fn count(&mut self, min_each: usize, what: &'static str) -> Result<usize, CodecError> {
-        let n = self.i16(what)?;
-        if n < 0 || (n as usize).saturating_mul(min_each) > self.buf.len() {
+        let b = self.bytes(2, what)?;
+        let n = usize::from(u16::from_be_bytes([b[0], b[1]]));
+        if n.saturating_mul(min_each) > self.buf.len() {
             return Err(CodecError::Malformed(what));
         }
-        Ok(n as usize)
+        Ok(n)
     }
 
     /// A length-prefixed value: `None` for SQL NULL (length -1).
@@ -255,7 +273,7 @@ pub fn put_error(buf: &mut BytesMut, tag: u8, severity: &str, code: &str, messag
         (b'M', message),
     ] {
         buf.put_u8(field);
-        put_cstr(buf, value);
+        put_cstr(buf, value.as_bytes());
     }
     buf.put_u8(0);
     patch_len(buf, start);
@@ -273,8 +291,8 @@ pub fn put_parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
     let start = buf.len();
     buf.put_u8(b'S');
     buf.put_i32(0);
-    put_cstr(buf, name);
-    put_cstr(buf, value);
+    put_cstr(buf, name.as_bytes());
+    put_cstr(buf, value.as_bytes());
     patch_len(buf, start);
 }
 
@@ -291,10 +309,10 @@ pub fn put_ready(buf: &mut BytesMut, status: u8) {
     buf.put_u8(status);
 }
 
-fn put_cstr(buf: &mut BytesMut, s: &str) {
+fn put_cstr(buf: &mut BytesMut, s: &[u8]) {
     // A NUL inside a field would end it early on the wire; our own messages
     // never carry one, but a reason string might echo client input.
-    buf.extend(s.bytes().filter(|b| *b != 0));
+    buf.extend(s.iter().copied().filter(|b| *b != 0));
     buf.put_u8(0);
 }
 
@@ -304,13 +322,13 @@ fn patch_len(buf: &mut BytesMut, start: usize) {
 }
 
 /// Encode an ErrorResponse or NoticeResponse from its fields.
-pub fn put_fields(buf: &mut BytesMut, tag: u8, fields: &[(u8, &str)]) {
+pub fn put_fields<V: AsRef<[u8]>>(buf: &mut BytesMut, tag: u8, fields: &[(u8, V)]) {
     let start = buf.len();
     buf.put_u8(tag);
     buf.put_i32(0);
     for (field, value) in fields {
         buf.put_u8(*field);
-        put_cstr(buf, value);
+        put_cstr(buf, value.as_ref());
     }
     buf.put_u8(0);
     patch_len(buf, start);
@@ -328,12 +346,13 @@ pub fn put_query(buf: &mut BytesMut, sql: &str) {
     let start = buf.len();
     buf.put_u8(b'Q');
     buf.put_i32(0);
-    put_cstr(buf, sql);
+    put_cstr(buf, sql.as_bytes());
     patch_len(buf, start);
 }
 
-/// Encode a frontend Describe of a portal (`P`) or statement (`S`).
-pub fn put_describe(buf: &mut BytesMut, what: u8, name: &str) {
+/// Encode a frontend Describe of a portal (`P`) or statement (`S`); the
+/// name as the client sent it.
+pub fn put_describe(buf: &mut BytesMut, what: u8, name: &[u8]) {
     let start = buf.len();
     buf.put_u8(b'D');
     buf.put_i32(0);
@@ -342,13 +361,14 @@ pub fn put_describe(buf: &mut BytesMut, what: u8, name: &str) {
     patch_len(buf, start);
 }
 
-/// Encode a frontend Parse of `sql` as statement `name`, no parameter types.
-pub fn put_parse(buf: &mut BytesMut, name: &str, sql: &str) {
+/// Encode a frontend Parse of `sql` as statement `name` (as the client
+/// sent it), no parameter types.
+pub fn put_parse(buf: &mut BytesMut, name: &[u8], sql: &str) {
     let start = buf.len();
     buf.put_u8(b'P');
     buf.put_i32(0);
     put_cstr(buf, name);
-    put_cstr(buf, sql);
+    put_cstr(buf, sql.as_bytes());
     buf.put_i16(0);
     patch_len(buf, start);
 }
@@ -427,6 +447,21 @@ mod tests {
     }
 
     #[test]
+    fn initial_garbage_is_an_invalid_startup_length() {
+        // A Terminate where a startup packet belongs.
+        let mut buf = BytesMut::from(&b"X\0\0\0\x04\0\0\0"[..]);
+        assert_eq!(
+            decode_initial(&mut buf),
+            Err(CodecError::StartupLength(0x5800_0000))
+        );
+        let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\n"[..]);
+        assert!(matches!(
+            decode_initial(&mut buf),
+            Err(CodecError::StartupLength(_))
+        ));
+    }
+
+    #[test]
     fn initial_rejects_unterminated_params_and_old_protocol() {
         let mut buf = BytesMut::from(&b"\0\0\0\x0c\0\x03\0\0user"[..]);
         assert_eq!(
@@ -435,6 +470,35 @@ mod tests {
         );
         let mut buf = BytesMut::from(&b"\0\0\0\x08\0\x02\0\0"[..]);
         assert_eq!(decode_initial(&mut buf), Err(CodecError::Protocol(2, 0)));
+    }
+
+    /// Found by the pg_startup fuzz target: bytes after the parameter
+    /// list's terminator were ignored.
+    #[test]
+    fn initial_rejects_bytes_after_the_terminator() {
+        let mut buf = BytesMut::from(&b"\0\0\0\x10\0\x03\0\0user\0\0\0X"[..]);
+        assert_eq!(
+            decode_initial(&mut buf),
+            Err(CodecError::Malformed("startup"))
+        );
+        let mut buf = BytesMut::from(&b"\0\0\0\x0f\0\x03\0\0user\0\0\0"[..]);
+        assert!(matches!(
+            decode_initial(&mut buf),
+            Ok(Some(Initial::Startup { .. }))
+        ));
+    }
+
+    #[test]
+    fn counts_are_unsigned_as_in_postgresql() {
+        // 60,000 parameters, each a NULL (-1 length).
+        let mut body = 60_000u16.to_be_bytes().to_vec();
+        for _ in 0..60_000 {
+            body.extend_from_slice(&(-1i32).to_be_bytes());
+        }
+        let mut r = Reader::new(&body);
+        assert_eq!(r.count(4, "Bind"), Ok(60_000));
+        // A count the bytes cannot hold is still refused.
+        assert!(Reader::new(&[0xff, 0xff, 0, 0]).count(4, "Bind").is_err());
     }
 
     #[test]

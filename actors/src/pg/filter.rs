@@ -250,29 +250,26 @@ impl ResultFilter {
     pub fn notice(&mut self, tag: u8, body: &[u8]) -> Result<Option<BytesMut>, Unmaskable> {
         let fields = messages::error_field_list(body)?;
         let mut changed = false;
-        let masked: Vec<(u8, String)> = fields
+        let masked: Vec<(u8, Vec<u8>)> = fields
             .iter()
             .map(|(code, value)| match code {
                 // Severity, SQLSTATE, positions, source file/line/routine:
                 // never values.
-                b'S' | b'V' | b'C' | b'P' | b'p' | b'F' | b'L' | b'R' => {
-                    (*code, (*value).to_owned())
-                }
-                _ => match self.masker.mask_text(value, &mut self.stats) {
+                b'S' | b'V' | b'C' | b'P' | b'p' | b'F' | b'L' | b'R' => (*code, value.to_vec()),
+                _ => match self.masker.mask_text_bytes(value, &mut self.stats) {
                     Some(m) => {
                         changed = true;
                         (*code, m)
                     }
-                    None => (*code, (*value).to_owned()),
+                    None => (*code, value.to_vec()),
                 },
             })
             .collect();
         if !changed {
             return Ok(None);
         }
-        let refs: Vec<(u8, &str)> = masked.iter().map(|(c, v)| (*c, v.as_str())).collect();
         let mut out = BytesMut::new();
-        codec::put_fields(&mut out, tag, &refs);
+        codec::put_fields(&mut out, tag, &masked);
         Ok(Some(out))
     }
 

@@ -18,6 +18,7 @@ use std::rc::Rc;
 use bytes::BytesMut;
 
 use super::codec::{self, CodecError};
+use super::encoding::{SessionEncoding, name_key};
 use super::messages;
 use crate::policy::copy_source::{CopySource, copy_sources};
 use crate::policy::tracker::{Decision, Mentioned};
@@ -133,10 +134,12 @@ pub struct Held {
     pub timeout: std::time::Duration,
     pub approvers: Vec<String>,
     pub sql: String,
-    /// Parse of this statement name: an approval grants one execution.
-    pub parse_of: Option<String>,
-    /// Execute of this portal: an approval lets the portal's run go on.
-    pub portal: Option<String>,
+    /// Parse of this statement name (as sent): an approval grants one
+    /// execution.
+    pub parse_of: Option<Vec<u8>>,
+    /// Execute of this portal (as sent): an approval lets the portal's run
+    /// go on.
+    pub portal: Option<Vec<u8>>,
     /// The message's tag (to build a substitute on denial).
     pub tag: u8,
 }
@@ -151,10 +154,16 @@ pub struct Gate {
     /// Extended-protocol messages were sent since the last Sync.
     extended_open: bool,
     pub shared: SharedRef,
+    /// How the client's text is decoded for classification.
+    encoding: SessionEncoding,
 }
 
 impl Gate {
-    pub fn new(policy: std::sync::Arc<SqlPolicy>, shared: SharedRef) -> Self {
+    pub fn new(
+        policy: std::sync::Arc<SqlPolicy>,
+        shared: SharedRef,
+        encoding: SessionEncoding,
+    ) -> Self {
         Gate {
             masking: policy.masker.is_some(),
             extended_open: false,
@@ -162,7 +171,17 @@ impl Gate {
             nonce: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
             counter: 0,
             shared,
+            encoding,
         }
+    }
+
+    /// SQL text as the classifier reads it. Bytes that do not decode in
+    /// the client encoding become U+FFFD, never a quote or a backslash, so
+    /// the text lexes as the target's would; under any encoding but UTF-8
+    /// the tracker treats every statement as unreadable anyway
+    /// ([`crate::policy::tracker::lexing_hazard`]).
+    fn sql<'a>(&self, bytes: &'a [u8]) -> std::borrow::Cow<'a, str> {
+        self.encoding.get().decode_lossy(bytes)
     }
 
     /// Judge one client frame (already length-checked and recorded).
@@ -200,11 +219,11 @@ impl Gate {
         let mut executes = None;
         let (decision, mentioned, parse_of) = match tag {
             b'Q' => {
-                let sql = messages::query(body)?;
+                let sql = self.sql(messages::query(body)?);
                 self.tracker.own_unit();
-                let (d, m) = self.tracker.query(sql);
+                let (d, m) = self.tracker.query(&sql);
                 let copies = if self.masking {
-                    copy_sources(sql).into()
+                    copy_sources(&sql).into()
                 } else {
                     VecDeque::new()
                 };
@@ -219,12 +238,17 @@ impl Gate {
             }
             b'P' => {
                 let p = messages::parse(body)?;
-                let (d, m) = self.tracker.parse(p.statement, p.query);
-                (d, m, Some(p.statement.to_owned()))
+                let (d, m) = self
+                    .tracker
+                    .parse(&name_key(p.statement), &self.sql(p.query));
+                (d, m, Some(p.statement.to_vec()))
             }
             b'B' => {
                 let b = messages::bind(body)?;
-                (self.tracker.bind(b.portal, b.statement), None, None)
+                let decision = self
+                    .tracker
+                    .bind(&name_key(b.portal), &name_key(b.statement));
+                (decision, None, None)
             }
             b'D' => {
                 if self.masking {
@@ -235,13 +259,13 @@ impl Gate {
             }
             b'E' => {
                 let (portal, _) = messages::execute(body)?;
-                let (d, m) = self.tracker.execute(portal);
-                executes = Some(portal.to_owned());
+                let (d, m) = self.tracker.execute(&name_key(portal));
+                executes = Some(portal.to_vec());
                 (d, m, None)
             }
             b'C' => {
                 let (what, name) = messages::close(body)?;
-                self.tracker.close(what, name);
+                self.tracker.close(what, &name_key(name));
                 return Ok(Step::Forward);
             }
             b'S' => {
@@ -313,19 +337,19 @@ impl Gate {
         Some(out)
     }
 
-    /// An approved Execute's portal may run on.
-    pub fn approve_portal(&mut self, portal: &str) {
-        self.tracker.approve_portal(portal);
+    /// An approved Execute's portal (as sent) may run on.
+    pub fn approve_portal(&mut self, portal: &[u8]) {
+        self.tracker.approve_portal(&name_key(portal));
     }
 
-    /// An approved Parse may run once.
-    pub fn grant(&mut self, statement: &str) {
-        self.tracker.grant(statement);
+    /// An approved Parse (of the statement named as sent) may run once.
+    pub fn grant(&mut self, statement: &[u8]) {
+        self.tracker.grant(&name_key(statement));
     }
 
     /// A held Parse was denied or timed out.
-    pub fn refused_parse(&mut self, statement: &str) {
-        self.tracker.refused_parse(statement);
+    pub fn refused_parse(&mut self, statement: &[u8]) {
+        self.tracker.refused_parse(&name_key(statement));
     }
 
     /// The message that makes the target answer `tag`'s message with an
@@ -336,7 +360,7 @@ impl Gate {
     pub fn substitute(
         &mut self,
         tag: u8,
-        parse_of: Option<&str>,
+        parse_of: Option<&[u8]>,
         sqlstate: &'static str,
         message: String,
     ) -> BytesMut {
@@ -350,7 +374,7 @@ impl Gate {
             // An Execute's stand-in uses a name of our own, disturbing no
             // client statement.
             (b'P' | b'B' | b'E' | b'D' | b'C', _) => {
-                codec::put_parse(&mut out, &format!("{token}_s"), &token)
+                codec::put_parse(&mut out, format!("{token}_s").as_bytes(), &token)
             }
             // Query and FunctionCall: answered by an error and ReadyForQuery.
             _ => codec::put_query(&mut out, &token),
@@ -377,9 +401,10 @@ mod tests {
         let mut gate = Gate::new(
             std::sync::Arc::new(SqlPolicy::allow_all("p")),
             shared.clone(),
+            Default::default(),
         );
         let frame = gate.substitute(b'Q', None, BLOCKED, "no".into());
-        let sql = messages::query(&frame[5..]).unwrap().to_owned();
+        let sql = String::from_utf8(messages::query(&frame[5..]).unwrap().to_vec()).unwrap();
         assert!(sql.starts_with("gatehouse_refused_"));
         let target_says = format!("syntax error at or near \"{sql}\"");
         assert_eq!(

@@ -3,7 +3,9 @@
 //! Each takes the body of one isolated frame (the bytes after the five-byte
 //! header) and returns borrowed views; everything else is relayed untouched,
 //! so FunctionCall and message types this module does not know pass through
-//! raw.
+//! raw. Client text (SQL, statement and portal names) comes back as bytes:
+//! it is in the session's client encoding, which need not be UTF-8 (see
+//! [`super::encoding`]).
 
 use super::codec::{CodecError, Reader};
 
@@ -13,14 +15,14 @@ pub type Value<'a> = (bool, Option<&'a [u8]>);
 /// Frontend `Parse`: a named or unnamed prepared statement.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Parse<'a> {
-    pub statement: &'a str,
-    pub query: &'a str,
+    pub statement: &'a [u8],
+    pub query: &'a [u8],
 }
 
 pub fn parse(body: &[u8]) -> Result<Parse<'_>, CodecError> {
     let mut r = Reader::new(body);
-    let statement = r.cstr("Parse")?;
-    let query = r.cstr("Parse")?;
+    let statement = r.cstr_bytes("Parse")?;
+    let query = r.cstr_bytes("Parse")?;
     let n = r.count(4, "Parse")?;
     r.bytes(n * 4, "Parse")?;
     r.finish("Parse")?;
@@ -30,16 +32,16 @@ pub fn parse(body: &[u8]) -> Result<Parse<'_>, CodecError> {
 /// Frontend `Bind`: parameter values with their formats.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Bind<'a> {
-    pub portal: &'a str,
-    pub statement: &'a str,
+    pub portal: &'a [u8],
+    pub statement: &'a [u8],
     /// `(binary, value)` per parameter; `None` is SQL NULL.
     pub params: Vec<Value<'a>>,
 }
 
 pub fn bind(body: &[u8]) -> Result<Bind<'_>, CodecError> {
     let mut r = Reader::new(body);
-    let portal = r.cstr("Bind")?;
-    let statement = r.cstr("Bind")?;
+    let portal = r.cstr_bytes("Bind")?;
+    let statement = r.cstr_bytes("Bind")?;
     let params = formatted_values(&mut r, "Bind")?;
     let nresults = r.count(2, "Bind")?;
     r.bytes(nresults * 2, "Bind")?;
@@ -98,18 +100,18 @@ pub fn function_call(body: &[u8]) -> Result<FunctionCall<'_>, CodecError> {
 }
 
 /// Frontend `Execute`.
-pub fn execute(body: &[u8]) -> Result<(&str, i32), CodecError> {
+pub fn execute(body: &[u8]) -> Result<(&[u8], i32), CodecError> {
     let mut r = Reader::new(body);
-    let portal = r.cstr("Execute")?;
+    let portal = r.cstr_bytes("Execute")?;
     let max_rows = r.i32("Execute")?;
     r.finish("Execute")?;
     Ok((portal, max_rows))
 }
 
 /// Frontend `Query` (simple protocol).
-pub fn query(body: &[u8]) -> Result<&str, CodecError> {
+pub fn query(body: &[u8]) -> Result<&[u8], CodecError> {
     let mut r = Reader::new(body);
-    let sql = r.cstr("Query")?;
+    let sql = r.cstr_bytes("Query")?;
     r.finish("Query")?;
     Ok(sql)
 }
@@ -157,6 +159,8 @@ pub struct ErrorFields<'a> {
     pub message: &'a str,
 }
 
+/// Texts in another client encoding than UTF-8 read as empty here; the
+/// fields the gateway matches on (severity, SQLSTATE) are always ASCII.
 pub fn error_fields(body: &[u8]) -> Result<ErrorFields<'_>, CodecError> {
     let mut r = Reader::new(body);
     let mut fields = ErrorFields::default();
@@ -165,7 +169,7 @@ pub fn error_fields(body: &[u8]) -> Result<ErrorFields<'_>, CodecError> {
         if kind == 0 {
             break;
         }
-        let value = r.cstr("ErrorResponse")?;
+        let value = std::str::from_utf8(r.cstr_bytes("ErrorResponse")?).unwrap_or_default();
         match kind {
             b'V' => fields.severity = value,
             b'S' if fields.severity.is_empty() => fields.severity = value,
@@ -211,8 +215,8 @@ mod tests {
         assert_eq!(
             parse(body(&buf)).unwrap(),
             Parse {
-                statement: "s1",
-                query: "select $1, $2"
+                statement: b"s1",
+                query: b"select $1, $2"
             }
         );
 
@@ -236,7 +240,7 @@ mod tests {
         .map_err(|_| ())
         .unwrap();
         let b = bind(body(&buf)).unwrap();
-        assert_eq!(b.portal, "p");
+        assert_eq!(b.portal, b"p");
         assert_eq!(b.params, vec![(false, Some(&b"abc"[..])), (false, None)]);
     }
 
@@ -249,6 +253,8 @@ mod tests {
         assert!(data_row(&[0, 1, 0, 0, 0, 9, 1]).is_err());
         assert!(row_description(&[0, 1, b'a', 0]).is_err());
         assert!(query(b"select 1").is_err());
+        // Text in another client encoding is not malformed.
+        assert_eq!(query(b"select '\xe9'\0"), Ok(&b"select '\xe9'"[..]));
         assert!(error_fields(b"Sx").is_err());
     }
 
@@ -315,8 +321,9 @@ pub fn row_columns(body: &[u8]) -> Result<Vec<RowColumn<'_>>, CodecError> {
     Ok(cols)
 }
 
-/// Every `(code, value)` field of an ErrorResponse or NoticeResponse.
-pub fn error_field_list(body: &[u8]) -> Result<Vec<(u8, &str)>, CodecError> {
+/// Every `(code, value)` field of an ErrorResponse or NoticeResponse. The
+/// values are in the session's client encoding, so bytes, not text.
+pub fn error_field_list(body: &[u8]) -> Result<Vec<(u8, &[u8])>, CodecError> {
     let mut r = Reader::new(body);
     let mut fields = Vec::new();
     loop {
@@ -324,7 +331,7 @@ pub fn error_field_list(body: &[u8]) -> Result<Vec<(u8, &str)>, CodecError> {
         if kind == 0 {
             break;
         }
-        fields.push((kind, r.cstr("ErrorResponse")?));
+        fields.push((kind, r.cstr_bytes("ErrorResponse")?));
     }
     r.finish("ErrorResponse")?;
     Ok(fields)
@@ -345,19 +352,19 @@ pub fn copy_response(body: &[u8]) -> Result<(u8, Vec<i16>), CodecError> {
 }
 
 /// Frontend `Close`: `(b'S' | b'P', name)`.
-pub fn close(body: &[u8]) -> Result<(u8, &str), CodecError> {
+pub fn close(body: &[u8]) -> Result<(u8, &[u8]), CodecError> {
     let mut r = Reader::new(body);
     let what = r.u8("Close")?;
-    let name = r.cstr("Close")?;
+    let name = r.cstr_bytes("Close")?;
     r.finish("Close")?;
     Ok((what, name))
 }
 
 /// Frontend `Describe`: `(b'S' | b'P', name)`.
-pub fn describe(body: &[u8]) -> Result<(u8, &str), CodecError> {
+pub fn describe(body: &[u8]) -> Result<(u8, &[u8]), CodecError> {
     let mut r = Reader::new(body);
     let what = r.u8("Describe")?;
-    let name = r.cstr("Describe")?;
+    let name = r.cstr_bytes("Describe")?;
     r.finish("Describe")?;
     Ok((what, name))
 }

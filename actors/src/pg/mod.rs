@@ -3,11 +3,15 @@
 
 pub mod cancel;
 pub mod catalog;
+pub mod client_mask;
 pub mod codec;
+pub mod copy_record;
+pub mod encoding;
 pub mod filter;
 pub mod gate;
 pub mod listener;
 pub mod messages;
+pub mod options;
 pub mod relay;
 pub mod session;
 pub mod startup;

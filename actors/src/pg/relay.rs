@@ -15,14 +15,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::watch;
 
 use super::codec::{self, HEADER_LEN};
+use super::encoding::{ClientEncoding, SessionEncoding};
 use super::filter::ResultFilter;
 use super::gate::{self, Gate, Held, SharedRef, Step};
 use super::stream::PgStream;
 use super::tap::{ClientTap, TargetTap};
 use crate::approval::{ApprovalOutcome, BrokerHandle, PendingApproval, Submit, Withdraw};
 use crate::error::SessionError;
+use crate::metrics::{self, Flow};
 use crate::recorder::{RecorderHandle, RecorderMsg, now_micros};
 use crate::recording::{Direction, EventKind, RecordingId};
+use crate::registry::{SessionState, SessionStats};
 
 /// While a statement waits for approval the client may keep sending
 /// (pipelining); beyond this many buffered bytes the gateway stops reading
@@ -77,6 +80,8 @@ pub struct Relay {
     pub policy: Option<PolicyCtx>,
     /// The target's settings at startup (ParameterStatus), for the gate.
     pub initial_settings: Vec<(String, String)>,
+    /// Bytes, statements and state, as consoles see them.
+    pub stats: std::sync::Arc<SessionStats>,
 }
 
 /// What the policy phases need beyond the frames.
@@ -101,6 +106,15 @@ impl Relay {
         let (target_rd, target_wr) = tokio::io::split(target);
         let shared: SharedRef = Default::default();
         shared.borrow_mut().settings = self.initial_settings.clone();
+        let encoding: SessionEncoding = std::rc::Rc::new(std::cell::Cell::new(
+            self.initial_settings
+                .iter()
+                .rev()
+                .find(|(k, _)| k == "client_encoding")
+                .map_or(ClientEncoding::UTF8, |(_, v)| {
+                    ClientEncoding::from_pg_name(v)
+                }),
+        ));
         let notify = std::rc::Rc::new(tokio::sync::Notify::new());
         let mut stop_rx = stop_tx.subscribe();
         // A kill that arrived while the session was still connecting is
@@ -115,8 +129,11 @@ impl Relay {
             stop_rx.clone(),
             shared.clone(),
             notify.clone(),
+            encoding.clone(),
         );
-        let down = self.target_to_client(target_rd, target_buf, client_wr, stop_rx, shared, notify);
+        let down = self.target_to_client(
+            target_rd, target_buf, client_wr, stop_rx, shared, notify, encoding,
+        );
         tokio::pin!(up, down);
         tokio::select! {
             up_end = &mut up => {
@@ -179,6 +196,7 @@ impl Relay {
     }
 
     /// Client → target. Ends on Terminate, EOF or a stop signal.
+    #[allow(clippy::too_many_arguments)]
     async fn client_to_target(
         &self,
         mut rd: ReadHalf<PgStream>,
@@ -187,12 +205,16 @@ impl Relay {
         mut stop: watch::Receiver<Option<Stop>>,
         shared: SharedRef,
         notify: std::rc::Rc<tokio::sync::Notify>,
+        encoding: SessionEncoding,
     ) -> Result<UpEnd, SessionError> {
-        let mut tap = ClientTap::default();
+        let mut tap = ClientTap::new(
+            encoding.clone(),
+            self.policy.as_ref().and_then(|p| p.policy.masker),
+        );
         let mut gate = self
             .policy
             .as_ref()
-            .map(|p| Gate::new(p.policy.clone(), shared.clone()));
+            .map(|p| Gate::new(p.policy.clone(), shared.clone(), encoding));
         let lost = |e: std::io::Error| SessionError::TargetLost {
             connection: self.connection.clone(),
             detail: e.to_string(),
@@ -202,7 +224,7 @@ impl Relay {
             let mut terminate = false;
             // Bytes to send instead of buf[written..]: built only when a
             // frame is replaced; otherwise the batch goes out as read.
-            let mut out = Outgoing::default();
+            let mut out = Outgoing::new(Flow::ToTarget);
             tap.batch.stamp();
             while let Some(len) = codec::frame_len_limited(&buf[end..], &self.client_frames)? {
                 let tag = buf[end];
@@ -287,6 +309,9 @@ impl Relay {
             if end > 0 {
                 out.write_until(&buf, end, &mut wr).await.map_err(lost)?;
                 buf.advance(end);
+                self.stats.add_from_client(end);
+                self.stats
+                    .add_statements(std::mem::take(&mut tap.statements));
             }
             if terminate {
                 return Ok(UpEnd::Done);
@@ -403,6 +428,9 @@ impl Relay {
             );
         }
         notify.notify_one();
+        self.stats.set_state(SessionState::WaitingForApproval);
+        // Whatever ends the wait, the session is active again (or ending).
+        let _active = Reactivate(&self.stats);
         tracing::info!(approval = %id, rule = %held.rule, "waiting for approval");
         let sleep = tokio::time::sleep(held.timeout);
         tokio::pin!(sleep);
@@ -458,6 +486,7 @@ impl Relay {
 
     /// Target → client. Ends when the target closes or a stop arrives; on a
     /// stop with a message it sends the client a final ErrorResponse.
+    #[allow(clippy::too_many_arguments)]
     async fn target_to_client(
         &self,
         mut rd: ReadHalf<PgStream>,
@@ -466,8 +495,9 @@ impl Relay {
         mut stop: watch::Receiver<Option<Stop>>,
         shared: SharedRef,
         notify: std::rc::Rc<tokio::sync::Notify>,
+        encoding: SessionEncoding,
     ) -> Result<(), SessionError> {
-        let mut tap = TargetTap::new(self.rows_per_statement);
+        let mut tap = TargetTap::new(self.rows_per_statement, encoding);
         let mut filter = self.policy.as_ref().and_then(|p| {
             p.policy.masker.map(|m| {
                 ResultFilter::new(
@@ -480,12 +510,15 @@ impl Relay {
         });
         let gated = self.policy.is_some();
         let mut client_done = false;
+        // The SQLSTATE of a FATAL the target sent: it is about to close,
+        // and the client has its reason already.
+        let mut target_fatal: Option<String> = None;
         // Set if the stop sender is gone, so a closed channel is not polled
         // in a loop.
         let mut stop_closed = false;
         loop {
             let mut end = 0;
-            let mut out = Outgoing::default();
+            let mut out = Outgoing::new(Flow::ToClient);
             tap.batch.stamp();
             loop {
                 let len = match codec::frame_len(&buf[end..], self.max_target_message_bytes) {
@@ -501,6 +534,12 @@ impl Relay {
                     }
                 };
                 let tag = buf[end];
+                if tag == b'E'
+                    && let Ok(f) = super::messages::error_fields(&buf[end + HEADER_LEN..end + len])
+                    && matches!(f.severity, "FATAL" | "PANIC")
+                {
+                    target_fatal = Some(f.code.to_owned());
+                }
                 let replaced = if gated {
                     match self
                         .filter_frame(
@@ -551,6 +590,7 @@ impl Relay {
                     .await
                     .map_err(SessionError::ClientIo)?;
                 buf.advance(end);
+                self.stats.add_to_client(end);
             }
             reserve_for_next(&mut buf);
             tokio::select! {
@@ -583,6 +623,17 @@ impl Relay {
                 }
                 n = rd.read_buf(&mut buf) => match n {
                     Ok(0) if client_done => return Ok(()),
+                    // After its FATAL the target closes, and so do we,
+                    // cleanly (TLS close_notify included) and without a
+                    // message of our own: the client sees what it would
+                    // see directly.
+                    Ok(0) | Err(_) if target_fatal.is_some() => {
+                        let _ = tokio::time::timeout(FATAL_WRITE_TIMEOUT, wr.shutdown()).await;
+                        return Err(SessionError::TargetEnded {
+                            connection: self.connection.clone(),
+                            code: target_fatal.take().unwrap_or_default(),
+                        });
+                    }
                     Ok(0) => {
                         let err = SessionError::TargetLost {
                             connection: self.connection.clone(),
@@ -756,6 +807,16 @@ async fn send_fatal(
         .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
+/// Marks the session active again when a wait for approval ends, however
+/// it ends.
+struct Reactivate<'a>(&'a SessionStats);
+
+impl Drop for Reactivate<'_> {
+    fn drop(&mut self) {
+        self.0.set_state(SessionState::Active);
+    }
+}
+
 /// How a wait for approval ended.
 enum Waited {
     Approved,
@@ -764,16 +825,25 @@ enum Waited {
     Stopped,
 }
 
-/// The client batch as it goes to the target: the bytes as read, with any
-/// replaced frames swapped in. Zero-copy unless something was replaced.
-#[derive(Default)]
+/// A batch as it goes out: the bytes as read, with any replaced frames
+/// swapped in. Zero-copy unless something was replaced.
 struct Outgoing {
     /// buf[..written] is already out (or copied into `assembled`).
     written: usize,
     assembled: BytesMut,
+    /// Which way, for the relayed-bytes counter.
+    flow: Flow,
 }
 
 impl Outgoing {
+    fn new(flow: Flow) -> Self {
+        Outgoing {
+            written: 0,
+            assembled: BytesMut::new(),
+            flow,
+        }
+    }
+
     /// Frame buf[at..at+len] is replaced by `with`.
     fn replace(&mut self, buf: &[u8], at: usize, len: usize, with: &[u8]) {
         self.assembled.extend_from_slice(&buf[self.written..at]);
@@ -791,11 +861,13 @@ impl Outgoing {
         if self.assembled.is_empty() {
             if upto > self.written {
                 wr.write_all(&buf[self.written..upto]).await?;
+                metrics::relayed("postgres", self.flow, (upto - self.written) as u64);
             }
         } else {
             self.assembled
                 .extend_from_slice(&buf[self.written.min(upto)..upto]);
             wr.write_all(&self.assembled).await?;
+            metrics::relayed("postgres", self.flow, self.assembled.len() as u64);
             self.assembled.clear();
         }
         self.written = self.written.max(upto);

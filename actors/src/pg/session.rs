@@ -15,17 +15,14 @@
 //! `failed`; it never reaches other sessions.
 
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use actix::prelude::*;
 use bytes::BytesMut;
-use futures_util::FutureExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, watch};
-use tracing::Instrument;
+use tokio::sync::watch;
 
 use super::cancel::{self, CancelTarget};
 use super::codec;
@@ -34,20 +31,14 @@ use super::startup::{self, ClientStartup, Hello};
 use super::upstream::{self, Upstream};
 use crate::error::SessionError;
 use crate::gateway::Gateway;
+use crate::lifecycle::{self, SessionRecord, capped};
+pub use crate::listener::Admission;
 use crate::recorder::{PendingEvent, RecorderMsg, now_micros};
-use crate::recording::{Direction, EventKind, Outcome, RecordingId, SessionHeader};
-use crate::registry::{Kill, Register, SessionInfo, Unregister, Update};
+use crate::recording::{Direction, EventKind, Outcome, RecordingId};
+use crate::registry::{Kill, SessionState, SessionStats, Unregister, Update};
 
-/// Whether a connection got a session slot.
-pub enum Admission {
-    Admitted(OwnedSemaphorePermit),
-    /// Over the session limit: the client is told so (53300) after its
-    /// startup message, in its own protocol, holding a refusal slot.
-    OverLimit(OwnedSemaphorePermit),
-}
-
-/// Longest client-claimed name recorded in a session header.
-const MAX_HEADER_NAME: usize = 256;
+/// How long a cancelling client may take to take our close_notify.
+const CANCEL_CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub struct PgSession {
     id: RecordingId,
@@ -58,6 +49,8 @@ pub struct PgSession {
     /// Held for the session's life; released when the actor drops.
     admission: Admission,
     stop: Rc<watch::Sender<Option<Stop>>>,
+    /// Counters and state consoles see through the registry.
+    stats: Arc<SessionStats>,
 }
 
 impl PgSession {
@@ -75,6 +68,7 @@ impl PgSession {
             started_at: now_micros(),
             admission,
             stop: Rc::new(watch::channel(None).0),
+            stats: Arc::default(),
         }
     }
 }
@@ -83,59 +77,35 @@ impl Actor for PgSession {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.gw.registry.do_send(Register {
-            info: SessionInfo {
-                id: self.id,
-                protocol: "postgres",
-                client_addr: self.peer.to_string(),
-                started_at: self.started_at,
-                identity: None,
-                connection: None,
-            },
-            kill: ctx.address().recipient(),
-        });
+        let record = SessionRecord::new(
+            self.gw.recorder.clone(),
+            self.id,
+            "postgres",
+            self.started_at,
+            self.peer.to_string(),
+            self.stats.clone(),
+        );
+        lifecycle::register(
+            &self.gw.registry,
+            &record,
+            "postgres",
+            ctx.address().recipient(),
+        );
         let Some(socket) = self.socket.take() else {
             ctx.stop();
             return;
         };
+        let panic_end = record.panic_end();
         let life = Lifecycle {
             gw: self.gw.clone(),
-            header: SessionHeader {
-                id: self.id,
-                protocol: "postgres".into(),
-                started_at: self.started_at,
-                ended_at: None,
-                client_addr: self.peer.to_string(),
-                client_user: None,
-                connection: None,
-                identity: None,
-                groups: Vec::new(),
-                outcome: None,
-                reason: None,
-                event_count: 0,
-            },
-            header_sent: false,
-            over_limit: matches!(self.admission, Admission::OverLimit(_)),
+            record,
+            over_limit: self.admission.over_limit(),
             stop: self.stop.clone(),
+            stats: self.stats.clone(),
         };
         let span = tracing::info_span!("session", id = %self.id, peer = %self.peer,
             identity = tracing::field::Empty, connection = tracing::field::Empty);
-        let fut = AssertUnwindSafe(life.run(socket).instrument(span.clone())).catch_unwind();
-        let id = self.id;
-        let recorder = self.gw.recorder.clone();
-        ctx.spawn(fut.into_actor(self).map(move |result, _, ctx| {
-            if result.is_err() {
-                let _span = span.enter();
-                tracing::error!("session panicked; ended as failed");
-                recorder.send_now(RecorderMsg::Close {
-                    id,
-                    outcome: Outcome::Failed,
-                    reason: Some("internal error: session panicked".into()),
-                    at: now_micros(),
-                });
-            }
-            ctx.stop();
-        }));
+        lifecycle::spawn_life(self, ctx, life.run(socket), span, panic_end);
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -147,17 +117,18 @@ impl Handler<Kill> for PgSession {
     type Result = ();
 
     fn handle(&mut self, msg: Kill, _: &mut Self::Context) {
-        self.stop.send_replace(Some(Stop::Terminated(msg.reason)));
+        self.stop
+            .send_replace(Some(Stop::Terminated(msg.message())));
     }
 }
 
 /// The session's life as one future, owned by the actor's context.
 struct Lifecycle {
     gw: Arc<Gateway>,
-    header: SessionHeader,
-    header_sent: bool,
+    record: SessionRecord,
     over_limit: bool,
     stop: Rc<watch::Sender<Option<Stop>>>,
+    stats: Arc<SessionStats>,
 }
 
 /// A session that reached its target and is ready to relay.
@@ -181,14 +152,15 @@ impl Lifecycle {
                 Ok(r) => r,
                 Err(_) => Err(SessionError::StartupTimeout(limits.startup_timeout)),
             },
-            _ = stop_rx.changed() => Err(SessionError::Terminated("gateway shutting down".into())),
+            _ = stop_rx.changed() => Err(self.stopped()),
         };
         let mut client = match accepted {
             Ok(Hello::Startup(client)) => client,
             Ok(Hello::Cancel {
                 process_id,
                 secret_key,
-            }) => return self.cancel((process_id, secret_key)).await,
+                stream,
+            }) => return self.cancel((process_id, secret_key), stream).await,
             Err(SessionError::ClientIo(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                 // A port probe or health check: nothing was asked, nothing
                 // to record.
@@ -200,15 +172,13 @@ impl Lifecycle {
 
         // Unauthenticated input: kept short in the header (a longer name
         // cannot match a configured connection anyway).
-        self.header.client_user = client
-            .param("user")
-            .map(|u| super::tap::capped(u, MAX_HEADER_NAME));
+        self.record.header.client_user = client.param("user").map(capped);
         // PostgreSQL's own default: the database is named like the user.
-        self.header.connection = client
+        self.record.header.connection = client
             .param("database")
             .or(client.param("user"))
-            .map(|c| super::tap::capped(c, MAX_HEADER_NAME));
-        self.send_header().await;
+            .map(capped);
+        self.record.send_header().await;
         if !client.stream.is_tls() && !self.gw.allow_plaintext {
             let e = SessionError::PlaintextRefused;
             let _ = startup::send_fatal(&mut client.stream, &e).await;
@@ -220,7 +190,7 @@ impl Lifecycle {
                 Ok(r) => r,
                 Err(_) => Err(SessionError::StartupTimeout(limits.startup_timeout)),
             },
-            _ = stop_rx.changed() => Err(SessionError::Terminated("gateway shutting down".into())),
+            _ = stop_rx.changed() => Err(self.stopped()),
         };
         let est = match established {
             Ok(est) => est,
@@ -231,7 +201,7 @@ impl Lifecycle {
         };
 
         let relay = Relay {
-            id: self.header.id,
+            id: self.record.header.id,
             connection: est.connection.clone(),
             recorder: self.gw.recorder.clone(),
             client_frames: limits.client_frames.clone(),
@@ -240,7 +210,9 @@ impl Lifecycle {
             strict: est.strict,
             policy: est.policy,
             initial_settings: est.upstream.params.clone(),
+            stats: self.stats.clone(),
         };
+        self.stats.set_state(SessionState::Active);
         tracing::info!("relaying");
         let end = relay
             .run(
@@ -264,7 +236,7 @@ impl Lifecycle {
         if self.over_limit {
             return Err(SessionError::TooManySessions(self.gw.limits.max_sessions));
         }
-        let requested = self.header.connection.clone().unwrap_or_default();
+        let requested = self.record.header.connection.clone().unwrap_or_default();
         let token = startup::read_token(client).await?;
         let identity = self.gw.verifier.verify(&token).await?;
         drop(token);
@@ -272,23 +244,37 @@ impl Lifecycle {
         let span = tracing::Span::current();
         // Debug formatting escapes control characters: the connection name
         // is whatever the client sent, and must not forge log lines.
-        span.record("identity", tracing::field::debug(&identity.subject));
+        let qualified = identity.qualified();
+        span.record("identity", tracing::field::debug(&qualified));
         span.record("connection", tracing::field::debug(&requested));
-        self.header.identity = Some(identity.subject.clone());
-        self.header.groups = identity.groups.clone();
-        self.send_header().await;
         self.gw.registry.do_send(Update {
-            id: self.header.id,
-            identity: Some(identity.subject.clone()),
+            id: self.record.header.id,
+            identity: Some(qualified.clone()),
             connection: Some(requested.clone()),
         });
 
-        let target = self.gw.authorize(&identity, &requested)?;
-        let upstream = upstream::connect(target, &client.params).await?;
+        // The header names who asked, and what granted it, whether or not
+        // authorization succeeds.
+        let gw = self.gw.clone();
+        let authorized = gw.authorize::<crate::gateway::PgTarget>(&identity, &requested);
+        self.record.header.identify(&identity);
+        if let Ok((_, grant)) = &authorized {
+            self.record.header.granted(grant);
+        }
+        self.record.send_header().await;
+        let (target, _) = authorized?;
+        let params =
+            super::options::check(&client.params, &target.startup_options).map_err(|error| {
+                SessionError::StartupOption {
+                    connection: target.name.clone(),
+                    error,
+                }
+            })?;
+        let upstream = upstream::connect(target, &params).await?;
 
         let cancel_key = self.gw.cancels.mint(CancelTarget {
-            session: self.header.id,
-            address: target.address.clone(),
+            session: self.record.header.id,
+            target: target.clone(),
             process_id: upstream.process_id,
             secret_key: upstream.secret_key,
         });
@@ -311,7 +297,7 @@ impl Lifecycle {
         self.gw
             .recorder
             .send(RecorderMsg::Events(
-                self.header.id,
+                self.record.header.id,
                 vec![PendingEvent {
                     at: now_micros(),
                     dir: Direction::Gateway,
@@ -327,7 +313,7 @@ impl Lifecycle {
             policy: gated.then(|| PolicyCtx {
                 policy: target.sql_policy.clone(),
                 broker: self.gw.approvals.clone(),
-                identity: identity.subject.clone(),
+                identity: qualified,
                 groups: identity.groups.clone(),
                 target: target.clone(),
             }),
@@ -338,16 +324,17 @@ impl Lifecycle {
         })
     }
 
-    async fn send_header(&mut self) {
-        self.header_sent = true;
-        self.gw
-            .recorder
-            .send(RecorderMsg::Header(self.header.clone()))
-            .await;
+    /// Why the session was stopped before it relayed: the kill's own
+    /// message (naming the operator) or the shutdown.
+    fn stopped(&self) -> SessionError {
+        match &*self.stop.borrow() {
+            Some(Stop::Terminated(why)) => SessionError::Terminated(why.clone()),
+            _ => SessionError::Terminated("gateway shutting down".into()),
+        }
     }
 
     /// Log and record how the session ended.
-    async fn end_with(mut self, result: Result<(), SessionError>) {
+    async fn end_with(self, result: Result<(), SessionError>) {
         let (outcome, reason) = match &result {
             Ok(()) => (Outcome::Closed, None),
             Err(e) => (e.outcome(), Some(e.to_string())),
@@ -358,22 +345,21 @@ impl Lifecycle {
                 tracing::warn!(side = ?e.side(), sqlstate = e.sqlstate(), "session ended: {e}")
             }
         }
-        if !self.header_sent {
-            self.send_header().await;
-        }
-        self.gw
-            .recorder
-            .send(RecorderMsg::Close {
-                id: self.header.id,
-                outcome,
-                reason,
-                at: now_micros(),
-            })
-            .await;
+        self.record.end(outcome, reason).await;
     }
 
-    /// A CancelRequest: forward the target's own key if ours matches.
-    async fn cancel(self, key: (i32, i32)) {
+    /// A CancelRequest: forward the target's own key if ours matches, then
+    /// close the client's connection as PostgreSQL does (cleanly, TLS
+    /// included), answering nothing either way.
+    async fn cancel(self, key: (i32, i32), mut stream: super::stream::PgStream) {
+        self.forward_cancel(key).await;
+        let closed = tokio::time::timeout(CANCEL_CLOSE_TIMEOUT, stream.shutdown()).await;
+        if !matches!(closed, Ok(Ok(()))) {
+            tracing::debug!("cancel request's connection did not close cleanly");
+        }
+    }
+
+    async fn forward_cancel(&self, key: (i32, i32)) {
         let Some(target) = self.gw.cancels.lookup(key) else {
             tracing::info!("cancel request with an unknown key ignored");
             return;

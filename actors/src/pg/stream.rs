@@ -7,6 +7,18 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+/// Largest TLS record the PostgreSQL listener writes (rustls counts the
+/// 5-byte record header in it): 8 KiB of plaintext, as PostgreSQL's own
+/// TLS writes carry at most one 8 KiB send buffer. Clients are tuned to
+/// what PostgreSQL sends, and at least one is broken by anything larger:
+/// libpq 18.0 (psycopg 3.3.4's binary wheel) waits on the socket without
+/// draining what OpenSSL already decrypted, so a 16 KiB record that its
+/// read did not take whole left it waiting forever for data it held.
+/// Measured with a relay counting record sizes: PostgreSQL 15's largest
+/// application-data record was 8,209 bytes (8 KiB plus TLS 1.3's 17),
+/// Gatehouse's 16,401 before this limit.
+pub const MAX_TLS_RECORD: usize = 8192 + 5;
+
 /// Probes after this much silence find half-open connections (NAT
 /// timeouts, dropped VPNs) that would otherwise hold a session slot and a
 /// target backend forever.

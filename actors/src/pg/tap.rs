@@ -4,8 +4,15 @@
 //! forwarded untouched; it only allocates for what it records. Rows are
 //! recorded up to a per-statement cap and counted after it.
 
-use super::codec::CodecError;
+use std::borrow::Cow;
+use std::collections::VecDeque;
+
+use super::client_mask::ClientMask;
+use super::codec::{CodecError, Reader};
+use super::copy_record::CopyRecord;
+use super::encoding::{ClientEncoding, SessionEncoding};
 use super::messages;
+use crate::policy::copy_source::{CopySource, copy_sinks};
 use crate::recorder::{PendingEvent, now_micros};
 use crate::recording::{Direction, EventKind};
 
@@ -32,17 +39,31 @@ pub fn capped(s: &str, max: usize) -> String {
     format!("{}…[{} more bytes not recorded]", &s[..end], s.len() - end)
 }
 
-fn value_text(binary: bool, v: &[u8]) -> String {
-    let (v, cut) = if v.len() > MAX_RECORDED_VALUE {
-        (&v[..MAX_RECORDED_VALUE], v.len() - MAX_RECORDED_VALUE)
-    } else {
-        (v, 0)
-    };
-    let mut s = match (binary, std::str::from_utf8(v)) {
-        (false, Ok(s)) => s.to_owned(),
-        (false, Err(_)) => String::from_utf8_lossy(v).into_owned(),
-        (true, _) => format!("\\x{}", hex::encode(v)),
-    };
+/// A value as recorded: text decoded with the session's client encoding,
+/// binary values (and text that does not decode) as `\x` and hex.
+fn value_text(enc: ClientEncoding, binary: bool, v: &[u8]) -> String {
+    if v.len() <= MAX_RECORDED_VALUE {
+        return if binary {
+            format!("\\x{}", hex::encode(v))
+        } else {
+            enc.text_or_hex(v)
+        };
+    }
+    // A cut inside a multibyte character would make a decodable value look
+    // undecodable: step back up to three bytes to a character boundary.
+    let kept = (!binary)
+        .then(|| {
+            (0..4).find_map(|back| {
+                let end = MAX_RECORDED_VALUE - back;
+                enc.decode(&v[..end]).map(|t| (t.into_owned(), end))
+            })
+        })
+        .flatten();
+    let (mut s, end) = kept.unwrap_or_else(|| {
+        let head = &v[..MAX_RECORDED_VALUE];
+        (format!("\\x{}", hex::encode(head)), MAX_RECORDED_VALUE)
+    });
+    let cut = v.len() - end;
     if cut > 0 {
         s.push_str(&format!("…[{cut} more bytes not recorded]"));
     }
@@ -109,71 +130,171 @@ impl Batch {
 pub struct ClientTap {
     copy: CopyCount,
     pub batch: Batch,
+    /// Statements run (Query, Execute, FunctionCall) since the relay last
+    /// took the count for the session's statistics.
+    pub statements: u64,
+    encoding: SessionEncoding,
+    /// The policy's masks, applied to what the client sends before it is
+    /// recorded (the target gets the original).
+    mask: Option<ClientMask>,
+    /// The COPY FROM STDIN statements of the last Query not yet run, in
+    /// order, and the one whose data is arriving.
+    copy_sinks: VecDeque<CopySource>,
+    copy_in: Option<CopyRecord>,
 }
 
 impl ClientTap {
+    pub fn new(encoding: SessionEncoding, masker: Option<&'static crate::mask::Masker>) -> Self {
+        ClientTap {
+            encoding,
+            mask: masker.map(ClientMask::new),
+            ..Default::default()
+        }
+    }
+
+    /// A Query's or Parse's SQL: decoded with the client encoding (or kept
+    /// as bytes when it does not decode), masked.
+    fn sql_event(&mut self, parse_of: Option<&[u8]>, sql: &[u8]) -> EventKind {
+        let enc = self.encoding.get();
+        match enc.decode(sql) {
+            Some(text) => {
+                if parse_of.is_none() {
+                    // A prepared COPY is not matched to its data (module
+                    // docs of copy_record): only a Query's are queued.
+                    self.copy_sinks = copy_sinks(&text).into();
+                }
+                let text = match self.mask.as_mut() {
+                    Some(mask) => Cow::Owned(mask.sql(parse_of, &text).into_owned()),
+                    None => text,
+                };
+                match parse_of {
+                    None => EventKind::Query {
+                        sql: capped(&text, MAX_RECORDED_SQL),
+                    },
+                    Some(name) => EventKind::Parse {
+                        statement: capped(&enc.decode_lossy(name), 256),
+                        sql: capped(&text, MAX_RECORDED_SQL),
+                    },
+                }
+            }
+            None => {
+                let sql = match self.mask.as_mut() {
+                    Some(mask) => mask.sql_bytes(sql),
+                    None => Cow::Borrowed(sql),
+                };
+                EventKind::SqlBytes {
+                    statement: parse_of.map(|n| capped(&enc.decode_lossy(n), 256)),
+                    encoding: enc.name().to_owned(),
+                    sql: sql[..sql.len().min(MAX_RECORDED_SQL)].to_vec().into(),
+                }
+            }
+        }
+    }
+
+    /// A Bind parameter (`statement` = Some) or FunctionCall argument as
+    /// recorded: masked, then cut like any value.
+    fn value(&mut self, statement: Option<&[u8]>, index: usize, binary: bool, v: &[u8]) -> String {
+        let enc = self.encoding.get();
+        let masked = self.mask.as_mut().and_then(|mask| match statement {
+            Some(name) => mask.param(enc, name, index, binary, v),
+            None => mask.argument(enc, binary, v),
+        });
+        match masked {
+            Some(text) => capped(&text, MAX_RECORDED_VALUE),
+            None => value_text(enc, binary, v),
+        }
+    }
+
     /// Record one client frame. Malformed frames of types the gateway must
     /// understand are protocol errors; unknown types are relayed and noted.
     pub fn observe(&mut self, tag: u8, body: &[u8]) -> Result<(), CodecError> {
+        let enc = self.encoding.get();
+        let name = |n: &[u8]| capped(&enc.decode_lossy(n), 256);
         let kind = match tag {
-            b'Q' => EventKind::Query {
-                sql: capped(messages::query(body)?, MAX_RECORDED_SQL),
-            },
+            b'Q' => {
+                self.statements += 1;
+                self.sql_event(None, messages::query(body)?)
+            }
             b'P' => {
                 let p = messages::parse(body)?;
-                EventKind::Parse {
-                    statement: capped(p.statement, 256),
-                    sql: capped(p.query, MAX_RECORDED_SQL),
-                }
+                self.sql_event(Some(p.statement), p.query)
             }
             b'B' => {
                 let b = messages::bind(body)?;
                 EventKind::Bind {
-                    portal: capped(b.portal, 256),
-                    statement: capped(b.statement, 256),
+                    portal: name(b.portal),
+                    statement: name(b.statement),
                     params: b
                         .params
                         .iter()
-                        .map(|(binary, v)| v.map(|v| value_text(*binary, v)))
+                        .enumerate()
+                        .map(|(i, (binary, v))| {
+                            v.map(|v| self.value(Some(b.statement), i, *binary, v))
+                        })
                         .collect(),
                 }
             }
             b'E' => {
+                self.statements += 1;
                 let (portal, max_rows) = messages::execute(body)?;
                 EventKind::Execute {
-                    portal: capped(portal, 256),
+                    portal: name(portal),
                     max_rows,
                 }
             }
             b'F' => {
+                self.statements += 1;
                 let f = messages::function_call(body)?;
                 EventKind::FunctionCall {
                     oid: f.oid,
                     args: f
                         .args
                         .iter()
-                        .map(|(binary, v)| v.map(|v| value_text(*binary, v)))
+                        .enumerate()
+                        .map(|(i, (binary, v))| v.map(|v| self.value(None, i, *binary, v)))
                         .collect(),
                 }
             }
             b'd' => {
                 self.copy.bytes += body.len() as u64;
                 self.copy.messages += 1;
+                let masker = self.mask.as_ref().map(ClientMask::masker);
+                let sinks = &mut self.copy_sinks;
+                self.copy_in
+                    .get_or_insert_with(|| CopyRecord::start(masker, sinks.pop_front()))
+                    .feed(body);
                 return Ok(());
             }
-            b'c' | b'f' => match self.copy.take(Direction::Client) {
-                Some(kind) => kind,
-                None => return Ok(()),
-            },
-            // Describe, Close, Sync, Flush, Terminate carry nothing worth a
-            // record of their own.
-            b'D' | b'C' | b'S' | b'H' | b'X' => return Ok(()),
+            b'c' | b'f' => {
+                if let Some(record) = self.copy_in.take() {
+                    for event in record.finish(enc) {
+                        self.batch.push(Direction::Client, event);
+                    }
+                }
+                match self.copy.take(Direction::Client) {
+                    Some(kind) => kind,
+                    None => return Ok(()),
+                }
+            }
+            b'C' => {
+                if let (Some(mask), (b'S', name)) = (self.mask.as_mut(), messages::close(body)?) {
+                    mask.forget(name);
+                }
+                return Ok(());
+            }
+            // Describe, Sync, Flush, Terminate carry nothing worth a record
+            // of their own.
+            b'D' | b'S' | b'H' | b'X' => return Ok(()),
             other => EventKind::Opaque {
                 tag: other as char,
                 len: body.len() as u32,
             },
         };
         self.batch.push(Direction::Client, kind);
+        if let Some(counts) = self.mask.as_mut().and_then(ClientMask::take_counts) {
+            self.batch
+                .push(Direction::Client, EventKind::Masked { counts });
+        }
         Ok(())
     }
 }
@@ -186,10 +307,12 @@ pub struct TargetTap {
     binary: Vec<bool>,
     copy: CopyCount,
     pub batch: Batch,
+    /// Set from the target's `client_encoding` reports.
+    encoding: SessionEncoding,
 }
 
 impl TargetTap {
-    pub fn new(row_cap: u64) -> Self {
+    pub fn new(row_cap: u64, encoding: SessionEncoding) -> Self {
         TargetTap {
             row_cap,
             rows: 0,
@@ -197,12 +320,14 @@ impl TargetTap {
             binary: Vec::new(),
             copy: CopyCount::default(),
             batch: Batch::default(),
+            encoding,
         }
     }
 
     /// Record one target frame. The target's frames are relayed even when
     /// they do not decode; the recording then notes them as opaque.
     pub fn observe(&mut self, tag: u8, body: &[u8]) {
+        let enc = self.encoding.get();
         let kind = match tag {
             b'T' => match messages::row_description(body) {
                 Ok(cols) => {
@@ -228,7 +353,7 @@ impl TargetTap {
                             .enumerate()
                             .map(|(i, v)| {
                                 v.map(|v| {
-                                    value_text(self.binary.get(i).copied().unwrap_or(false), v)
+                                    value_text(enc, self.binary.get(i).copied().unwrap_or(false), v)
                                 })
                             })
                             .collect(),
@@ -251,13 +376,8 @@ impl TargetTap {
                 self.recorded = 0;
                 kind
             }
-            b'E' | b'N' => match messages::error_fields(body) {
-                Ok(f) => {
-                    let (severity, code, message) = (
-                        f.severity.to_owned(),
-                        f.code.to_owned(),
-                        f.message.to_owned(),
-                    );
+            b'E' | b'N' => match error_text(enc, body) {
+                Ok((severity, code, message)) => {
                     if tag == b'E' {
                         EventKind::Error {
                             severity,
@@ -274,13 +394,20 @@ impl TargetTap {
                 }
                 Err(_) => opaque(tag, body),
             },
-            b'A' => match messages::notification(body) {
-                Ok((_, channel, payload)) => EventKind::Notification {
-                    channel: capped(channel, 256),
-                    payload: capped(payload, MAX_RECORDED_VALUE),
+            b'A' => match notification_text(enc, body) {
+                Ok((channel, payload)) => EventKind::Notification {
+                    channel: capped(&channel, 256),
+                    payload: capped(&payload, MAX_RECORDED_VALUE),
                 },
                 Err(_) => opaque(tag, body),
             },
+            b'S' => {
+                // Everything after this frame is in the encoding it names.
+                if let Ok(("client_encoding", value)) = messages::parameter_status(body) {
+                    self.encoding.set(ClientEncoding::from_pg_name(value));
+                }
+                return;
+            }
             b'd' => {
                 self.copy.bytes += body.len() as u64;
                 self.copy.messages += 1;
@@ -289,12 +416,49 @@ impl TargetTap {
             // ReadyForQuery, ParseComplete, BindComplete, CloseComplete,
             // NoData, PortalSuspended, ParameterDescription, ParameterStatus,
             // EmptyQueryResponse, CopyIn/Out/Both responses, CopyDone.
-            b'Z' | b'1' | b'2' | b'3' | b'n' | b's' | b't' | b'S' | b'I' | b'G' | b'H' | b'W'
-            | b'c' | b'K' => return,
+            b'Z' | b'1' | b'2' | b'3' | b'n' | b's' | b't' | b'I' | b'G' | b'H' | b'W' | b'c'
+            | b'K' => return,
             _ => opaque(tag, body),
         };
         self.batch.push(Direction::Target, kind);
     }
+}
+
+/// Severity, SQLSTATE and message of an ErrorResponse or NoticeResponse,
+/// whose texts are in the client encoding.
+fn error_text(enc: ClientEncoding, body: &[u8]) -> Result<(String, String, String), CodecError> {
+    let mut r = Reader::new(body);
+    let (mut severity, mut code, mut message) = (None, None, None);
+    loop {
+        let kind = r.u8("ErrorResponse")?;
+        if kind == 0 {
+            break;
+        }
+        let value = r.cstr_bytes("ErrorResponse")?;
+        match kind {
+            b'V' => severity = Some(value),
+            b'S' if severity.is_none() => severity = Some(value),
+            b'C' => code = Some(value),
+            b'M' => message = Some(value),
+            _ => {}
+        }
+    }
+    r.finish("ErrorResponse")?;
+    let text = |v: Option<&[u8]>| enc.decode_lossy(v.unwrap_or_default()).into_owned();
+    Ok((text(severity), text(code), text(message)))
+}
+
+/// Channel and payload of a NotificationResponse, in the client encoding.
+fn notification_text(enc: ClientEncoding, body: &[u8]) -> Result<(String, String), CodecError> {
+    let mut r = Reader::new(body);
+    r.i32("NotificationResponse")?;
+    let channel = r.cstr_bytes("NotificationResponse")?;
+    let payload = r.cstr_bytes("NotificationResponse")?;
+    r.finish("NotificationResponse")?;
+    Ok((
+        enc.decode_lossy(channel).into_owned(),
+        enc.text_or_hex(payload),
+    ))
 }
 
 fn opaque(tag: u8, body: &[u8]) -> EventKind {
@@ -310,7 +474,7 @@ mod tests {
 
     #[test]
     fn rows_past_the_cap_are_counted_not_recorded() {
-        let mut tap = TargetTap::new(2);
+        let mut tap = TargetTap::new(2, Default::default());
         let row = [0u8, 1, 0, 0, 0, 1, b'x'];
         for _ in 0..5 {
             tap.observe(b'D', &row);
@@ -346,9 +510,9 @@ mod tests {
     #[test]
     fn big_values_are_cut_with_a_note() {
         let v = vec![b'a'; MAX_RECORDED_VALUE + 10];
-        let s = value_text(false, &v);
+        let s = value_text(ClientEncoding::UTF8, false, &v);
         assert!(s.ends_with("…[10 more bytes not recorded]"));
-        assert_eq!(value_text(true, &[1, 255]), "\\x01ff");
+        assert_eq!(value_text(ClientEncoding::UTF8, true, &[1, 255]), "\\x01ff");
     }
 
     #[test]

@@ -4,8 +4,11 @@
 use std::time::Duration;
 
 use bytes::BytesMut;
-use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
+use postgres_protocol::authentication::sasl::{
+    ChannelBinding, SCRAM_SHA_256, SCRAM_SHA_256_PLUS, ScramSha256,
+};
 use postgres_protocol::message::{backend, frontend};
+use sha2::Digest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -18,10 +21,11 @@ use crate::gateway::{PgTarget, TargetTls};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Client startup parameters never forwarded: identity and database are the
-/// connection's, a replication connection is a different protocol with
-/// powers a query session must not get, and `options` can set any server
-/// setting (overriding what an administrator pinned with ALTER ROLE).
-const WITHHELD_PARAMS: &[&str] = &["user", "database", "replication", "options"];
+/// connection's, and a replication connection is a different protocol with
+/// powers a query session must not get. Settings (`options` and the rest)
+/// arrive here already checked against the connection's `startup_options`
+/// ([`super::options::check`]).
+const WITHHELD_PARAMS: &[&str] = &["user", "database", "replication"];
 
 /// A target connection that finished startup and is ready for queries.
 pub struct Upstream {
@@ -49,10 +53,10 @@ pub async fn connect(
     }
 }
 
-async fn connect_inner(
-    target: &PgTarget,
-    client_params: &[(String, String)],
-) -> Result<Upstream, SessionError> {
+/// A TCP connection to the target, upgraded to TLS when the connection's
+/// `tls` mode asks for it: what both a session and a forwarded
+/// CancelRequest start from.
+pub async fn open(target: &PgTarget) -> Result<PgStream, SessionError> {
     let unreachable = |detail: String| SessionError::TargetUnreachable {
         connection: target.name.clone(),
         address: target.address.clone(),
@@ -68,7 +72,7 @@ async fn connect_inner(
     let _ = socket.set_nodelay(true);
     super::stream::keepalive(&socket);
 
-    let mut stream = match &target.tls {
+    Ok(match &target.tls {
         TargetTls::Disable => PgStream::Plain(socket),
         TargetTls::Require(config) | TargetTls::VerifyFull(config) => {
             let mut socket = socket;
@@ -96,7 +100,23 @@ async fn connect_inner(
                 .map_err(|e| failed(format!("TLS: {e}")))?;
             PgStream::Tls(Box::new(tokio_rustls::TlsStream::Client(tls)))
         }
+    })
+}
+
+async fn connect_inner(
+    target: &PgTarget,
+    client_params: &[(String, String)],
+) -> Result<Upstream, SessionError> {
+    let unreachable = |detail: String| SessionError::TargetUnreachable {
+        connection: target.name.clone(),
+        address: target.address.clone(),
+        detail,
     };
+    let failed = |detail: String| SessionError::TargetFailed {
+        connection: target.name.clone(),
+        detail,
+    };
+    let mut stream = open(target).await?;
 
     let mut out = BytesMut::new();
     let params = [
@@ -194,20 +214,38 @@ async fn connect_inner(
             }
             backend::Message::AuthenticationSasl(body) => {
                 let mut mechanisms = body.mechanisms();
-                let mut offered = false;
+                let (mut offered, mut plus_offered) = (false, false);
                 while let Ok(Some(m)) = fallible_iterator::FallibleIterator::next(&mut mechanisms) {
                     offered |= m == SCRAM_SHA_256;
+                    plus_offered |= m == SCRAM_SHA_256_PLUS;
                 }
                 if !offered {
                     return Err(auth_failed("target offers no SCRAM-SHA-256".into()));
                 }
-                let binding = if stream.is_tls() {
-                    ChannelBinding::unrequested()
-                } else {
-                    ChannelBinding::unsupported()
+                // Over TLS, bind the exchange to the server's certificate
+                // (tls-server-end-point) when the target offers it: a
+                // man in the middle of an unverified (`require`)
+                // connection then cannot relay the exchange. A target that
+                // offers SCRAM-SHA-256-PLUS refuses a client that claims
+                // it would bind but thinks the server cannot ('y'), so
+                // without a usable certificate hash the client says it
+                // does not bind ('n'), as libpq does.
+                let end_point = match (&stream, plus_offered) {
+                    (PgStream::Tls(tls), true) => server_end_point(tls),
+                    _ => None,
+                };
+                let (mechanism, binding) = match end_point {
+                    Some(hash) => (
+                        SCRAM_SHA_256_PLUS,
+                        ChannelBinding::tls_server_end_point(hash),
+                    ),
+                    None if stream.is_tls() && !plus_offered => {
+                        (SCRAM_SHA_256, ChannelBinding::unrequested())
+                    }
+                    None => (SCRAM_SHA_256, ChannelBinding::unsupported()),
                 };
                 let s = ScramSha256::new(password()?, binding);
-                frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut out)
+                frontend::sasl_initial_response(mechanism, s.message(), &mut out)
                     .map_err(|e| failed(e.to_string()))?;
                 scram = Some(s);
             }
@@ -278,5 +316,112 @@ async fn connect_inner(
                 .await
                 .map_err(|e| unreachable(e.to_string()))?;
         }
+    }
+}
+
+/// The tls-server-end-point channel binding (RFC 5929): the hash of the
+/// target's certificate with its signature's hash (SHA-256 for MD5 and
+/// SHA-1). `None` for signature algorithms without one hash (RSA-PSS,
+/// Ed25519) or a certificate that does not parse.
+fn server_end_point(tls: &tokio_rustls::TlsStream<TcpStream>) -> Option<Vec<u8>> {
+    let tokio_rustls::TlsStream::Client(client) = tls else {
+        return None;
+    };
+    let der = client.get_ref().1.peer_certificates()?.first()?.as_ref();
+    Some(match signature_hash(der)? {
+        Hash::Sha256 => sha2::Sha256::digest(der).to_vec(),
+        Hash::Sha384 => sha2::Sha384::digest(der).to_vec(),
+        Hash::Sha512 => sha2::Sha512::digest(der).to_vec(),
+    })
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Hash {
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+/// The hash RFC 5929 uses for a certificate, from the OID of its
+/// `signatureAlgorithm` (Certificate ::= SEQUENCE { tbsCertificate,
+/// signatureAlgorithm SEQUENCE { algorithm OID, ... }, signature }).
+fn signature_hash(der: &[u8]) -> Option<Hash> {
+    let (tag, certificate, _) = der_element(der)?;
+    if tag != 0x30 {
+        return None;
+    }
+    let (_, _, rest) = der_element(certificate)?;
+    let (tag, algorithm, _) = der_element(rest)?;
+    if tag != 0x30 {
+        return None;
+    }
+    let (tag, oid, _) = der_element(algorithm)?;
+    if tag != 0x06 {
+        return None;
+    }
+    const RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01];
+    const ECDSA_SHA1: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x01];
+    const ECDSA_SHA2: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03];
+    match oid {
+        // md5, sha1, sha256 with RSA; ecdsa with sha1, sha256
+        [rsa @ .., 4 | 5 | 11] if rsa == RSA => Some(Hash::Sha256),
+        [rsa @ .., 12] if rsa == RSA => Some(Hash::Sha384),
+        [rsa @ .., 13] if rsa == RSA => Some(Hash::Sha512),
+        o if o == ECDSA_SHA1 => Some(Hash::Sha256),
+        [ec @ .., 2] if ec == ECDSA_SHA2 => Some(Hash::Sha256),
+        [ec @ .., 3] if ec == ECDSA_SHA2 => Some(Hash::Sha384),
+        [ec @ .., 4] if ec == ECDSA_SHA2 => Some(Hash::Sha512),
+        _ => None,
+    }
+}
+
+/// One DER element: `(tag, contents, what follows)`.
+fn der_element(buf: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = buf.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A certificate's outline: SEQUENCE { tbs, SEQUENCE { OID }, BIT STRING }.
+    fn outline(oid: &[u8]) -> Vec<u8> {
+        let tbs = [0x30, 0x03, 0x02, 0x01, 0x00];
+        let mut alg = vec![0x30, oid.len() as u8 + 2, 0x06, oid.len() as u8];
+        alg.extend_from_slice(oid);
+        let sig = [0x03, 0x02, 0x00, 0xff];
+        let body: Vec<u8> = [&tbs[..], &alg, &sig].concat();
+        // A long-form length, as real certificates have.
+        let mut cert = vec![0x30, 0x81, body.len() as u8];
+        cert.extend_from_slice(&body);
+        cert
+    }
+
+    #[test]
+    fn certificate_hashes_follow_the_signature_algorithm() {
+        let sha256_rsa = [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 11];
+        let sha1_rsa = [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 5];
+        let ecdsa_384 = [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03];
+        let ed25519 = [0x2b, 0x65, 0x70];
+        assert_eq!(signature_hash(&outline(&sha256_rsa)), Some(Hash::Sha256));
+        assert_eq!(signature_hash(&outline(&sha1_rsa)), Some(Hash::Sha256));
+        assert_eq!(signature_hash(&outline(&ecdsa_384)), Some(Hash::Sha384));
+        assert_eq!(signature_hash(&outline(&ed25519)), None);
+        assert_eq!(signature_hash(&outline(&sha256_rsa)[..10]), None);
+        assert_eq!(signature_hash(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), None);
     }
 }

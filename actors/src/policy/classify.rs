@@ -356,9 +356,36 @@ fn complexity(tokens: &[TokenWithSpan]) -> usize {
 }
 
 fn classify_tokens(
-    mut tokens: Vec<TokenWithSpan>,
+    tokens: Vec<TokenWithSpan>,
     nesting: usize,
 ) -> Result<Vec<StatementInfo>, Unparsed> {
+    bounded(tokens, move |tokens| parse_all(tokens, nesting))
+}
+
+/// Parse every top-level statement of `sql` with the same lexical checks and resource limits as [`classify`], and
+/// return what `visit` makes of each one sqlparser parses (statements this module reads by itself, such as `DO`,
+/// are skipped). For readers of the tree other than policy, such as masking what a client sends.
+pub fn parse_each<R: Send + 'static>(
+    sql: &str,
+    visit: fn(&Statement) -> R,
+) -> Result<Vec<R>, Unparsed> {
+    bounded(tokenize(sql)?, move |tokens| {
+        let mut out = Vec::new();
+        each_statement(tokens, MAX_BODY_NESTING, |read| {
+            if let Read::Tree(statement, _) = read {
+                out.push(visit(&statement));
+            }
+        })?;
+        Ok(out)
+    })
+}
+
+/// Run `parse` over `tokens` within the resource limits (module docs): refused beyond [`MAX_COMPLEXITY`], on a
+/// helper thread with a stack sized for the tree beyond [`INLINE_COMPLEXITY`].
+fn bounded<R: Send + 'static>(
+    mut tokens: Vec<TokenWithSpan>,
+    parse: impl FnOnce(Vec<TokenWithSpan>) -> Result<R, Unparsed> + Send + 'static,
+) -> Result<R, Unparsed> {
     check_lexical(&tokens)?;
     let bound = complexity(&tokens);
     if bound > MAX_COMPLEXITY {
@@ -368,13 +395,13 @@ fn classify_tokens(
     }
     rewrite_create_procedure(&mut tokens);
     if bound <= INLINE_COMPLEXITY {
-        return parse_all(tokens, nesting);
+        return parse(tokens);
     }
     let stack = HELPER_STACK_BASE + bound * HELPER_STACK_PER_UNIT;
     let spawned = std::thread::Builder::new()
         .name("gatehouse-classify".into())
         .stack_size(stack)
-        .spawn(move || parse_all(tokens, nesting));
+        .spawn(move || parse(tokens));
     match spawned {
         Ok(handle) => handle.join().unwrap_or_else(|_| {
             Err(Unparsed(
@@ -427,27 +454,52 @@ fn parse_all(tokens: Vec<TokenWithSpan>, nesting: usize) -> Result<Vec<Statement
         .filter(|(_, t)| word_is(&t.token, "RENAME"))
         .map(|(i, _)| i)
         .collect();
+    let mut out = Vec::new();
+    each_statement(tokens, nesting, |read| {
+        out.push(match read {
+            Read::Special(info) => info,
+            Read::Tree(statement, tokens) => {
+                let first_rename = renames.partition_point(|&i| i < tokens.start);
+                let renamed = renames.get(first_rename).is_some_and(|&i| i < tokens.end);
+                classify_statement(&statement, renamed, nesting)
+            }
+        })
+    })?;
+    Ok(out)
+}
+
+/// One top-level statement as [`each_statement`] read it.
+enum Read {
+    /// One sqlparser cannot parse, read by [`special_statement`].
+    Special(StatementInfo),
+    /// sqlparser's tree, and the range of tokens it was parsed from.
+    Tree(Box<Statement>, std::ops::Range<usize>),
+}
+
+/// Read every top-level statement of `tokens` in order, giving each to
+/// `each`; a statement not followed by `;` or the end is an error.
+fn each_statement(
+    tokens: Vec<TokenWithSpan>,
+    nesting: usize,
+    mut each: impl FnMut(Read),
+) -> Result<(), Unparsed> {
     let dialect = PostgreSqlDialect {};
     let mut parser = Parser::new(&dialect)
         .with_recursion_limit(RECURSION_LIMIT)
         .with_tokens_with_locations(tokens);
-    let mut out = Vec::new();
     loop {
         while parser.consume_token(&Token::SemiColon) {}
         if parser.peek_token_ref().token == Token::EOF {
-            break;
+            return Ok(());
         }
         let start = parser.index();
-        let info = match special_statement(&mut parser, nesting)? {
-            Some(info) => info,
+        let read = match special_statement(&mut parser, nesting)? {
+            Some(info) => Read::Special(info),
             None => {
                 let statement = parser
                     .parse_statement()
                     .map_err(|e| Unparsed(e.to_string()))?;
-                let end = parser.index();
-                let first_rename = renames.partition_point(|&i| i < start);
-                let renamed = renames.get(first_rename).is_some_and(|&i| i < end);
-                classify_statement(&statement, renamed, nesting)
+                Read::Tree(Box::new(statement), start..parser.index())
             }
         };
         let next = parser.peek_token_ref();
@@ -457,9 +509,8 @@ fn parse_all(tokens: Vec<TokenWithSpan>, nesting: usize) -> Result<Vec<Statement
                 next.token, next.span.start
             )));
         }
-        out.push(info);
+        each(read);
     }
-    Ok(out)
 }
 
 /// Statements sqlparser 0.64 cannot parse but that are simple enough to read here.

@@ -1,5 +1,6 @@
-//! What a `COPY ... TO STDOUT` sends, so its data can be masked by column:
-//! the table and listed columns (or a query), and the text/CSV options.
+//! What a `COPY ... TO STDOUT` sends, or a `COPY ... FROM STDIN` receives,
+//! so its data can be masked by column: the table and listed columns (or a
+//! query), and the text/CSV options.
 
 use std::collections::BTreeSet;
 
@@ -12,7 +13,7 @@ use sqlparser::parser::Parser;
 
 use crate::mask::CopyFormat;
 
-/// One COPY TO STDOUT of a query message, in order.
+/// One COPY TO STDOUT (or FROM STDIN) of a query message, in order.
 #[derive(Debug, Clone)]
 pub struct CopySource {
     /// The table (normalised like the classifier's names), when copying a
@@ -34,6 +35,8 @@ pub struct CopyFormatSpec {
     pub quote: Option<u8>,
     pub escape: Option<u8>,
     pub header: bool,
+    /// `FORMAT binary`: rows of typed fields, not lines.
+    pub binary: bool,
 }
 
 impl CopyFormatSpec {
@@ -82,6 +85,18 @@ fn byte(c: char) -> Option<u8> {
 /// The COPY TO STDOUT statements of `sql`, in order. Unparseable SQL gives
 /// none (the caller masks conservatively when a COPY arrives unannounced).
 pub fn copy_sources(sql: &str) -> Vec<CopySource> {
+    copies(sql, true)
+}
+
+/// The COPY FROM STDIN statements of `sql`, in order: what the client's
+/// COPY data goes to. Unparseable SQL gives none, as above.
+pub fn copy_sinks(sql: &str) -> Vec<CopySource> {
+    copies(sql, false)
+}
+
+/// The COPY statements of `sql` in one direction: `to` the client
+/// (`TO STDOUT`) or from it (`FROM STDIN`).
+fn copies(sql: &str, to: bool) -> Vec<CopySource> {
     // Cheap check first: this runs on every query of a masking policy.
     if !sql
         .as_bytes()
@@ -101,15 +116,16 @@ pub fn copy_sources(sql: &str) -> Vec<CopySource> {
     statements
         .iter()
         .filter_map(|s| match s {
-            // PostgreSQL takes `TO STDIN` as `TO STDOUT`.
+            // PostgreSQL takes `TO STDIN` as `TO STDOUT` and `FROM STDOUT`
+            // as `FROM STDIN`.
             Statement::Copy {
                 source,
-                to: true,
+                to: direction,
                 target: CopyTarget::Stdout | CopyTarget::Stdin,
                 options,
                 legacy_options,
                 ..
-            } => Some(describe(source, options, legacy_options)),
+            } if *direction == to => Some(describe(source, options, legacy_options)),
             _ => None,
         })
         .collect()
@@ -123,10 +139,14 @@ fn describe(source: &AstSource, options: &[CopyOption], legacy: &[CopyLegacyOpti
         quote: None,
         escape: None,
         header: false,
+        binary: false,
     };
     for o in options {
         match o {
-            CopyOption::Format(f) => format.csv = f.value.eq_ignore_ascii_case("csv"),
+            CopyOption::Format(f) => {
+                format.csv = f.value.eq_ignore_ascii_case("csv");
+                format.binary = f.value.eq_ignore_ascii_case("binary");
+            }
             CopyOption::Delimiter(c) => format.delimiter = byte(*c),
             CopyOption::Null(n) => format.null = Some(n.clone()),
             CopyOption::Header(h) => format.header = *h,
@@ -151,6 +171,7 @@ fn describe(source: &AstSource, options: &[CopyOption], legacy: &[CopyLegacyOpti
             CopyLegacyOption::Delimiter(c) => format.delimiter = byte(*c),
             CopyLegacyOption::Null(n) => format.null = Some(n.clone()),
             CopyLegacyOption::Header => format.header = true,
+            CopyLegacyOption::Binary => format.binary = true,
             _ => {}
         }
     }
@@ -200,5 +221,19 @@ mod tests {
         assert_eq!(c.len(), 1);
         assert!(!c[0].format.csv);
         assert!(copy_sources("select 'no copies here'").is_empty());
+    }
+
+    #[test]
+    fn copy_sinks_are_the_copies_from_stdin() {
+        let c = copy_sinks(
+            "COPY t TO STDOUT; copy Customers (id, Email) from stdin with (format csv, header); \
+             COPY u FROM STDIN (FORMAT binary)",
+        );
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].table.as_deref(), Some("customers"));
+        assert_eq!(c[0].columns, vec!["id", "email"]);
+        assert!(c[0].format.csv && c[0].format.header && !c[0].format.binary);
+        assert!(c[1].format.binary && c[1].columns.is_empty());
+        assert!(copy_sinks("copy t from '/tmp/file'").is_empty());
     }
 }

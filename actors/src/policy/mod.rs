@@ -27,6 +27,7 @@ pub mod tracker;
 use std::time::Duration;
 
 pub use classify::{StatementInfo, Unparsed};
+pub(crate) use rules::glob;
 pub use rules::{Action, NamePattern, Rule};
 pub use tracker::PolicyTracker;
 
@@ -79,20 +80,7 @@ impl SqlPolicy {
         }
         for rule in &self.rules {
             if rule.matches(info) {
-                return match &rule.action {
-                    Action::Allow => Verdict::Allow,
-                    Action::Block { message } => Verdict::Block {
-                        rule: rule.name.clone(),
-                        message: message
-                            .clone()
-                            .unwrap_or_else(|| "statement not allowed".to_owned()),
-                    },
-                    Action::Approve { timeout, approvers } => Verdict::Approve {
-                        rule: rule.name.clone(),
-                        timeout: *timeout,
-                        approvers: approvers.clone(),
-                    },
-                };
+                return rule.action.verdict(&rule.name, "statement not allowed");
             }
         }
         if self.default_block {
@@ -106,8 +94,15 @@ impl SqlPolicy {
     }
 
     /// The verdict for SQL that did not parse, or code that cannot be read.
+    /// The parser's reason may quote the statement (`found: '…'`): it is
+    /// masked here, so the client's error, the recording and the log all
+    /// get the masked text.
     pub fn unreadable(&self, why: &str) -> Verdict {
         if self.unparsed == Unreadable::Block && self.enforcing() {
+            let masked = self
+                .masker
+                .and_then(|m| m.mask_refusal(why, &mut Default::default()));
+            let why = masked.as_deref().unwrap_or(why);
             Verdict::Block {
                 rule: "unparsed".into(),
                 message: format!("statement could not be analysed ({why})"),

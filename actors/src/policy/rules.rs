@@ -21,6 +21,27 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// What this action says about something rule `rule` matched;
+    /// `default_message` when a block rule gives none.
+    pub fn verdict(&self, rule: &str, default_message: &str) -> super::Verdict {
+        match self {
+            Action::Allow => super::Verdict::Allow,
+            Action::Block { message } => super::Verdict::Block {
+                rule: rule.to_owned(),
+                message: message
+                    .clone()
+                    .unwrap_or_else(|| default_message.to_owned()),
+            },
+            Action::Approve { timeout, approvers } => super::Verdict::Approve {
+                rule: rule.to_owned(),
+                timeout: *timeout,
+                approvers: approvers.clone(),
+            },
+        }
+    }
+}
+
 /// A table or function name pattern: `name`, `schema.name`, with `*` as a
 /// wildcard in either part. Compared case-insensitively, so a rule never
 /// misses `"Customers"` because of quoting.
@@ -69,7 +90,7 @@ impl NamePattern {
 }
 
 /// `*` matches any run of characters; everything else literally.
-fn glob(pattern: &str, text: &str) -> bool {
+pub(crate) fn glob(pattern: &str, text: &str) -> bool {
     let mut parts = pattern.split('*');
     let first = parts.next().unwrap_or_default();
     let Some(mut rest) = text.strip_prefix(first) else {

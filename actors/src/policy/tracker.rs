@@ -151,10 +151,7 @@ impl Prepared {
     fn absorb(&mut self, other: StatementInfo, other_sql: &str, other_verdict: Verdict) {
         self.verdict = self.verdict.clone().and(other_verdict);
         union(&mut self.info, other);
-        self.sql = kept(&format!(
-            "{}\n-- or, if the target kept it: {other_sql}",
-            self.sql
-        ));
+        self.sql = kept(&format!("{}{OR_KEPT}{other_sql}", self.sql));
     }
 }
 
@@ -166,6 +163,12 @@ fn too_many() -> Verdict {
         ),
     }
 }
+
+/// How the tracker writes, for an approver, that a prepared name may hold
+/// another statement, and what an `EXECUTE name` runs.
+const OR_KEPT: &str = "\n-- or, if the target kept it: ";
+const EXECUTE_RUNS: &str = "\n-- EXECUTE ";
+const RUNS: &str = " runs: ";
 
 fn kept(sql: &str) -> String {
     crate::pg::tap::capped(sql, MAX_KEPT_SQL)
@@ -289,8 +292,46 @@ impl PolicyTracker {
                 rule,
                 timeout,
                 approvers,
-                sql: kept(sql),
+                sql: kept(&self.shown(sql)),
             },
+        }
+    }
+
+    /// Statement text as an operator is shown it: each statement in it
+    /// (the one held, and what a prepared name may run, which the tracker
+    /// notes after its own markers) masked like the recording.
+    fn shown(&self, text: &str) -> String {
+        let Some(masker) = self.policy.masker else {
+            return text.to_owned();
+        };
+        let mut stats = crate::mask::MaskStats::default();
+        let mut mask = |sql: &str| {
+            masker
+                .mask_sql(sql, &mut stats)
+                .text
+                .unwrap_or_else(|| sql.to_owned())
+        };
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        loop {
+            let next = [OR_KEPT, EXECUTE_RUNS]
+                .iter()
+                .filter_map(|m| rest.find(m).map(|at| (at, *m)))
+                .min();
+            let Some((at, marker)) = next else {
+                out.push_str(&mask(rest));
+                return out;
+            };
+            out.push_str(&mask(&rest[..at]));
+            out.push_str(marker);
+            rest = &rest[at + marker.len()..];
+            if marker == EXECUTE_RUNS
+                && let Some(end) = rest.find(RUNS)
+                && !rest[..end].contains('\n')
+            {
+                out.push_str(&rest[..end + RUNS.len()]);
+                rest = &rest[end + RUNS.len()..];
+            }
         }
     }
 
@@ -379,7 +420,7 @@ impl PolicyTracker {
             if let Some(name) = &info.executes
                 && let Some(p) = self.statements.get(name)
             {
-                executed.push_str(&format!("\n-- EXECUTE {name} runs: {}", p.sql));
+                executed.push_str(&format!("{EXECUTE_RUNS}{name}{RUNS}{}", p.sql));
             }
             let (info, v) = match self.resolve(info) {
                 Ok(r) => r,
@@ -664,6 +705,45 @@ mod tests {
 
     fn is_refused(d: &Decision) -> bool {
         matches!(d, Decision::Refuse { .. })
+    }
+
+    #[test]
+    fn approvers_are_shown_masked_statements() {
+        let masker = crate::mask::Masker::new(
+            vec![crate::mask::MaskRule {
+                name: "pii".into(),
+                columns: vec!["ssn".into()],
+                detectors: vec!["email".into()],
+                regex: vec![],
+                strategy: crate::mask::Strategy::Redact,
+            }],
+            [1; 32],
+        )
+        .unwrap();
+        let mut t = PolicyTracker::new(Arc::new(SqlPolicy {
+            name: "p".into(),
+            rules: vec![rule(approve(), &["update"])],
+            default_block: false,
+            unparsed: Unreadable::Block,
+            masker: Some(Box::leak(Box::new(masker))),
+        }));
+        let (d, _) = t.query("update t set ssn = '123-45-6789', note = 'a@b.org' where id = 1");
+        let Decision::Hold { sql, .. } = d else {
+            panic!("not held: {d:?}");
+        };
+        assert_eq!(
+            sql,
+            "update t set ssn = '[redacted]', note = '[redacted]' where id = 1"
+        );
+        // What a prepared name runs is shown masked too.
+        let (d, _) = t.query("prepare p as update t set ssn = '987-65-4320' where id = 2");
+        assert!(!is_held(&d) && !is_refused(&d), "{d:?}");
+        let (d, _) = t.query("execute p");
+        let Decision::Hold { sql, .. } = d else {
+            panic!("not held: {d:?}");
+        };
+        assert!(!sql.contains("987-65-4320"), "{sql}");
+        assert!(sql.contains("-- EXECUTE p runs: "), "{sql}");
     }
 
     fn is_held(d: &Decision) -> bool {

@@ -8,10 +8,15 @@
 //! when the oldest pending event is `flush_interval` old, when a session's
 //! pending events grow past `CHUNK_TARGET`, when a session ends, or when asked.
 //!
+//! Strict sessions do not wait for a commit: their events are appended to
+//! a write-ahead log with group `fdatasync` (`wal`), folded into redb by
+//! the next batched commit, and replayed from the log after a crash.
+//!
 //! Layout: this module holds the inbox ([`RecorderMsg`]), the handle
 //! sessions use and the configuration; `writer` holds the thread itself
-//! (batching, commits, seals, retention).
+//! (batching, commits, seals, retention); `wal` the strict sessions' log.
 
+mod wal;
 mod writer;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,7 +25,8 @@ use tokio::sync::oneshot;
 
 pub use writer::Recorder;
 
-use crate::recording::{Direction, EventKind, Outcome, RecordingId, SessionHeader};
+use crate::feed::Feed;
+use crate::recording::{Direction, Event, EventKind, Outcome, RecordingId, SessionHeader};
 use crate::store::retention::{Criteria, PurgeRecord, Retention};
 
 /// Batches in flight between sessions and the recorder. A full inbox makes
@@ -56,7 +62,8 @@ pub struct PendingEvent {
 #[derive(Debug)]
 pub enum RecorderMsg {
     /// Create or replace a session's header (identity learned, etc.).
-    Header(SessionHeader),
+    /// Boxed: a header is several times the size of the other messages.
+    Header(Box<SessionHeader>),
     Events(RecordingId, Vec<PendingEvent>),
     /// The session ended; its End event is appended and it is flushed.
     Close {
@@ -83,6 +90,17 @@ pub enum RecorderMsg {
     },
     /// The recorder's health, for `recordings status`.
     Status(oneshot::Sender<RecorderStatus>),
+    /// A console watches a live session: every event the recorder numbers
+    /// from now on is offered to `feed` (a full feed drops and counts, the
+    /// recorder never waits). Events received but not yet durable are
+    /// offered at once; the reply is how many events are durable (read
+    /// those from the store), or `None` when the session has no open
+    /// recording (it ended: read it all from the store).
+    Watch {
+        id: RecordingId,
+        feed: Feed<Event>,
+        reply: oneshot::Sender<Option<u64>>,
+    },
     /// Flush, close the database cleanly and stop; replies when closed, so
     /// a reader opened afterwards finds a database that needs no repair.
     Shutdown(oneshot::Sender<()>),
@@ -101,6 +119,13 @@ pub struct RecorderStatus {
     /// events per commit of group commit can be read off.
     #[serde(default)]
     pub commits: u64,
+    /// Appends to the strict sessions' log since start (each one
+    /// fdatasync, shared by the sessions waiting at that moment).
+    #[serde(default)]
+    pub log_appends: u64,
+    /// Bytes in the log now: strict events not yet folded into redb.
+    #[serde(default)]
+    pub log_bytes: u64,
     /// The most recent failure: when (unix µs) and why.
     pub last_error: Option<(i64, String)>,
     /// When the most recent flush succeeded (unix µs).
@@ -177,6 +202,19 @@ impl RecorderHandle {
         self.thread.unpark();
         rx.await
             .map_err(|_| "the recorder is not running".to_owned())?
+    }
+
+    /// Watch a live session's events (see [`RecorderMsg::Watch`]).
+    pub async fn watch(&self, id: RecordingId, feed: Feed<Event>) -> Option<u64> {
+        let (tx, rx) = oneshot::channel();
+        self.send(RecorderMsg::Watch {
+            id,
+            feed,
+            reply: tx,
+        })
+        .await;
+        self.thread.unpark();
+        rx.await.ok().flatten()
     }
 
     /// Flush and close the store; later sends are dropped with an error log.

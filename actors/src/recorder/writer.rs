@@ -1,5 +1,6 @@
 //! The recorder thread: pending events per session, group commits into
-//! chunks, seals at session end, interrupted sessions at start, retention.
+//! chunks, seals at session end, the strict sessions' write-ahead log
+//! (replayed at start), interrupted sessions at start, retention.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -7,9 +8,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use super::wal::{self, Wal, WalRecord};
 use super::{
     INBOX_CAPACITY, RecorderConfig, RecorderHandle, RecorderMsg, RecorderStatus, now_micros,
 };
+use crate::feed::{Feed, publish};
 use crate::recording::{Direction, Event, EventKind, Outcome, RecordingId, SessionHeader};
 use crate::store::StoreError;
 use crate::store::retention::{self, Criteria, PurgeRecord};
@@ -39,6 +42,11 @@ struct Live {
     /// Stored chunk bytes so far, for the seal.
     bytes: u64,
     closed: bool,
+    /// Events numbered below this are durable, in redb or in the log;
+    /// the session's next log record starts here.
+    logged_upto: u64,
+    /// Consoles watching this session live.
+    watchers: Vec<Feed<Event>>,
 }
 
 impl Live {
@@ -53,18 +61,41 @@ impl Live {
             prev_hash: [0; 32],
             bytes: 0,
             closed: false,
+            logged_upto: 0,
+            watchers: Vec::new(),
         }
+    }
+
+    /// Pending events not yet durable anywhere.
+    fn unlogged(&self) -> &[Event] {
+        let first = self.next_seq - self.pending.len() as u64;
+        let skip = self.logged_upto.saturating_sub(first) as usize;
+        &self.pending[skip.min(self.pending.len())..]
     }
 
     fn push(&mut self, at: i64, dir: Direction, kind: EventKind) {
         self.pending_bytes += approx_size(&kind);
-        self.pending.push(Event {
+        let event = Event {
             seq: self.next_seq,
             at,
             dir,
             kind,
-        });
+        };
+        if !self.watchers.is_empty() {
+            publish(&mut self.watchers, &event);
+        }
+        self.pending.push(event);
         self.next_seq += 1;
+    }
+
+    /// Start offering this session's events to `feed`: the pending ones
+    /// now, the rest as they come. Returns how many are durable.
+    fn watch(&mut self, feed: Feed<Event>) -> u64 {
+        let durable = self.next_seq - self.pending.len() as u64;
+        if self.pending.iter().all(|e| feed.offer(e.clone())) {
+            self.watchers.push(feed);
+        }
+        durable
     }
 }
 
@@ -120,10 +151,13 @@ fn approx_size(kind: &EventKind) -> usize {
 pub struct Recorder {
     db: redb::Database,
     key: SigningKey,
-    /// Strict-mode sessions waiting for the next commit.
+    /// Strict-mode sessions waiting for their events to be durable.
     durable: Vec<oneshot::Sender<Result<(), String>>>,
+    /// Sessions with strict events to append to the log this round.
+    to_log: Vec<RecordingId>,
+    wal: Wal,
     status: RecorderStatus,
-    compressor: zstd::bulk::Compressor<'static>,
+    sealer: crate::store::schema::Sealer,
     /// Set when a session's pending events reached `CHUNK_TARGET`.
     chunk_full: bool,
     live: HashMap<RecordingId, Live>,
@@ -146,19 +180,34 @@ impl Recorder {
         // every commit; `Durability::None` would break the strict promise.
         let db = redb::Builder::new()
             .set_concurrency_mode(redb::ConcurrencyMode::SingleWriter)
+            .set_cache_size(crate::store::WRITER_CACHE_BYTES)
             .create(path)?;
+        let (wal, logged) = Wal::open(&Wal::path_for(path))
+            .map_err(|e| StoreError::Storage(redb::StorageError::Io(e)))?;
         let mut recorder = Recorder {
             db,
             key,
             durable: Vec::new(),
+            to_log: Vec::new(),
+            wal,
             status: RecorderStatus::default(),
             chunk_full: false,
-            compressor: crate::store::schema::compressor()
+            sealer: crate::store::schema::Sealer::new()
                 .map_err(|e| StoreError::Chunk(RecordingId(uuid::Uuid::nil()), 0, e))?,
             live: HashMap::new(),
             config,
             oldest_pending: None,
         };
+        // What strict sessions were promised goes into redb before anything
+        // else looks at the store; then those sessions are sealed as
+        // interrupted like any other left open.
+        if !logged.is_empty() {
+            recorder.replay(logged)?;
+        }
+        recorder
+            .wal
+            .reset()
+            .map_err(|e| StoreError::Storage(redb::StorageError::Io(e)))?;
         recorder.mark_interrupted()?;
         recorder.apply_retention();
         let (tx, rx) = flume::bounded(INBOX_CAPACITY);
@@ -169,6 +218,91 @@ impl Recorder {
             .thread()
             .clone();
         Ok(RecorderHandle { tx, thread })
+    }
+
+    /// Append the log's events that redb does not hold yet (a crash came
+    /// before the batched commit that would have folded them in).
+    fn replay(&mut self, records: Vec<WalRecord>) -> Result<(), StoreError> {
+        // Per session, in log order: its latest header and all its events.
+        let mut sessions: Vec<(SessionHeader, Vec<Event>)> = Vec::new();
+        let mut index: HashMap<RecordingId, usize> = HashMap::new();
+        for record in records {
+            let id = record.header.id;
+            match index.get(&id) {
+                Some(&i) => {
+                    sessions[i].0 = record.header;
+                    sessions[i].1.extend(record.events);
+                }
+                None => {
+                    index.insert(id, sessions.len());
+                    sessions.push((record.header, record.events));
+                }
+            }
+        }
+        let txn = self.db.begin_write()?;
+        let mut replayed = 0u64;
+        {
+            let mut stored_sessions = txn.open_table(SESSIONS)?;
+            let mut chunks = txn.open_table(CHUNKS)?;
+            for (header, events) in sessions {
+                let id = header.id;
+                let key = id.0.as_u128();
+                let ended = redb::ReadableTable::get(&stored_sessions, key)?
+                    .and_then(|v| serde_json::from_slice::<SessionHeader>(v.value()).ok())
+                    .is_some_and(|h| h.outcome.is_some());
+                if ended {
+                    continue;
+                }
+                let mut stored = Vec::new();
+                for row in redb::ReadableTable::range(&chunks, (key, 0)..=(key, u32::MAX))? {
+                    let (k, v) = row?;
+                    stored.push((k.value().1, v.value().to_vec()));
+                }
+                let mut state = match walk_chain(&stored) {
+                    Ok(state) => state,
+                    Err((chunk, detail)) => {
+                        tracing::error!(session = %id, chunk, "logged events not replayed: the stored chain does not verify ({detail})");
+                        continue;
+                    }
+                };
+                // Events redb already has are skipped; the rest must
+                // continue its numbering exactly.
+                let mut fresh = Vec::new();
+                for e in events {
+                    if e.seq < state.events + fresh.len() as u64 {
+                        continue;
+                    }
+                    if e.seq != state.events + fresh.len() as u64 {
+                        tracing::error!(session = %id, seq = e.seq, "logged events stop continuing the recording; the rest is not replayed");
+                        break;
+                    }
+                    fresh.push(e);
+                }
+                if fresh.is_empty() {
+                    continue;
+                }
+                let bytes = serde_json::to_vec(&header).map_err(|e| StoreError::Header(id, e))?;
+                stored_sessions.insert(key, bytes.as_slice())?;
+                for group in chunk_groups(&fresh) {
+                    let chunk = Chunk::seal_with(&mut self.sealer, state.last_hash, group)
+                        .and_then(|c| c.encode())
+                        .map_err(|e| StoreError::Chunk(id, state.chunks, e))?;
+                    chunks.insert((key, state.chunks), chunk.as_slice())?;
+                    state.chunks += 1;
+                    state.events += group.len() as u64;
+                    state.last_hash = chain_hash(&chunk);
+                }
+                replayed += fresh.len() as u64;
+            }
+        }
+        txn.commit()?;
+        if replayed > 0 {
+            tracing::warn!(
+                events = replayed,
+                "strict recordings' events replayed from the log after an unclean stop"
+            );
+        }
+        Ok(())
     }
 
     /// Seal every session a previous run left open as `interrupted`, over
@@ -304,6 +438,10 @@ impl Recorder {
                     }
                 }
             }
+            // Strict sessions first: their statements wait on this.
+            if !self.durable.is_empty() {
+                self.log_strict();
+            }
             let due = self
                 .oldest_pending
                 .is_some_and(|t| t.elapsed() >= self.config.flush_interval);
@@ -340,12 +478,12 @@ impl Recorder {
                 match self.live.get_mut(&id) {
                     Some(live) => {
                         let count = live.header.event_count;
-                        live.header = h;
+                        live.header = *h;
                         live.header.event_count = count;
                         live.header_dirty = true;
                     }
                     None => {
-                        self.live.insert(id, Live::new(h));
+                        self.live.insert(id, Live::new(*h));
                     }
                 }
                 self.oldest_pending.get_or_insert_with(Instant::now);
@@ -397,7 +535,13 @@ impl Recorder {
                     live.push(e.at, e.dir, e.kind);
                 }
                 self.durable.push(reply);
-                true
+                if !self.to_log.contains(&id) {
+                    self.to_log.push(id);
+                }
+                self.oldest_pending.get_or_insert_with(Instant::now);
+                // Made durable through the log after this drain, not by a
+                // commit of its own.
+                false
             }
             RecorderMsg::Flush(reply) => {
                 waiters.push(reply);
@@ -413,10 +557,16 @@ impl Recorder {
                 let _ = reply.send(self.purge(criteria, &by).map_err(|e| e.to_string()));
                 false
             }
+            RecorderMsg::Watch { id, feed, reply } => {
+                let durable = self.live.get_mut(&id).map(|live| live.watch(feed));
+                let _ = reply.send(durable);
+                false
+            }
             RecorderMsg::Status(reply) => {
                 let mut status = self.status.clone();
                 status.open_sessions = self.live.len();
                 status.pending_events = self.live.values().map(|l| l.pending.len()).sum();
+                status.log_bytes = self.wal.len();
                 let _ = reply.send(status);
                 false
             }
@@ -424,6 +574,61 @@ impl Recorder {
             RecorderMsg::Shutdown(reply) => {
                 waiters.push(reply);
                 true
+            }
+        }
+    }
+
+    /// Make the strict sessions' events durable: one log record per session
+    /// (with every event of it not yet durable, so a session's records
+    /// continue each other), one append, one fdatasync, then the waiting
+    /// sessions go on. Should the log fail, a commit to redb stands in.
+    fn log_strict(&mut self) {
+        let mut bytes = Vec::new();
+        let mut advanced = Vec::new();
+        let mut encoded = Ok(());
+        for id in self.to_log.drain(..) {
+            let Some(live) = self.live.get_mut(&id) else {
+                continue;
+            };
+            let events = live.unlogged();
+            if events.is_empty() {
+                continue;
+            }
+            let record = WalRecord {
+                header: live.header.clone(),
+                events: events.to_vec(),
+            };
+            if let Err(e) = wal::encode(&record, &mut bytes) {
+                encoded = Err(std::io::Error::other(e));
+                break;
+            }
+            advanced.push((id, live.logged_upto));
+            live.logged_upto = live.next_seq;
+        }
+        let result = encoded.and_then(|()| {
+            if bytes.is_empty() {
+                Ok(())
+            } else {
+                self.wal.append(&bytes)
+            }
+        });
+        match result {
+            Ok(()) => {
+                self.status.log_appends += u64::from(!bytes.is_empty());
+                for reply in self.durable.drain(..) {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "recording log append failed; committing to the store instead");
+                self.status.last_error = Some((now_micros(), format!("recording log: {e}")));
+                for (id, upto) in advanced {
+                    if let Some(live) = self.live.get_mut(&id) {
+                        live.logged_upto = upto;
+                    }
+                }
+                // Answers the waiting sessions with the commit's result.
+                self.flush();
             }
         }
     }
@@ -452,6 +657,13 @@ impl Recorder {
         }
         if result.is_ok() {
             self.live.retain(|_, l| !l.closed);
+            // Everything the log held is in redb now.
+            for live in self.live.values_mut() {
+                live.logged_upto = live.next_seq;
+            }
+            if let Err(e) = self.wal.reset() {
+                tracing::warn!(error = %e, "recording log could not be emptied; it is replayed idempotently");
+            }
         }
     }
 
@@ -484,7 +696,7 @@ impl Recorder {
                     // One batch from a session can be large (a thousand
                     // 64 KiB rows); cut it so every chunk stays readable.
                     for group in chunk_groups(&live.pending) {
-                        let chunk = Chunk::seal_with(&mut self.compressor, state.last_hash, group)
+                        let chunk = Chunk::seal_with(&mut self.sealer, state.last_hash, group)
                             .and_then(|c| c.encode())
                             .map_err(|e| StoreError::Chunk(*id, state.chunks, e))?;
                         chunks.insert((key, state.chunks), chunk.as_slice())?;

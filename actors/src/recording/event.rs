@@ -1,7 +1,12 @@
 //! What a recording holds: a session header and an ordered event stream.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use crate::access::Grant;
+use crate::auth::Identity;
 
 /// A session's identifier: a UUIDv7, so ids sort by start time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -47,13 +52,64 @@ pub struct SessionHeader {
     pub client_user: Option<String>,
     /// The connection the client asked for (`dbname`).
     pub connection: Option<String>,
-    /// The verified token subject, once authentication succeeded.
+    /// The verified identity as `ISSUER:subject`, once authentication
+    /// succeeded.
     pub identity: Option<String>,
     pub groups: Vec<String>,
     pub outcome: Option<Outcome>,
     /// Why the session failed or was refused, as the log would say it.
     pub reason: Option<String>,
     pub event_count: u64,
+    // Fields below were added after recordings existed: headers are JSON,
+    // and older ones load with these empty.
+    /// The configured issuer (its name) that vouched for the identity.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// The roles that granted the connection.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// The token claims those roles matched on (claim path → value; for a
+    /// list, the entries that matched). Never the whole token.
+    #[serde(default)]
+    pub claims: BTreeMap<String, serde_json::Value>,
+}
+
+impl SessionHeader {
+    /// A header for a session that just started: nothing known yet but
+    /// where it came from.
+    pub fn new(id: RecordingId, protocol: &str, started_at: i64, client_addr: String) -> Self {
+        SessionHeader {
+            id,
+            protocol: protocol.into(),
+            started_at,
+            ended_at: None,
+            client_addr,
+            client_user: None,
+            connection: None,
+            identity: None,
+            groups: Vec::new(),
+            outcome: None,
+            reason: None,
+            event_count: 0,
+            issuer: None,
+            roles: Vec::new(),
+            claims: BTreeMap::new(),
+        }
+    }
+
+    /// Record a verified identity (before authorization, so a refused
+    /// session still says who asked).
+    pub fn identify(&mut self, identity: &Identity) {
+        self.identity = Some(identity.qualified());
+        self.groups = identity.groups.clone();
+        self.issuer = Some(identity.issuer.clone());
+    }
+
+    /// Record what granted the connection.
+    pub fn granted(&mut self, grant: &Grant) {
+        self.roles = grant.roles.clone();
+        self.claims = grant.claims.clone();
+    }
 }
 
 /// How a session ended.
@@ -233,4 +289,248 @@ pub enum EventKind {
         outcome: String,
         bytes: u64,
     },
+    /// Client SQL that does not decode in the session's client encoding
+    /// (`encoding`, as the target reported it), or is in one the gateway
+    /// cannot decode: the bytes as sent. A simple Query, or a Parse of
+    /// `statement`.
+    SqlBytes {
+        statement: Option<String>,
+        encoding: String,
+        sql: RawBytes,
+    },
+    // SSH sessions. `channel` is the agent-side channel number, so events of
+    // one channel can be told apart when a connection runs several; the
+    // time of each is the event's `at`.
+    /// An SSH channel opened: `channel_type` is `session`, `direct-tcpip`
+    /// or `forwarded-tcpip`.
+    SshChannelOpen {
+        channel: u32,
+        channel_type: String,
+    },
+    /// A pseudo-terminal was requested: terminal type and size.
+    SshPty {
+        channel: u32,
+        term: String,
+        cols: u32,
+        rows: u32,
+    },
+    /// The agent's terminal changed size.
+    SshResize {
+        channel: u32,
+        cols: u32,
+        rows: u32,
+    },
+    /// An environment variable the agent asked to set. `accepted` is false
+    /// when the allowlist refused it; its value is then not recorded.
+    SshEnv {
+        channel: u32,
+        name: String,
+        value: Option<String>,
+        accepted: bool,
+    },
+    /// What the channel runs: `request` is `shell`, `exec` or `subsystem`;
+    /// `command` the exec command line or the subsystem name (empty for a
+    /// shell).
+    SshStart {
+        channel: u32,
+        request: String,
+        command: String,
+    },
+    /// Bytes on a channel: `stream` is `stdin` (agent to target), `stdout`
+    /// or `stderr` (target to agent, after masking).
+    SshData {
+        channel: u32,
+        stream: String,
+        data: SshBytes,
+    },
+    /// A command line typed in an interactive shell, as the terminal showed
+    /// it when Enter was pressed.
+    SshLine {
+        channel: u32,
+        line: String,
+    },
+    /// A signal the agent sent to the running command (`INT`, `TERM` ...).
+    SshSignal {
+        channel: u32,
+        signal: String,
+    },
+    /// The command on the channel ended: its exit status, or the signal
+    /// that killed it.
+    SshExit {
+        channel: u32,
+        status: Option<u32>,
+        signal: Option<String>,
+    },
+    /// The channel closed: bytes from the agent (`bytes_in`) and to it
+    /// (`bytes_out`).
+    SshChannelClose {
+        channel: u32,
+        bytes_in: u64,
+        bytes_out: u64,
+    },
+    /// A file operation through SFTP or scp. `op` is the operation (`open`,
+    /// `read`, `write`, `close`, `remove`, `rename`, `mkdir`, `rmdir`,
+    /// `setstat`, `symlink`, `realpath`, `opendir`, `readdir`, `stat`;
+    /// for scp `upload` or `download`), `to` the second path of a rename or
+    /// symlink, `flags` how a file was opened, `bytes` the bytes a closed
+    /// handle read or wrote, `sha256` their hash when they were read or
+    /// written in order, `outcome` `ok`, the target's error, or `denied: RULE`.
+    FileOp {
+        channel: u32,
+        protocol: String,
+        op: String,
+        path: String,
+        to: Option<String>,
+        flags: Option<String>,
+        bytes: u64,
+        sha256: Option<String>,
+        outcome: String,
+    },
+    /// A forwarded port: `forward` is `direct-tcpip` (agent to a host the
+    /// target reaches) or `tcpip-forward` (a port on the target back to
+    /// the agent); `outcome` `ok`, `refused` or the error; byte counts are
+    /// those relayed until the forward closed.
+    PortForward {
+        channel: Option<u32>,
+        forward: String,
+        from: String,
+        to: String,
+        bytes_in: u64,
+        bytes_out: u64,
+        outcome: String,
+    },
+    // PostgreSQL again (new kinds only ever go at the end).
+    /// COPY data as recorded (`COPY … FROM STDIN` in text or CSV, from
+    /// the client): decoded with the client encoding, masked like every
+    /// recorded value, kept up to a cap; `cut` counts the bytes after it.
+    /// Comes just before that COPY's `Copy` summary.
+    CopyData {
+        direction: Direction,
+        data: String,
+        cut: u64,
+    },
+}
+
+/// Bytes of an SSH stream as recorded: `{"text": "..."}` when they are
+/// UTF-8, otherwise `{"base64": "..."}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SshBytes {
+    Text(String),
+    Base64(String),
+}
+
+impl SshBytes {
+    /// Text when the bytes are UTF-8 and mostly printable (terminal output
+    /// with its escape sequences stays readable in exports); base64
+    /// otherwise. Control bytes cost six in JSON (`\u0000`), so binary
+    /// that happens to be UTF-8 (`/dev/zero`, many file formats) would
+    /// record at six times its size.
+    pub fn from_bytes(data: &[u8]) -> SshBytes {
+        let escaped = data
+            .iter()
+            .filter(|&&b| b < 0x20 && !matches!(b, b'\n' | b'\r' | b'\t'))
+            .count();
+        let text = if escaped * 4 > data.len() {
+            None
+        } else {
+            std::str::from_utf8(data).ok()
+        };
+        match text {
+            Some(s) => SshBytes::Text(s.to_owned()),
+            None => {
+                use base64::Engine as _;
+                SshBytes::Base64(base64::engine::general_purpose::STANDARD.encode(data))
+            }
+        }
+    }
+
+    /// The bytes back.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            SshBytes::Text(s) => s.as_bytes().to_vec(),
+            SshBytes::Base64(b) => {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD
+                    .decode(b)
+                    .unwrap_or_default()
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            SshBytes::Text(s) => s.len(),
+            SshBytes::Base64(b) => b.len() / 4 * 3,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Bytes in a recording, written as hex (events are stored and exported
+/// as JSON).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawBytes(pub Vec<u8>);
+
+impl From<Vec<u8>> for RawBytes {
+    fn from(v: Vec<u8>) -> Self {
+        RawBytes(v)
+    }
+}
+
+impl Serialize for RawBytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for RawBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        hex::decode(text)
+            .map(RawBytes)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// bench/ssh.sh found it: `head -c 256M /dev/zero` is UTF-8, recorded
+    /// as JSON text with `\u0000` escapes it took six bytes per byte.
+    #[test]
+    fn ssh_bytes_mostly_control_are_base64() {
+        let zeros = vec![0u8; 4096];
+        let b = SshBytes::from_bytes(&zeros);
+        assert!(matches!(b, SshBytes::Base64(_)));
+        assert_eq!(b.to_bytes(), zeros);
+        let prompt = b"\x1b[01;32malice@web-1\x1b[00m:\x1b[01;34m~\x1b[00m$ ls\r\n";
+        let b = SshBytes::from_bytes(prompt);
+        assert!(
+            matches!(b, SshBytes::Text(_)),
+            "terminal output stays readable"
+        );
+        assert_eq!(b.to_bytes(), prompt);
+        assert!(matches!(
+            SshBytes::from_bytes(&[0xff, b'a']),
+            SshBytes::Base64(_)
+        ));
+    }
+
+    #[test]
+    fn raw_bytes_are_hex() {
+        let kind = EventKind::SqlBytes {
+            statement: None,
+            encoding: "EUC_TW".into(),
+            sql: RawBytes(vec![0xc4, 0xa1]),
+        };
+        let json = serde_json::to_value(&kind).unwrap();
+        assert_eq!(json["sql"], "c4a1");
+        assert_eq!(serde_json::from_value::<EventKind>(json).unwrap(), kind);
+        assert!(serde_json::from_str::<RawBytes>("\"zz\"").is_err());
+    }
 }

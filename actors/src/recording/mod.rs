@@ -8,5 +8,5 @@ mod event;
 mod text;
 
 pub use asciicast::write_asciicast;
-pub use event::{Direction, Event, EventKind, Outcome, RecordingId, SessionHeader};
+pub use event::{Direction, Event, EventKind, Outcome, RecordingId, SessionHeader, SshBytes};
 pub use text::{clean, format_event, format_header, format_time};

@@ -131,6 +131,17 @@ pub fn format_event(e: &Event) -> String {
             bytes,
             messages,
         } => format!("copy from {direction:?}: {bytes} bytes in {messages} messages"),
+        EventKind::CopyData {
+            direction,
+            data,
+            cut,
+        } => match cut {
+            0 => format!("copy data from {direction:?}: {}", clean(data)),
+            _ => format!(
+                "copy data from {direction:?}: {} …[{cut} more bytes not recorded]",
+                clean(data)
+            ),
+        },
         EventKind::Cancel => "cancel requested".to_owned(),
         EventKind::Blocked { rule, reason } => {
             format!("blocked by {}: {}", clean(rule), clean(reason))
@@ -173,6 +184,121 @@ pub fn format_event(e: &Event) -> String {
                 format!("sftp {op} {path}: {outcome}")
             }
         }
+        EventKind::SqlBytes {
+            statement,
+            encoding,
+            sql,
+        } => {
+            let what = match statement {
+                Some(name) => format!("parse {name:?}"),
+                None => "query".to_owned(),
+            };
+            format!(
+                "{what} ({} bytes in {encoding}, not decoded): \\x{}",
+                sql.0.len(),
+                hex::encode(&sql.0)
+            )
+        }
+        EventKind::SshChannelOpen {
+            channel,
+            channel_type,
+        } => format!("channel {channel}: open {channel_type}"),
+        EventKind::SshPty {
+            channel,
+            term,
+            cols,
+            rows,
+        } => format!("channel {channel}: pty {term} {cols}x{rows}"),
+        EventKind::SshResize {
+            channel,
+            cols,
+            rows,
+        } => format!("channel {channel}: resize {cols}x{rows}"),
+        EventKind::SshEnv {
+            channel,
+            name,
+            value,
+            accepted,
+        } => match (accepted, value) {
+            (true, Some(v)) => format!("channel {channel}: env {name}={v}"),
+            _ => format!("channel {channel}: env {name} refused (not in the allowlist)"),
+        },
+        EventKind::SshStart {
+            channel,
+            request,
+            command,
+        } => {
+            if command.is_empty() {
+                format!("channel {channel}: {request}")
+            } else {
+                format!("channel {channel}: {request} {command}")
+            }
+        }
+        EventKind::SshData {
+            channel,
+            stream,
+            data,
+        } => match data {
+            crate::recording::SshBytes::Text(t) => format!("channel {channel}: {stream} {t:?}"),
+            crate::recording::SshBytes::Base64(_) => {
+                format!("channel {channel}: {stream} {} bytes (binary)", data.len())
+            }
+        },
+        EventKind::SshLine { channel, line } => format!("channel {channel}: command line: {line}"),
+        EventKind::SshSignal { channel, signal } => format!("channel {channel}: signal {signal}"),
+        EventKind::SshExit {
+            channel,
+            status,
+            signal,
+        } => match (status, signal) {
+            (Some(s), _) => format!("channel {channel}: exit status {s}"),
+            (None, Some(sig)) => format!("channel {channel}: killed by signal {sig}"),
+            (None, None) => format!("channel {channel}: exited"),
+        },
+        EventKind::SshChannelClose {
+            channel,
+            bytes_in,
+            bytes_out,
+        } => format!("channel {channel}: closed ({bytes_in} bytes in, {bytes_out} bytes out)"),
+        EventKind::FileOp {
+            channel,
+            protocol,
+            op,
+            path,
+            to,
+            flags,
+            bytes,
+            sha256,
+            outcome,
+        } => {
+            let mut line = format!("channel {channel}: {protocol} {op} {path}");
+            if let Some(to) = to {
+                line.push_str(&format!(" -> {to}"));
+            }
+            if let Some(flags) = flags {
+                line.push_str(&format!(" [{flags}]"));
+            }
+            if *bytes > 0 {
+                line.push_str(&format!(" {bytes} bytes"));
+            }
+            if let Some(h) = sha256 {
+                line.push_str(&format!(" sha256 {h}"));
+            }
+            line.push_str(&format!(": {outcome}"));
+            line
+        }
+        EventKind::PortForward {
+            channel,
+            forward: kind,
+            from,
+            to,
+            bytes_in,
+            bytes_out,
+            outcome,
+        } => format!(
+            "{}{kind} {from} -> {to}: {outcome} ({bytes_in} bytes in, {bytes_out} bytes out)",
+            channel.map_or(String::new(), |c| format!("channel {c}: "))
+        ),
         EventKind::End { outcome, reason } => match reason {
             Some(r) => format!("end: {} ({r})", outcome.as_str()),
             None => format!("end: {}", outcome.as_str()),

@@ -35,7 +35,7 @@ pub enum StoreError {
 }
 
 /// A table, or `None` if nothing was ever written to it (a fresh store).
-fn existing<K: redb::Key + 'static, V: redb::Value + 'static>(
+pub(super) fn existing<K: redb::Key + 'static, V: redb::Value + 'static>(
     txn: &redb::ReadTransaction,
     table: redb::TableDefinition<K, V>,
 ) -> Result<Option<redb::ReadOnlyTable<K, V>>, StoreError> {
@@ -81,13 +81,14 @@ impl RawRecording {
 
 /// Read-only access to `recordings.redb`.
 pub struct RecordingStore {
-    db: redb::ReadOnlyDatabase,
+    pub(super) db: redb::ReadOnlyDatabase,
 }
 
 impl RecordingStore {
     pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
         let db = redb::Builder::new()
             .set_concurrency_mode(redb::ConcurrencyMode::SingleWriter)
+            .set_cache_size(super::READER_CACHE_BYTES)
             .open_read_only(path)?;
         Ok(RecordingStore { db })
     }

@@ -1,16 +1,41 @@
 //! What a session needs from identity verification, without knowing how it
 //! is done (the appliance implements OIDC; tests may implement others).
+//!
+//! Layout: this module holds the verified [`Identity`] and the token
+//! interface; [`certificate`] turns an identity into an OpenSSH user
+//! certificate signed by the appliance's user CA and back, so stock `ssh`
+//! clients can log in without sending a token.
+
+pub mod certificate;
 
 use std::future::Future;
 use std::pin::Pin;
 
+use serde::{Deserialize, Serialize};
+
 /// A verified agent identity.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Identity {
+    /// The name of the configured issuer that vouched for it. Never
+    /// contains `:`, so `issuer:subject` is unambiguous.
+    pub issuer: String,
     /// The token's `sub`.
     pub subject: String,
     /// Groups from the configured claim.
     pub groups: Vec<String>,
+    /// The token's other claims (registered time claims left out), for
+    /// roles that match on claims. Never recorded whole: a session records
+    /// only the claims that granted its role.
+    #[serde(default)]
+    pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Identity {
+    /// `issuer:subject`: what recordings and logs name, so two issuers'
+    /// subjects never collide.
+    pub fn qualified(&self) -> String {
+        format!("{}:{}", self.issuer, self.subject)
+    }
 }
 
 /// Why a token was refused. The `Display` text is what the client sees after

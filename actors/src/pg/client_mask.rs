@@ -1,0 +1,162 @@
+//! Masking what the client sends, for the recording: the session's side of
+//! [`crate::mask::Masker::mask_sql`]. It remembers, per prepared statement,
+//! which column rule each `$n` falls under, so a later Bind's values are
+//! masked by the column they are written to or compared with; the target
+//! always gets the original bytes.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use super::encoding::ClientEncoding;
+use crate::mask::{MaskStats, Masker, ParamRules};
+
+/// Prepared statements whose parameter rules are remembered. Beyond it, a
+/// new name's Binds are treated like a statement never seen (see
+/// [`ClientMask::param`]).
+const MAX_PREPARED: usize = 10_000;
+
+/// What a masked binary value is recorded as: the gateway does not
+/// re-encode binary formats, and a partial hex dump would hide nothing.
+pub const REDACTED: &str = "[redacted]";
+
+pub struct ClientMask {
+    masker: &'static Masker,
+    /// Parameter rules by statement name as sent.
+    prepared: HashMap<Vec<u8>, ParamRules>,
+    stats: MaskStats,
+}
+
+impl ClientMask {
+    pub fn new(masker: &'static Masker) -> Self {
+        ClientMask {
+            masker,
+            prepared: HashMap::new(),
+            stats: MaskStats::default(),
+        }
+    }
+
+    pub fn masker(&self) -> &'static Masker {
+        self.masker
+    }
+
+    /// A Query's or Parse's SQL as recorded; a Parse's parameter rules are
+    /// remembered under its name.
+    pub fn sql<'a>(&mut self, parse_of: Option<&[u8]>, sql: &'a str) -> Cow<'a, str> {
+        let masked = self.masker.mask_sql(sql, &mut self.stats);
+        if let Some(name) = parse_of
+            && (self.prepared.len() < MAX_PREPARED || self.prepared.contains_key(name))
+        {
+            self.prepared.insert(name.to_vec(), masked.params);
+        }
+        match masked.text {
+            Some(text) => Cow::Owned(text),
+            None => Cow::Borrowed(sql),
+        }
+    }
+
+    /// A prepared statement closed: its name may be reused, and frees a
+    /// place under [`MAX_PREPARED`].
+    pub fn forget(&mut self, statement: &[u8]) {
+        self.prepared.remove(statement);
+    }
+
+    /// SQL that does not decode, as recorded: detectors over its bytes.
+    pub fn sql_bytes<'a>(&mut self, sql: &'a [u8]) -> Cow<'a, [u8]> {
+        match self.masker.mask_bytes(sql, &mut self.stats) {
+            Some(masked) => Cow::Owned(masked),
+            None => Cow::Borrowed(sql),
+        }
+    }
+
+    /// Parameter `index` of a Bind to `statement`, as recorded; `None`
+    /// when it is recorded as sent. A statement the session never prepared
+    /// (`PREPARE` in SQL, or beyond [`MAX_PREPARED`]) cannot be matched to
+    /// columns: under column rules all its values are masked.
+    pub fn param(
+        &mut self,
+        enc: ClientEncoding,
+        statement: &[u8],
+        index: usize,
+        binary: bool,
+        value: &[u8],
+    ) -> Option<String> {
+        let unknown = ParamRules::default();
+        let rules = match self.prepared.get(statement) {
+            Some(rules) => rules,
+            None if self.masker.has_column_rules() => {
+                self.masker.count_unmatched(index, &mut self.stats);
+                return Some(REDACTED.to_owned());
+            }
+            None => &unknown,
+        };
+        if binary {
+            return self
+                .masker
+                .hides_binary(rules, index, value, &mut self.stats)
+                .then(|| REDACTED.to_owned());
+        }
+        match enc.decode(value) {
+            Some(text) => self.masker.mask_param(rules, index, &text, &mut self.stats),
+            None => self
+                .masker
+                .mask_bytes(value, &mut self.stats)
+                .map(|masked| enc.text_or_hex(&masked)),
+        }
+    }
+
+    /// A FunctionCall argument, as recorded: detectors only (nothing names
+    /// its column).
+    pub fn argument(&mut self, enc: ClientEncoding, binary: bool, value: &[u8]) -> Option<String> {
+        let masked = self.masker.mask_bytes(value, &mut self.stats)?;
+        Some(if binary {
+            REDACTED.to_owned()
+        } else {
+            enc.text_or_hex(&masked)
+        })
+    }
+
+    /// What was masked since the last call: `(rule, column or detector,
+    /// count)`, never the values.
+    pub fn take_counts(&mut self) -> Option<Vec<(String, String, u64)>> {
+        (!self.stats.is_empty()).then(|| self.stats.take())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mask::{MaskRule, Strategy};
+
+    #[test]
+    fn a_closed_statement_is_forgotten() {
+        let masker = Masker::new(
+            vec![MaskRule {
+                name: "pii".into(),
+                columns: vec!["ssn".into()],
+                detectors: vec![],
+                regex: vec![],
+                strategy: Strategy::Redact,
+            }],
+            [1; 32],
+        )
+        .unwrap();
+        let mut m = ClientMask::new(Box::leak(Box::new(masker)));
+        let enc = ClientEncoding::UTF8;
+        m.sql(
+            Some(b"s1"),
+            "update t set note = $1, ssn = $2 where id = $3",
+        );
+        assert_eq!(m.param(enc, b"s1", 0, false, b"fine"), None);
+        assert_eq!(
+            m.param(enc, b"s1", 1, false, b"123-45-6789").as_deref(),
+            Some(REDACTED)
+        );
+        // Closed, its Binds can no longer be matched to columns: every
+        // value is masked, not recorded by a stale or missing rule.
+        m.forget(b"s1");
+        assert_eq!(
+            m.param(enc, b"s1", 0, false, b"fine").as_deref(),
+            Some(REDACTED)
+        );
+    }
+}

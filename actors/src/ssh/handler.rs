@@ -1,0 +1,692 @@
+//! The russh server handler of one agent connection.
+//!
+//! Login: the SSH user name is the connection name. An agent logs in with
+//! a certificate from Gatehouse's user CA (stock OpenSSH), or with its OIDC
+//! token as the password (`password` or `keyboard-interactive`). Either
+//! gives an identity, which goes through the one `Gateway::authorize`
+//! (identity → roles → connection); unknown and forbidden connections are
+//! refused the same way. Plain public keys are never accepted.
+//!
+//! After login the target is reached with the held credential; then each
+//! session channel the agent opens gets a target channel and a relay
+//! ([`super::channel`]). Requests and bytes go to the relay in arrival
+//! order; a request is answered only once the relay decided, so replies
+//! reach the agent in the order it asked.
+//!
+//! The handler tells its session ([`Note`]) what it learned — who the
+//! agent claims and proved to be, why a login failed, what must end the
+//! connection — and the session records it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use russh::keys::{Certificate, PublicKey};
+use russh::server::{Auth, Msg, PublicKeyOffer, Response, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelId, MethodKind, MethodSet, Pty, Sig};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::channel::{self, ChannelInput, Relays, Request};
+use super::upstream::{self, Upstream};
+use super::{SshService, SshTarget};
+use crate::auth::Identity;
+use crate::error::SessionError;
+use crate::gateway::Gateway;
+use crate::recording::RecordingId;
+
+/// Channels one connection may have open at once. OpenSSH's own server
+/// allows 10 sessions per connection by default; a client opening
+/// thousands is refused beyond this instead of costing a target channel
+/// and a relay each.
+pub const MAX_CHANNELS: usize = 32;
+
+/// Inputs queued per channel before the connection waits for the relay
+/// (back-pressure on the agent's TCP connection).
+const CHANNEL_QUEUE: usize = 64;
+
+/// Longest token accepted as a password: far above real JWTs, far below
+/// what could cost the verifier real work.
+const MAX_TOKEN_BYTES: usize = 64 << 10;
+
+/// What the handler tells its session.
+#[derive(Debug)]
+pub enum Note {
+    /// The user name (connection) the agent asked for.
+    Claimed(String),
+    /// Who the agent proved to be (before authorization).
+    Identified(Identity),
+    /// What granted the connection it asked for.
+    Granted(crate::access::Grant),
+    /// A login attempt failed; the latest reason is the session's if no
+    /// attempt succeeds.
+    Refused(SessionError),
+    /// Logged in and connected to the target.
+    Established { target: String },
+    /// End the connection, telling the agent why.
+    Fatal(SessionError),
+    /// The connection ends with this error; the agent was already told.
+    Ended(SessionError),
+}
+
+pub struct ServerHandler {
+    gw: Arc<Gateway>,
+    svc: Arc<SshService>,
+    peer: SocketAddr,
+    session: RecordingId,
+    over_limit: bool,
+    notes: mpsc::UnboundedSender<Note>,
+    terminate: watch::Receiver<Option<String>>,
+    claimed: Option<String>,
+    /// A certificate was refused: the plain key OpenSSH tries after it is
+    /// not what the refusal should be recorded as.
+    certificate_refused: bool,
+    authorized: Option<(Identity, Arc<SshTarget>)>,
+    upstream: Option<Arc<Upstream>>,
+    relays: Option<Arc<Relays>>,
+    channels: HashMap<ChannelId, mpsc::Sender<ChannelInput>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl ServerHandler {
+    pub fn new(
+        gw: Arc<Gateway>,
+        svc: Arc<SshService>,
+        peer: SocketAddr,
+        session: RecordingId,
+        over_limit: bool,
+        notes: mpsc::UnboundedSender<Note>,
+        terminate: watch::Receiver<Option<String>>,
+    ) -> Self {
+        ServerHandler {
+            gw,
+            svc,
+            peer,
+            session,
+            over_limit,
+            notes,
+            terminate,
+            claimed: None,
+            certificate_refused: false,
+            authorized: None,
+            upstream: None,
+            relays: None,
+            channels: HashMap::new(),
+            tasks: Vec::new(),
+        }
+    }
+
+    fn note(&self, note: Note) {
+        let _ = self.notes.send(note);
+    }
+
+    fn claim(&mut self, user: &str) {
+        if self.claimed.as_deref() != Some(user) {
+            self.claimed = Some(user.to_owned());
+            self.note(Note::Claimed(user.to_owned()));
+        }
+    }
+
+    /// The methods offered to agents.
+    fn methods(&self) -> MethodSet {
+        let mut kinds = vec![MethodKind::Password, MethodKind::KeyboardInteractive];
+        if self.svc.user_ca.is_some() {
+            kinds.insert(0, MethodKind::PublicKey);
+        }
+        MethodSet::from(&kinds[..])
+    }
+
+    fn reject(&self) -> Auth {
+        Auth::Reject {
+            proceed_with_methods: Some(self.methods()),
+            partial_success: false,
+        }
+    }
+
+    /// Refuse everything once the gateway is over its session limit.
+    fn over_limit(&mut self) -> Option<Auth> {
+        if self.over_limit {
+            self.note(Note::Fatal(SessionError::TooManySessions(
+                self.gw.limits.max_sessions,
+            )));
+            Some(self.reject())
+        } else {
+            None
+        }
+    }
+
+    /// An identity was proved (or not): authorize it for `user`.
+    fn login(&mut self, user: &str, identity: Result<Identity, SessionError>) -> Auth {
+        self.claim(user);
+        let identity = match identity {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(peer = %self.peer, "SSH login refused: {e}");
+                self.note(Note::Refused(e));
+                return self.reject();
+            }
+        };
+        self.note(Note::Identified(identity.clone()));
+        match self.gw.authorize::<Arc<SshTarget>>(&identity, user) {
+            Ok((target, grant)) => {
+                tracing::info!(peer = %self.peer, identity = %identity.qualified().escape_debug(), connection = %target.name, "SSH login");
+                self.authorized = Some((identity, target.clone()));
+                self.note(Note::Granted(grant));
+                Auth::Accept
+            }
+            Err(e) => {
+                tracing::warn!(peer = %self.peer, "SSH login refused: {e}");
+                self.note(Note::Refused(e));
+                self.reject()
+            }
+        }
+    }
+
+    async fn verify_token(&self, token: &str) -> Result<Identity, SessionError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(SessionError::Token(crate::auth::TokenError::Malformed(
+                "token too long".into(),
+            )));
+        }
+        Ok(self.gw.verifier.verify(token.trim()).await?)
+    }
+
+    /// Queue an input for a channel's relay; `false` if the relay is gone.
+    async fn hand_to_relay(&mut self, channel: ChannelId, input: ChannelInput) -> bool {
+        let Some(tx) = self.channels.get(&channel) else {
+            return false;
+        };
+        if tx.send(input).await.is_err() {
+            self.channels.remove(&channel);
+            return false;
+        }
+        true
+    }
+
+    /// Ask the relay and answer the agent, in order.
+    async fn request(
+        &mut self,
+        channel: ChannelId,
+        request: Request,
+        session: &mut Session,
+    ) -> Result<(), russh::Error> {
+        let (tx, rx) = oneshot::channel();
+        let answer = if self
+            .hand_to_relay(channel, ChannelInput::Request(request, tx))
+            .await
+        {
+            // The relay answers within its own request timeout; the
+            // margin covers recording.
+            matches!(
+                tokio::time::timeout(channel::REQUEST_TIMEOUT + Duration::from_secs(5), rx).await,
+                Ok(Ok(true))
+            )
+        } else {
+            false
+        };
+        if answer {
+            session.channel_success(channel)
+        } else {
+            session.channel_failure(channel)
+        }
+    }
+}
+
+impl ServerHandler {
+    /// Record a refused port forward (once logged in; before, there is
+    /// nothing it could have reached).
+    async fn forward_refused(&self, forward: &str, from: String, to: String) {
+        if let Some(relays) = &self.relays {
+            relays
+                .recorder
+                .send(crate::recorder::RecorderMsg::Events(
+                    self.session,
+                    vec![crate::recorder::PendingEvent {
+                        at: crate::recorder::now_micros(),
+                        dir: crate::recording::Direction::Client,
+                        kind: crate::recording::EventKind::PortForward {
+                            channel: None,
+                            forward: forward.into(),
+                            from,
+                            to,
+                            bytes_in: 0,
+                            bytes_out: 0,
+                            outcome: "refused".into(),
+                        },
+                    }],
+                ))
+                .await;
+        }
+    }
+}
+
+impl Drop for ServerHandler {
+    fn drop(&mut self) {
+        // The connection ended: relays stuck writing to a vanished agent or
+        // target end here.
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl russh::server::Handler for ServerHandler {
+    type Error = russh::Error;
+
+    async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
+        if let Some(refused) = self.over_limit() {
+            return Ok(refused);
+        }
+        self.claim(user);
+        Ok(self.reject())
+    }
+
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        if let Some(refused) = self.over_limit() {
+            return Ok(refused);
+        }
+        let started = tokio::time::Instant::now();
+        let identity = self.verify_token(password).await;
+        let auth = self.login(user, identity);
+        Ok(refuse_slowly(started, auth).await)
+    }
+
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        user: &str,
+        _submethods: &str,
+        response: Option<Response<'a>>,
+    ) -> Result<Auth, Self::Error> {
+        if let Some(refused) = self.over_limit() {
+            return Ok(refused);
+        }
+        let Some(mut response) = response else {
+            return Ok(Auth::Partial {
+                name: "Gatehouse".into(),
+                instructions: "Paste your access token.".into(),
+                prompts: vec![("Token: ".into(), false)].into(),
+            });
+        };
+        let answer = response.next().unwrap_or_default();
+        let started = tokio::time::Instant::now();
+        let token = String::from_utf8_lossy(&answer).into_owned();
+        let identity = self.verify_token(&token).await;
+        let auth = self.login(user, identity);
+        Ok(refuse_slowly(started, auth).await)
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        _offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if let Some(refused) = self.over_limit() {
+            return Ok(refused);
+        }
+        self.claim(user);
+        // russh offers a certificate's plain key first; the certificate
+        // itself is checked in `auth_openssh_certificate`, plain keys are
+        // refused in `auth_publickey`.
+        if self.svc.user_ca.is_some() {
+            Ok(Auth::Accept)
+        } else {
+            Ok(self.reject())
+        }
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        self.claim(user);
+        let e = SessionError::ClientUnsupported(
+            "plain public keys are not accepted: log in with a Gatehouse certificate (gatehouse login) or a token as password",
+        );
+        tracing::info!(peer = %self.peer, key = %key.public_key.fingerprint(Default::default()), "SSH login refused: a plain public key");
+        if !self.certificate_refused {
+            self.note(Note::Refused(e));
+        }
+        Ok(self.reject())
+    }
+
+    async fn auth_openssh_certificate(
+        &mut self,
+        user: &str,
+        certificate: &Certificate,
+    ) -> Result<Auth, Self::Error> {
+        if let Some(refused) = self.over_limit() {
+            return Ok(refused);
+        }
+        let identity = match &self.svc.user_ca {
+            Some(ca) => verify_certificate(ca, certificate),
+            None => Err(SessionError::ClientUnsupported(
+                "certificate logins are not configured",
+            )),
+        };
+        let started = tokio::time::Instant::now();
+        self.certificate_refused |= identity.is_err();
+        let auth = self.login(user, identity);
+        Ok(refuse_slowly(started, auth).await)
+    }
+
+    async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
+        let Some((identity, target)) = self.authorized.clone() else {
+            return Ok(());
+        };
+        match upstream::connect(&target).await {
+            Ok(up) => {
+                tracing::info!(connection = %target.name, "connected to the target");
+                self.upstream = Some(Arc::new(up));
+                self.relays = Some(Arc::new(Relays {
+                    session: self.session,
+                    recorder: self.gw.recorder.clone(),
+                    target: target.clone(),
+                    identity,
+                    broker: self.gw.approvals.clone(),
+                    server: session.handle(),
+                    terminate: self.terminate.clone(),
+                }));
+                self.note(Note::Established {
+                    target: target.name.clone(),
+                });
+            }
+            Err(e) => {
+                // Told here, in order, before the agent can act on the
+                // login it just got.
+                tracing::warn!("ending the connection: {e}");
+                let _ =
+                    session.disconnect(russh::Disconnect::ByApplication, &e.client_message(), "en");
+                self.note(Note::Ended(e));
+            }
+        }
+        Ok(())
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: russh::server::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let (Some(up), Some(relays)) = (self.upstream.clone(), self.relays.clone()) else {
+            reply
+                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        self.channels.retain(|_, tx| !tx.is_closed());
+        self.tasks.retain(|t| !t.is_finished());
+        if self.channels.len() >= MAX_CHANNELS {
+            tracing::warn!(peer = %self.peer, "channel refused: {MAX_CHANNELS} already open on this connection");
+            reply
+                .reject(russh::ChannelOpenFailure::ResourceShortage)
+                .await;
+            return Ok(());
+        }
+        let target_channel = match up.handle.channel_open_session().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(peer = %self.peer, "the target refused a session channel: {e}");
+                reply.reject(russh::ChannelOpenFailure::ConnectFailed).await;
+                return Ok(());
+            }
+        };
+        let id = channel.id();
+        let (tx, rx) = mpsc::channel(CHANNEL_QUEUE);
+        self.channels.insert(id, tx);
+        reply.accept().await;
+        self.tasks
+            .push(channel::spawn(relays, id, channel, target_channel, rx));
+        Ok(())
+    }
+
+    async fn channel_open_x11(
+        &mut self,
+        _channel: Channel<Msg>,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: russh::server::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply
+            .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        _channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: russh::server::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        tracing::info!(peer = %self.peer, to = %format!("{host_to_connect}:{port_to_connect}").escape_debug(), "port forwarding refused");
+        self.forward_refused(
+            "direct-tcpip",
+            format!("{originator_address}:{originator_port}"),
+            format!("{host_to_connect}:{port_to_connect}"),
+        )
+        .await;
+        reply
+            .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.hand_to_relay(channel, ChannelInput::Close).await;
+        self.channels.remove(&channel);
+        Ok(())
+    }
+
+    async fn channel_eof(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.hand_to_relay(channel, ChannelInput::Eof).await;
+        Ok(())
+    }
+
+    async fn data(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.hand_to_relay(channel, ChannelInput::Data(Bytes::copy_from_slice(data)))
+            .await;
+        Ok(())
+    }
+
+    async fn extended_data(
+        &mut self,
+        channel: ChannelId,
+        code: u32,
+        data: &[u8],
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.hand_to_relay(
+            channel,
+            ChannelInput::ExtendedData(code, Bytes::copy_from_slice(data)),
+        )
+        .await;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        term: &str,
+        col_width: u32,
+        row_height: u32,
+        pix_width: u32,
+        pix_height: u32,
+        modes: &[(Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.request(
+            channel,
+            Request::Pty {
+                term: term.to_owned(),
+                cols: col_width,
+                rows: row_height,
+                pix_width,
+                pix_height,
+                modes: modes.to_vec(),
+            },
+            session,
+        )
+        .await
+    }
+
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        _x11_screen_number: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        tracing::info!(peer = %self.peer, "X11 forwarding refused");
+        session.channel_failure(channel)
+    }
+
+    async fn agent_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        tracing::info!(peer = %self.peer, "agent forwarding refused");
+        session.channel_failure(channel)?;
+        Ok(false)
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        variable_name: &str,
+        variable_value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.request(
+            channel,
+            Request::Env {
+                name: variable_name.to_owned(),
+                value: variable_value.to_owned(),
+            },
+            session,
+        )
+        .await
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.request(channel, Request::Shell, session).await
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.request(channel, Request::Exec(data.to_vec()), session)
+            .await
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.request(channel, Request::Subsystem(name.to_owned()), session)
+            .await
+    }
+
+    async fn window_change_request(
+        &mut self,
+        channel: ChannelId,
+        col_width: u32,
+        row_height: u32,
+        pix_width: u32,
+        pix_height: u32,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.hand_to_relay(
+            channel,
+            ChannelInput::WindowChange {
+                cols: col_width,
+                rows: row_height,
+                pix_width,
+                pix_height,
+            },
+        )
+        .await;
+        Ok(())
+    }
+
+    async fn signal(
+        &mut self,
+        channel: ChannelId,
+        signal: Sig,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.hand_to_relay(channel, ChannelInput::Signal(signal))
+            .await;
+        Ok(())
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        tracing::info!(peer = %self.peer, "remote port forwarding refused");
+        self.forward_refused("tcpip-forward", format!("{address}:{port}"), "agent".into())
+            .await;
+        Ok(false)
+    }
+}
+
+/// A certificate presented at login: CA, validity and principal, then the
+/// identity it carries.
+/// How long a refused token or certificate login takes, so tokens cannot
+/// be guessed fast. Only these refusals wait: russh's own delay would also
+/// hold up the plain key OpenSSH offers (and signs) before its certificate,
+/// costing every certificate login a second.
+pub const REFUSAL_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
+async fn refuse_slowly(started: tokio::time::Instant, auth: Auth) -> Auth {
+    if matches!(auth, Auth::Reject { .. }) {
+        tokio::time::sleep_until(started + REFUSAL_DELAY).await;
+    }
+    auth
+}
+
+fn verify_certificate(ca: &PublicKey, cert: &Certificate) -> Result<Identity, SessionError> {
+    Ok(crate::auth::certificate::verify(ca, cert, now_secs())?)
+}
