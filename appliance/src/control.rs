@@ -3,10 +3,13 @@
 //! through it).
 //!
 //! `data_dir/control.sock`, mode 0600: only root (the daemon's user) can
-//! connect. One JSON request line, one JSON response line. The peer's
-//! uid and pid, from the kernel, are recorded with every purge.
+//! connect. One JSON request line, one JSON response line — except a
+//! console, which keeps the connection (see `crate::console::socket`).
+//! The peer's uid and pid, from the kernel, are recorded with every purge
+//! and every console action.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use gatehouse_actors::approval::{BrokerHandle, Decide, ListPending, PendingApproval};
@@ -14,6 +17,8 @@ use gatehouse_actors::recorder::{RecorderHandle, RecorderStatus};
 use gatehouse_actors::registry::{List, RegistryHandle};
 use gatehouse_actors::store::retention::{Criteria, PurgeRecord};
 use serde::{Deserialize, Serialize};
+
+use crate::console::ConsoleDeps;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
@@ -38,6 +43,12 @@ pub enum Request {
         /// The operator deciding (an `[[operators]]` entry with approver).
         operator: Option<String>,
         reason: Option<String>,
+    },
+    /// Turn this connection into an operator console (`gatehouse
+    /// console`): JSON lines both ways from here on.
+    Console {
+        /// The operator the console acts as (`--as`).
+        operator: Option<String>,
     },
 }
 
@@ -72,6 +83,7 @@ pub async fn serve(
     registry: RegistryHandle,
     approvals: BrokerHandle,
     callers: Callers,
+    console: Arc<ConsoleDeps>,
 ) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::remove_file(&path);
@@ -87,14 +99,17 @@ pub async fn serve(
                 continue;
             }
         };
-        let (recorder, registry, approvals, callers) = (
+        let (recorder, registry, approvals, callers, console) = (
             recorder.clone(),
             registry.clone(),
             approvals.clone(),
             callers.clone(),
+            console.clone(),
         );
         actix::spawn(async move {
-            if let Err(e) = handle(stream, &recorder, &registry, &approvals, &callers).await {
+            if let Err(e) =
+                handle(stream, &recorder, &registry, &approvals, &callers, console).await
+            {
                 tracing::warn!("control request failed: {e:#}");
             }
         });
@@ -107,6 +122,7 @@ async fn handle(
     registry: &RegistryHandle,
     approvals: &BrokerHandle,
     callers: &Callers,
+    console: Arc<ConsoleDeps>,
 ) -> anyhow::Result<()> {
     let who = match stream.peer_cred() {
         Ok(c) => {
@@ -120,11 +136,20 @@ async fn handle(
         Err(_) => "local cli (unknown peer)".to_owned(),
     };
     let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
     let mut line = String::new();
-    BufReader::new(read.take(MAX_REQUEST))
-        .read_line(&mut line)
-        .await?;
+    (&mut reader).take(MAX_REQUEST).read_line(&mut line).await?;
     let response = match serde_json::from_str::<Request>(&line) {
+        Ok(Request::Console { operator }) => {
+            let via = who.replace("local cli", "local console");
+            tracing::info!(by = %via, operator = ?operator, "console opened");
+            let operator = crate::console::Operator {
+                name: operator,
+                via,
+            };
+            crate::console::socket::serve(reader, write, console, operator).await;
+            return Ok(());
+        }
         Err(e) => Response::Error {
             message: format!("bad request: {e}"),
         },

@@ -2,14 +2,25 @@
 //!
 //! Layout:
 //! - `config` the config file's shape, loading and validation.
-//! - `oidc` token verification (discovery, JWKS cache, claims).
+//! - `oidc` token verification: several issuers matched by `iss`, each
+//!   with discovery (optionally on a private CA) or a static key set.
 //! - `tls` the listener certificate (configured or generated) and target TLS.
-//! - `serve` wiring of the actor system, listeners and shutdown.
+//!   These three are the library target (`lib.rs`), so the fuzz targets in
+//!   `fuzz/` reach them too; the binary uses them from there.
+//! - `serve` wiring of the actor system, listeners and shutdown; `reload`
+//!   what SIGHUP reloads (issuers and their keys, roles, the certificate).
 //! - `recordings` the `recordings` subcommands (list, show, verify, export,
 //!   status, purge, purges).
+//! - `api` the HTTPS API: SSH certificates for tokens, health, metrics.
 //! - `admin` the admin SSH endpoint (operators: export, approvals, SFTP);
 //!   `sftp_view` the read-only SFTP view of recordings it runs.
 //! - `control` the daemon's local control socket and its client.
+//! - `console` the operator console's daemon side: the service behind each
+//!   open console, on the control socket (`gatehouse console`) or an admin
+//!   SSH channel.
+//! - `explain` `check-config --explain-token`: what a token would get.
+//! - `keyfile` the appliance's own ed25519 keys in `data_dir`.
+//! - `login` `gatehouse login`: a token traded for an SSH certificate.
 //! - `logging` text or JSON logs.
 //!
 //! ```text
@@ -19,15 +30,22 @@
 //! ```
 
 mod admin;
+mod api;
 mod approvals;
-mod config;
+mod console;
 mod control;
+mod explain;
+mod keyfile;
 mod logging;
-mod oidc;
+mod login;
 mod recordings;
+mod reload;
 mod serve;
 mod sftp_view;
-mod tls;
+
+// The config loader and token verification live in the library target
+// (`lib.rs`), where the fuzz targets reach them too.
+use gatehouse_appliance::{config, oidc, tls};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,11 +85,48 @@ enum Command {
     /// Run the gateway until SIGTERM.
     Serve,
     /// Validate the config file; exits non-zero and names each problem.
-    CheckConfig,
+    CheckConfig {
+        /// Also explain what a sample token (a file holding the JWT) would
+        /// get: its claims, issuer, roles, connections, and why each other
+        /// role does not match. Exits 1 if the token does not verify.
+        #[arg(long, value_name = "FILE")]
+        explain_token: Option<PathBuf>,
+    },
     /// Read recorded sessions (works while the daemon runs).
     Recordings {
         #[command(subcommand)]
         command: RecordingsCommand,
+    },
+    /// The operator console: sessions, approvals, recordings (needs the
+    /// running daemon and a terminal).
+    Console {
+        /// The operator to act as: an `[[operators]]` entry (approvals need
+        /// one marked approver when such operators exist).
+        #[arg(long = "as", value_name = "OPERATOR")]
+        operator: Option<String>,
+    },
+    /// Trade an OIDC token for an SSH certificate from an appliance's API
+    /// and write a key, the certificate and known_hosts for stock ssh
+    /// (needs no config file).
+    Login {
+        /// The appliance's API: https://HOST:PORT (`[listen] api`).
+        #[arg(long)]
+        api: String,
+        /// A file holding the token (JWT).
+        #[arg(long, value_name = "FILE")]
+        token_file: PathBuf,
+        /// The CA that signed the appliance's certificate (its
+        /// data_dir/tls/ca.crt when generated); default: system roots.
+        #[arg(long, value_name = "CA")]
+        ca_file: Option<PathBuf>,
+        /// Where to write id_ed25519, id_ed25519-cert.pub and known_hosts
+        /// (default ~/.gatehouse).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The SSH port to use instead of the one the appliance reports
+        /// (behind NAT).
+        #[arg(long)]
+        ssh_port: Option<u16>,
     },
     /// Statements held by `approve` rules (asks the running daemon).
     Approvals {
@@ -119,6 +174,10 @@ enum RecordingsCommand {
         /// Sessions started before (same forms as --since).
         #[arg(long)]
         until: Option<String>,
+        /// Only sessions granted by a role that matched this claim:
+        /// NAME=VALUE (`*` wildcards; repeat for all of several).
+        #[arg(long, value_name = "NAME=VALUE")]
+        claim: Vec<String>,
     },
     /// Serve the read-only SFTP view of recordings on stdin/stdout (run by
     /// the admin SSH endpoint for each SFTP session).
@@ -174,6 +233,22 @@ enum RecordingsCommand {
     },
 }
 
+/// `gatehouse console`: the console on this terminal, against the
+/// running daemon.
+fn console_local(cfg: &config::LoadedConfig, operator: Option<String>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(async {
+        let link = console::socket::connect(&cfg.data_dir, operator).await?;
+        gatehouse_tui::tty::run_local(link).await?;
+        anyhow::Ok(())
+    });
+    // Nothing left to wait for: do not let a pending read keep us here.
+    runtime.shutdown_background();
+    result
+}
+
 fn main() -> ExitCode {
     // Two crypto providers are linked (reqwest brings its own choice); pick
     // one explicitly so rustls never has to guess.
@@ -199,6 +274,29 @@ fn main() -> ExitCode {
             }
         };
     }
+    // An agent logs in from anywhere: no config, no store.
+    if let Command::Login {
+        api,
+        token_file,
+        ca_file,
+        dir,
+        ssh_port,
+    } = cli.command
+    {
+        return match login::run(login::Login {
+            api,
+            token_file,
+            ca_file,
+            dir,
+            ssh_port,
+        }) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gatehouse login: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cfg = match config::load(&cli.config) {
         Ok(cfg) => cfg,
         Err(e) => {
@@ -207,18 +305,30 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::CheckConfig => {
+        Command::CheckConfig { explain_token } => {
             for w in &cfg.warnings {
                 eprintln!("warning: {w}");
             }
             println!("{}: ok", cli.config.display());
-            Ok(())
+            match explain_token {
+                None => Ok(()),
+                Some(file) => match explain::run(&cfg, &file) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => return ExitCode::FAILURE,
+                    Err(e) => Err(e),
+                },
+            }
         }
         Command::Serve => serve::run(cfg),
+        Command::Console { operator } => console_local(&cfg, operator),
+        Command::Login { .. } => unreachable!("handled before the config is loaded"),
         Command::Recordings { command } => match command {
-            RecordingsCommand::List { json, since, until } => {
-                recordings::list(&cfg, json, since.as_deref(), until.as_deref())
-            }
+            RecordingsCommand::List {
+                json,
+                since,
+                until,
+                claim,
+            } => recordings::list(&cfg, json, since.as_deref(), until.as_deref(), &claim),
             RecordingsCommand::SftpServer => sftp_view::run(&cfg),
             RecordingsCommand::Show { id, json } => recordings::show(&cfg, &id, json),
             RecordingsCommand::Status => recordings::status(&cfg),

@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use gatehouse_actors::recording::{
     RecordingId, SessionHeader, format_event, format_header, format_time, write_asciicast,
 };
+use gatehouse_actors::store::listing::Window;
 use gatehouse_actors::store::seal::fingerprint;
 use gatehouse_actors::store::{RecordingStore, SigningKey, Verdict};
 
@@ -22,10 +23,22 @@ pub fn list(
     json: bool,
     since: Option<&str>,
     until: Option<&str>,
+    claims: &[String],
 ) -> anyhow::Result<()> {
+    let filters = claims
+        .iter()
+        .map(|c| {
+            c.split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .with_context(|| format!("--claim {c:?}: write NAME=VALUE (VALUE may use *)"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let store = open(cfg)?;
     let mut out = std::io::stdout().lock();
     for h in started_between(&store, since, until)? {
+        if !granted_by(&h, &filters) {
+            continue;
+        }
         if json {
             serde_json::to_writer(&mut out, &h)?;
             writeln!(out)?;
@@ -34,6 +47,16 @@ pub fn list(
         }
     }
     Ok(())
+}
+
+/// Whether every `(claim, pattern)` matches a claim that granted the
+/// session its connection, as its header recorded it.
+fn granted_by(h: &SessionHeader, filters: &[(&str, &str)]) -> bool {
+    filters.iter().all(|(name, pattern)| {
+        h.claims
+            .get(*name)
+            .is_some_and(|v| gatehouse_actors::access::value_matches(v, pattern))
+    })
 }
 
 pub fn show(cfg: &LoadedConfig, id: &str, json: bool) -> anyhow::Result<()> {
@@ -48,6 +71,26 @@ pub fn show(cfg: &LoadedConfig, id: &str, json: bool) -> anyhow::Result<()> {
         let header = store.header(id)?;
         let events = store.events(id)?;
         writeln!(out, "{}", format_header(&header))?;
+        if !header.roles.is_empty() {
+            let claims: Vec<String> = header
+                .claims
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            writeln!(
+                out,
+                "{}",
+                gatehouse_actors::recording::clean(&format!(
+                    "granted by: {} ({})",
+                    header.roles.join(", "),
+                    if claims.is_empty() {
+                        "groups or issuer".to_owned()
+                    } else {
+                        claims.join(", ")
+                    }
+                ))
+            )?;
+        }
         if let Some(r) = &header.reason {
             writeln!(out, "reason: {r}")?;
         }
@@ -272,13 +315,10 @@ fn started_between(
     since: Option<&str>,
     until: Option<&str>,
 ) -> anyhow::Result<Vec<SessionHeader>> {
-    let from = since.map(parse_point).transpose()?.unwrap_or(i64::MIN);
-    let to = until.map(parse_point).transpose()?.unwrap_or(i64::MAX);
-    Ok(store
-        .sessions()?
-        .into_iter()
-        .filter(|h| h.started_at >= from && h.started_at < to)
-        .collect())
+    Ok(store.sessions_between(Window {
+        from: since.map(parse_point).transpose()?,
+        to: until.map(parse_point).transpose()?,
+    })?)
 }
 
 /// `--since`/`--until`: a date (`2026-11-01`, UTC midnight), an RFC 3339
@@ -359,6 +399,10 @@ pub fn status(cfg: &LoadedConfig) -> anyhow::Result<()> {
                 recorder.last_flush.map_or("never".into(), format_time)
             );
             println!("commits:            {}", recorder.commits);
+            println!(
+                "strict log appends: {} ({} bytes not yet folded)",
+                recorder.log_appends, recorder.log_bytes
+            );
             println!("failed flushes:     {}", recorder.failed_flushes);
             if let Some((at, why)) = recorder.last_error {
                 println!("last failure:       {} {why}", format_time(at));

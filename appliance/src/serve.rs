@@ -11,16 +11,18 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use anyhow::Context as _;
+use gatehouse_actors::access::Roles;
 use gatehouse_actors::approval::ApprovalBroker;
 use gatehouse_actors::gateway::Gateway;
 use gatehouse_actors::pg::PgListener;
 use gatehouse_actors::pg::cancel::CancelMap;
 use gatehouse_actors::recorder::Recorder;
 use gatehouse_actors::registry::{KillAll, List, Registry};
+use gatehouse_actors::ssh::{SshListener, SshService};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::config::LoadedConfig;
-use crate::oidc::{OidcSettings, OidcVerifier};
+use crate::oidc::{Issuer, OidcVerifier};
 
 pub fn run(cfg: LoadedConfig) -> anyhow::Result<()> {
     for w in &cfg.warnings {
@@ -45,7 +47,12 @@ pub fn run(cfg: LoadedConfig) -> anyhow::Result<()> {
 }
 
 async fn serve(cfg: LoadedConfig) -> anyhow::Result<()> {
+    // Handlers first: a SIGHUP while starting must not kill the daemon.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let key = crate::recordings::signing_key(&cfg.data_dir)?;
+    let public_key = key.public_key();
     let recorder = Recorder::start(
         &cfg.data_dir.join("recordings.redb"),
         cfg.recorder.clone(),
@@ -53,17 +60,12 @@ async fn serve(cfg: LoadedConfig) -> anyhow::Result<()> {
     )
     .context("opening the recording store")?;
 
-    let verifier = Arc::new(OidcVerifier::new(OidcSettings {
-        issuer: cfg.issuer.clone(),
-        audience: cfg.raw.auth.oidc.audience.clone(),
-        groups_claim: cfg.raw.auth.oidc.groups_claim.clone(),
-        algorithms: cfg.algorithms.clone(),
-    })?);
-    match verifier.refresh().await {
-        Ok(n) => tracing::info!(issuer = %cfg.issuer, keys = n, "identity provider keys loaded"),
-        Err(e) => tracing::error!(
-            "identity provider not reachable yet ({e}); tokens are refused until it is"
-        ),
+    let verifier = Arc::new(
+        OidcVerifier::new(cfg.issuers.clone(), cfg.limits.startup_timeout)
+            .map_err(|e| anyhow::anyhow!(e))?,
+    );
+    for issuer in verifier.issuers().iter() {
+        load_keys(issuer).await;
     }
     {
         let verifier = verifier.clone();
@@ -72,8 +74,10 @@ async fn serve(cfg: LoadedConfig) -> anyhow::Result<()> {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                if let Err(e) = verifier.refresh().await {
-                    tracing::warn!("periodic JWKS refresh failed: {e}");
+                for issuer in verifier.issuers().iter() {
+                    if let Err(e) = issuer.refresh().await {
+                        tracing::warn!(issuer = issuer.name(), "periodic key refresh failed: {e}");
+                    }
                 }
             }
         });
@@ -91,23 +95,32 @@ async fn serve(cfg: LoadedConfig) -> anyhow::Result<()> {
             names.push(h.to_owned());
         }
     }
-    let tls = crate::tls::server_config(cfg.tls_files.as_ref(), &cfg.data_dir, &names)
+    let cert = crate::tls::ListenerCert::load(cfg.tls_files.as_ref(), &cfg.data_dir, &names)
         .context("preparing the TLS certificate")?;
 
     let callers = crate::control::Callers::default();
     let registry = Registry::default().start();
     let approvals = ApprovalBroker::new(cfg.approvers.clone()).start();
+    let console = Arc::new(crate::console::ConsoleDeps {
+        registry: registry.clone(),
+        broker: approvals.clone(),
+        recorder: recorder.clone(),
+        store_path: cfg.data_dir.join("recordings.redb"),
+        public_key,
+        appliance: cfg.raw.appliance.name.clone(),
+    });
     {
         let path = crate::control::socket_path(&cfg.data_dir);
-        let (recorder, registry, approvals, callers) = (
+        let (recorder, registry, approvals, callers, console) = (
             recorder.clone(),
             registry.clone(),
             approvals.clone(),
             callers.clone(),
+            console.clone(),
         );
         actix::spawn(async move {
             if let Err(e) =
-                crate::control::serve(path, recorder, registry, approvals, callers).await
+                crate::control::serve(path, recorder, registry, approvals, callers, console).await
             {
                 tracing::error!("control socket unavailable: {e:#}");
             }
@@ -115,23 +128,38 @@ async fn serve(cfg: LoadedConfig) -> anyhow::Result<()> {
     }
     let admin_endpoint = match cfg.admin_listen {
         Some(addr) => Some((
-            crate::admin::AdminSsh::new(&cfg, recorder.clone(), callers.clone())
+            crate::admin::AdminSsh::new(&cfg, recorder.clone(), callers.clone(), console)
                 .context("preparing the admin SSH endpoint")?,
             crate::admin::bind(addr).await?,
         )),
         None => None,
     };
+    let ssh = match cfg.ssh_listen {
+        Some(addr) => Some((
+            Arc::new(ssh_service(&cfg)?),
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding SSH listener {addr}"))?,
+        )),
+        None => None,
+    };
+    // PostgreSQL's own TLS records are at most 8 KiB; some drivers' read
+    // loops depend on it (see `pg::stream::MAX_TLS_RECORD`).
+    let mut pg_tls = cert.server_config(&[]);
+    pg_tls.max_fragment_size = Some(gatehouse_actors::pg::stream::MAX_TLS_RECORD);
     let gw = Arc::new(Gateway {
-        verifier,
-        connections: cfg.pg_targets,
-        roles: cfg.roles,
+        verifier: verifier.clone(),
+        connections: cfg.connections,
+        roles: Roles::new(cfg.roles),
         limits: cfg.limits.clone(),
-        tls: Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls))),
+        admissions: gatehouse_actors::listener::Admissions::new(cfg.limits.max_sessions),
+        tls: Some(tokio_rustls::TlsAcceptor::from(Arc::new(pg_tls))),
         allow_plaintext: cfg.raw.listen.postgres_plaintext,
         recorder: recorder.clone(),
         registry: registry.clone(),
         cancels: CancelMap::default(),
-        approvals: Some(approvals),
+        approvals: Some(approvals.clone()),
+        ssh: ssh.as_ref().map(|(svc, _)| svc.clone()),
     });
 
     let worker_count = cfg
@@ -143,31 +171,75 @@ async fn serve(cfg: LoadedConfig) -> anyhow::Result<()> {
     let workers: Vec<_> = (0..worker_count).map(|_| Arbiter::new().handle()).collect();
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let shutdown_rx_admin = shutdown_rx.clone();
-    let addr = cfg.pg_listen.context("listen.postgres is required")?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding PostgreSQL listener {addr}"))?;
-    tracing::info!(%addr, "PostgreSQL listener ready");
-    let accept = actix::spawn(
-        PgListener {
-            gw: gw.clone(),
-            workers: workers.clone(),
-        }
-        .run(listener, shutdown_rx),
+    let health = crate::api::Health::new(
+        recorder.clone(),
+        registry.clone(),
+        approvals,
+        shutdown_rx.clone(),
     );
+    let mut accepts = Vec::new();
+    if let Some((_, listener)) = ssh {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "SSH listener ready");
+        }
+        let accepting = health.listener("SSH");
+        let ssh_listener = SshListener::new(gw.clone(), workers.clone());
+        let shutdown = shutdown_rx.clone();
+        accepts.push(actix::spawn(async move {
+            ssh_listener.run(listener, shutdown).await;
+            accepting.down();
+        }));
+    }
+    // Bound last: tests and the demo take the PostgreSQL port accepting
+    // connections as the daemon being ready.
+    if let Some(addr) = cfg.pg_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding PostgreSQL listener {addr}"))?;
+        tracing::info!(%addr, "PostgreSQL listener ready");
+        let accepting = health.listener("PostgreSQL");
+        let pg_listener = PgListener::new(gw.clone(), workers.clone());
+        accepts.push(actix::spawn(async move {
+            pg_listener.run(listener, shutdown_rx).await;
+            accepting.down();
+        }));
+    }
 
     let admin = admin_endpoint.map(|(endpoint, listener)| {
-        actix::spawn(crate::admin::serve(endpoint, listener, shutdown_rx_admin))
+        let accepting = health.listener("admin SSH");
+        actix::spawn(async move {
+            crate::admin::serve(endpoint, listener, shutdown_rx_admin).await;
+            accepting.down();
+        })
     });
 
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: draining"),
-        _ = int.recv() => tracing::info!("SIGINT: draining"),
+    if let Some(settings) = &cfg.api {
+        crate::api::start(settings, &cfg.data_dir, health, verifier.clone(), &cert).await?;
+    }
+
+    let reloadable = crate::reload::Reloadable {
+        config_path: cfg.config_path.clone(),
+        verifier,
+        gateway: gw.clone(),
+        cert,
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: draining");
+                break;
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT: draining");
+                break;
+            }
+            _ = hup.recv() => reloadable.reload().await,
+        }
     }
     let _ = shutdown_tx.send(true);
-    let _ = accept.await;
+    for accept in accepts {
+        let _ = accept.await;
+    }
     if let Some(admin) = admin {
         let _ = admin.await;
     }
@@ -204,4 +276,61 @@ async fn serve(cfg: LoadedConfig) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The SSH listener's host key and the user CA (both created in `data_dir`
+/// on first start, fingerprints logged) and the server settings.
+fn ssh_service(cfg: &LoadedConfig) -> anyhow::Result<SshService> {
+    let host_key = crate::keyfile::load_or_create(
+        &cfg.data_dir,
+        crate::keyfile::SSH_HOST_KEY,
+        "SSH host key",
+    )?;
+    let user_ca =
+        crate::keyfile::load_or_create(&cfg.data_dir, crate::keyfile::SSH_USER_CA, "SSH user CA")?;
+    let config = russh::server::Config {
+        methods: russh::MethodSet::from(
+            &[
+                russh::MethodKind::PublicKey,
+                russh::MethodKind::Password,
+                russh::MethodKind::KeyboardInteractive,
+            ][..],
+        ),
+        // Refused tokens and certificates take a second, in the handler
+        // (`REFUSAL_DELAY`); the "none" probe and the plain key OpenSSH
+        // signs before offering its certificate are refused at once.
+        auth_rejection_time: Duration::ZERO,
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        max_auth_attempts: 6,
+        // Idle agents are kept (long-running shells); dead ones are found
+        // by keepalives: 3 unanswered, 30 s apart.
+        inactivity_timeout: None,
+        keepalive_interval: Some(Duration::from_secs(30)),
+        keepalive_max: 3,
+        keys: vec![host_key],
+        nodelay: true,
+        ..Default::default()
+    };
+    Ok(SshService {
+        config: Arc::new(config),
+        user_ca: Some(user_ca.public_key().clone()),
+    })
+}
+
+/// First load of an issuer's keys. A provider that cannot be reached yet
+/// is not fatal: its tokens are refused until a refresh succeeds.
+async fn load_keys(issuer: &Issuer) {
+    let settings = issuer.settings();
+    match issuer.refresh().await {
+        Ok(n) => tracing::info!(
+            issuer = %settings.name,
+            iss = %settings.issuer,
+            keys = n,
+            "identity provider keys loaded"
+        ),
+        Err(e) => tracing::error!(
+            issuer = %settings.name,
+            "identity provider not reachable yet ({e}); its tokens are refused until it is"
+        ),
+    }
 }

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use gatehouse_actors::recording::{RecordingId, SessionHeader, format_time};
 use gatehouse_actors::store::RecordingStore;
+use gatehouse_actors::store::listing::Window;
 use russh_sftp::protocol::{
     Attrs, Data, File, FileAttributes, FileMode, Handle, Name, OpenFlags, Status, StatusCode,
     Version,
@@ -164,9 +165,25 @@ fn dir_attrs() -> FileAttributes {
     a
 }
 
+/// `YYYY-MM-DD` as the window of that UTC day, if it is a date.
+fn day_window(d: &str) -> Option<Window> {
+    let date =
+        time::Date::parse(d, time::macros::format_description!("[year]-[month]-[day]")).ok()?;
+    let from = date.midnight().assume_utc().unix_timestamp() * 1_000_000;
+    Some(Window {
+        from: Some(from),
+        to: Some(from + 86_400_000_000),
+    })
+}
+
 impl View {
-    fn sessions(&self) -> Result<Vec<SessionHeader>, StatusReply> {
-        self.store.sessions().map_err(failure)
+    /// The sessions that started on day `d`: a key range, not a scan of
+    /// every header.
+    fn sessions_on(&self, d: &str) -> Result<Vec<SessionHeader>, StatusReply> {
+        let Some(window) = day_window(d) else {
+            return Ok(Vec::new());
+        };
+        self.store.sessions_between(window).map_err(failure)
     }
 
     fn node(&self, path: &str) -> Result<Node, StatusReply> {
@@ -174,7 +191,7 @@ impl View {
             [] => Ok(Node::Root),
             ["recordings"] => Ok(Node::Recordings),
             ["recordings", d] => {
-                if self.sessions()?.iter().any(|h| day(h) == *d) {
+                if !self.sessions_on(d)?.is_empty() {
                     Ok(Node::Day((*d).to_owned()))
                 } else {
                     Err(StatusCode::NoSuchFile.into())
@@ -250,12 +267,14 @@ impl View {
         match node {
             Node::Root => out.push(File::new("recordings", dir_attrs())),
             Node::Recordings => {
-                let mut days: Vec<String> = self.sessions()?.iter().map(day).collect();
-                days.dedup();
-                out.extend(days.into_iter().map(|d| File::new(d, dir_attrs())));
+                let days = self.store.days().map_err(failure)?;
+                out.extend(
+                    days.into_iter()
+                        .map(|d| File::new(&format_time(d)[..10], dir_attrs())),
+                );
             }
             Node::Day(d) => {
-                for h in self.sessions()?.into_iter().filter(|h| day(h) == *d) {
+                for h in self.sessions_on(d)? {
                     for format in Format::ALL {
                         let name = format!("{}.{}", h.id, format.ext());
                         let node = Node::File(Box::new(h.clone()), format);

@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use gatehouse_actors::metrics;
 use gatehouse_actors::recorder::{PendingEvent, RecorderHandle, RecorderMsg, now_micros};
 use gatehouse_actors::recording::{Direction, EventKind, Outcome, RecordingId, SessionHeader};
 
@@ -25,6 +26,7 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        metrics::session_ended("admin-ssh", Outcome::Closed);
         self.recorder.send_now(RecorderMsg::Close {
             id: self.id,
             outcome: Outcome::Closed,
@@ -38,14 +40,33 @@ impl Audit {
     /// Open the recording of an authenticated operator's connection.
     pub fn open(recorder: RecorderHandle, peer: &str, user: &str, operator: &str) -> Audit {
         let id = RecordingId::new();
-        recorder.send_now(RecorderMsg::Header(header(id, peer, user, Some(operator))));
+        recorder.send_now(RecorderMsg::Header(Box::new(header(
+            id,
+            peer,
+            user,
+            Some(operator),
+        ))));
+        Audit(Arc::new(Inner { id, recorder }))
+    }
+
+    /// Open the recording of a console on the appliance itself: `who` says
+    /// how it connected (uid and pid), `operator` the name it acts as.
+    pub fn open_local(recorder: RecorderHandle, who: &str, operator: Option<&str>) -> Audit {
+        let id = RecordingId::new();
+        let mut h = header(id, who, "root", operator);
+        h.protocol = "console".into();
+        if operator.is_none() {
+            h.identity = Some("root".into());
+        }
+        recorder.send_now(RecorderMsg::Header(Box::new(h)));
         Audit(Arc::new(Inner { id, recorder }))
     }
 
     /// Record a connection that tried to log in and never did.
     pub fn refused(recorder: &RecorderHandle, peer: &str, user: &str, reason: String) {
         let id = RecordingId::new();
-        recorder.send_now(RecorderMsg::Header(header(id, peer, user, None)));
+        recorder.send_now(RecorderMsg::Header(Box::new(header(id, peer, user, None))));
+        metrics::session_ended("admin-ssh", Outcome::Refused);
         recorder.send_now(RecorderMsg::Close {
             id,
             outcome: Outcome::Refused,
@@ -81,17 +102,8 @@ fn event(kind: EventKind) -> PendingEvent {
 
 fn header(id: RecordingId, peer: &str, user: &str, operator: Option<&str>) -> SessionHeader {
     SessionHeader {
-        id,
-        protocol: "admin-ssh".into(),
-        started_at: now_micros(),
-        ended_at: None,
-        client_addr: peer.to_owned(),
         client_user: Some(user.to_owned()),
-        connection: None,
         identity: operator.map(|o| format!("operator:{o}")),
-        groups: Vec::new(),
-        outcome: None,
-        reason: None,
-        event_count: 0,
+        ..SessionHeader::new(id, "admin-ssh", now_micros(), peer.to_owned())
     }
 }

@@ -22,6 +22,8 @@ pub struct Connection {
     /// The last user name and refusal, for the record of a failed login.
     refused: Option<(String, String)>,
     channels: HashMap<ChannelId, Channel<Msg>>,
+    /// PTYs requested, per channel: a shell with one runs the console.
+    ptys: HashMap<ChannelId, crate::console::ssh::Pty>,
     /// Set at login; the endpoint drops connections that never get here.
     logged_in: Arc<AtomicBool>,
     /// Held until login: the endpoint's count of connections logging in.
@@ -44,6 +46,7 @@ impl Connection {
             operator: None,
             refused: None,
             channels: HashMap::new(),
+            ptys: HashMap::new(),
             logged_in,
         }
     }
@@ -149,20 +152,23 @@ impl russh::server::Handler for Connection {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         self.channels.remove(&channel);
+        self.ptys.remove(&channel);
         Ok(())
     }
 
     async fn pty_request(
         &mut self,
         channel: ChannelId,
-        _term: &str,
-        _cols: u32,
-        _rows: u32,
+        term: &str,
+        cols: u32,
+        rows: u32,
         _pix_width: u32,
         _pix_height: u32,
         _modes: &[(russh::Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        self.ptys
+            .insert(channel, crate::console::ssh::Pty::new(term, cols, rows));
         session.channel_success(channel)?;
         Ok(())
     }
@@ -172,20 +178,47 @@ impl russh::server::Handler for Connection {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let (Some(ch), Some((_, audit))) = (self.channels.remove(&channel), self.audit()) else {
+        let (Some(ch), Some((operator, audit))) = (self.channels.remove(&channel), self.audit())
+        else {
             session.channel_failure(channel)?;
             return Ok(());
         };
         session.channel_success(channel)?;
-        audit.note(EventKind::AdminCommand {
-            command: "(shell)".into(),
-        });
+        let Some(pty) = self.ptys.remove(&channel) else {
+            // No terminal to draw on: say how to get one.
+            audit.note(EventKind::AdminCommand {
+                command: "(shell without a terminal)".into(),
+            });
+            tokio::spawn(async move {
+                let text = format!(
+                    "The operator console needs a terminal: ssh -t. Or run a command:\r\n{}",
+                    HELP.replace('\n', "\r\n")
+                );
+                reply(&ch, Some(&audit), text.as_bytes(), b"", 1).await;
+            });
+            return Ok(());
+        };
+        let deps = self.admin.console.clone();
+        let via = format!("console over admin ssh from {}", self.peer);
         tokio::spawn(async move {
-            let text = format!(
-                "The operator console is not part of this version of gatehouse; run a command instead.\r\n{}",
-                HELP.replace('\n', "\r\n")
-            );
-            reply(&ch, Some(&audit), text.as_bytes(), b"", 1).await;
+            // Nothing is shown before the console's opening is durable.
+            if let Err(e) = audit
+                .durably(EventKind::AdminCommand {
+                    command: "console".into(),
+                })
+                .await
+            {
+                tracing::error!(%operator, "console refused: it could not be recorded ({e})");
+                let why = b"gatehouse: refused: the console could not be recorded\r\n";
+                reply(&ch, None, b"", why, 1).await;
+                return;
+            }
+            tracing::info!(%operator, "console opened over admin SSH");
+            let op = crate::console::Operator {
+                name: Some(operator),
+                via,
+            };
+            crate::console::ssh::run_console(deps, ch, pty, op, audit).await;
         });
         Ok(())
     }

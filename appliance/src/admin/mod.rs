@@ -1,6 +1,7 @@
 //! The admin SSH endpoint (`[listen] admin_ssh`): operators from
-//! `[[operators]]` log in with their SSH keys to export and verify
-//! recordings, decide held statements, and read recordings over SFTP.
+//! `[[operators]]` log in with their SSH keys to use the console (a shell
+//! with a PTY, see `crate::console::ssh`), export and verify recordings,
+//! decide held statements, and read recordings over SFTP.
 //!
 //! ```text
 //! ssh -p 2222 alice@appliance recordings list --since 1d
@@ -16,7 +17,6 @@
 //! - `child` running them (and the SFTP view) as child processes, relayed
 //!   with back-pressure.
 //! - `audit` the recording of every operator action.
-//! - `host_key` the endpoint's own ed25519 host key.
 //!
 //! The SFTP view itself (`gatehouse recordings sftp-server`) lives in
 //! `crate::sftp_view`.
@@ -25,7 +25,6 @@ mod audit;
 mod child;
 mod command;
 mod connection;
-mod host_key;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -39,6 +38,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
+pub use audit::Audit;
 pub use child::SftpOp;
 
 use crate::config::{LoadedConfig, OperatorKey};
@@ -62,6 +62,8 @@ pub struct AdminSsh {
     operators: Vec<OperatorKey>,
     child: child::ChildSpec,
     recorder: RecorderHandle,
+    /// What an operator's console (a shell request) needs.
+    console: Arc<crate::console::ConsoleDeps>,
     live: Arc<Semaphore>,
     unauthenticated: Arc<Semaphore>,
     /// When each peer address last had a refused login recorded.
@@ -92,8 +94,13 @@ impl AdminSsh {
         cfg: &LoadedConfig,
         recorder: RecorderHandle,
         callers: crate::control::Callers,
+        console: Arc<crate::console::ConsoleDeps>,
     ) -> anyhow::Result<Arc<AdminSsh>> {
-        let key = host_key::load_or_create(&cfg.data_dir)?;
+        let key = crate::keyfile::load_or_create(
+            &cfg.data_dir,
+            crate::keyfile::ADMIN_HOST_KEY,
+            "admin SSH host key",
+        )?;
         let ssh = russh::server::Config {
             methods: russh::MethodSet::from(&[russh::MethodKind::PublicKey][..]),
             auth_rejection_time: Duration::from_secs(1),
@@ -111,6 +118,7 @@ impl AdminSsh {
             child: child::spec(&cfg.config_path, callers)
                 .context("locating the gatehouse binary")?,
             recorder,
+            console,
             live: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
             unauthenticated: Arc::new(Semaphore::new(MAX_UNAUTHENTICATED)),
             refusals: std::sync::Mutex::new(HashMap::new()),

@@ -11,21 +11,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gatehouse_actors::gateway::{Limits, PgTarget, Role, Secret, TargetTls};
+use gatehouse_actors::access::Role;
+use gatehouse_actors::gateway::{Limits, PgTarget, Secret, Target, TargetTls};
 use gatehouse_actors::pg::codec::FrameLimits;
 use gatehouse_actors::recorder::RecorderConfig;
+use gatehouse_actors::ssh::{SshCredential, SshPolicy, SshTarget};
 use toml::Spanned;
 
 use gatehouse_actors::policy::SqlPolicy;
 
-use super::policy::{mask_key, sql_policy};
+use super::policy::{mask_key, sql_policy, ssh_policy};
 use super::{Config, Kind, RecordingMode, TlsMode, parse_duration};
-
-/// Algorithms an operator may allow. Symmetric ones are absent on purpose:
-/// an HMAC "key" made from a public key is the classic JWT forgery.
-const ASYMMETRIC_ALGORITHMS: &[&str] = &[
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
-];
+use crate::oidc::IssuerSettings;
 
 /// Smallest cap accepted for a message type: below this even ordinary
 /// statements would be refused.
@@ -53,6 +50,8 @@ pub struct LoadedConfig {
     pub raw: Config,
     pub data_dir: PathBuf,
     pub pg_listen: Option<SocketAddr>,
+    /// The agents' SSH listener, when configured.
+    pub ssh_listen: Option<SocketAddr>,
     /// The admin SSH endpoint, when configured.
     pub admin_listen: Option<SocketAddr>,
     /// Who may log in there, with their parsed keys.
@@ -60,11 +59,14 @@ pub struct LoadedConfig {
     /// The file this was loaded from: commands run for operators read it too.
     pub config_path: PathBuf,
     pub tls_files: Option<(PathBuf, PathBuf)>,
-    pub issuer: String,
-    pub algorithms: Vec<String>,
+    /// `[[auth.oidc]]`, validated.
+    pub issuers: Vec<IssuerSettings>,
+    /// The HTTPS API (`[listen] api`), when configured.
+    pub api: Option<ApiSettings>,
     pub limits: Limits,
     pub recorder: RecorderConfig,
-    pub pg_targets: HashMap<String, PgTarget>,
+    /// Every connection, PostgreSQL and SSH, by name.
+    pub connections: HashMap<String, Target>,
     pub roles: Vec<Role>,
     /// The key for the `hash` mask strategy, and whether it is new (serve
     /// writes it to `data_dir/mask-hash.key` before serving).
@@ -74,6 +76,21 @@ pub struct LoadedConfig {
     /// Things that are valid but worth saying (configured yet not served).
     pub warnings: Vec<String>,
 }
+
+/// What the HTTPS API serves with.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    pub listen: SocketAddr,
+    /// The agents' SSH port (`[listen] ssh`), which certificates are for;
+    /// without it the certificate endpoint answers 404.
+    pub ssh_port: Option<u16>,
+    /// `[auth.ssh] max_certificate_lifetime`.
+    pub certificate_lifetime: Duration,
+}
+
+/// Default `[auth.ssh] max_certificate_lifetime`: long enough for a CI
+/// job's SSH steps, short enough that a leaked certificate soon expires.
+const DEFAULT_CERTIFICATE_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// An `[[operators]]` entry with its key parsed.
 #[derive(Debug, Clone)]
@@ -103,7 +120,7 @@ impl Checker<'_> {
             .push(format!("{}:{}: {}", self.file.display(), line, what));
     }
 
-    fn problem_at(&mut self, line: usize, what: impl fmt::Display) {
+    pub(super) fn problem_at(&mut self, line: usize, what: impl fmt::Display) {
         self.problems
             .push(format!("{}:{}: {}", self.file.display(), line, what));
     }
@@ -122,7 +139,7 @@ impl Checker<'_> {
         }
     }
 
-    fn existing_file(&mut self, at: &Spanned<PathBuf>, what: &str) -> Option<PathBuf> {
+    pub(super) fn existing_file(&mut self, at: &Spanned<PathBuf>, what: &str) -> Option<PathBuf> {
         let path = self.resolve(at.get_ref());
         if path.is_file() {
             Some(path)
@@ -159,10 +176,18 @@ impl Checker<'_> {
 
 /// Read, parse and validate the config file at `path`.
 pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        problems: vec![format!("{}: cannot read config: {e}", path.display())],
+    })?;
+    load_text(path, &text)
+}
+
+/// [`load`] on text already read: `path` names the file in problems and
+/// anchors relative paths (files the config names are still read). The
+/// fuzz target `config_load` feeds it any text.
+pub fn load_text(path: &Path, text: &str) -> Result<LoadedConfig, ConfigError> {
     let one = |p: String| ConfigError { problems: vec![p] };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| one(format!("{}: cannot read config: {e}", path.display())))?;
-    let raw: Config = toml::from_str(&text).map_err(|e| {
+    let raw: Config = toml::from_str(text).map_err(|e| {
         let line = e
             .span()
             .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
@@ -180,7 +205,7 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
         .unwrap_or_else(|| PathBuf::from("."));
     let mut c = Checker {
         file: path,
-        text: &text,
+        text,
         base,
         problems: Vec::new(),
         warnings: Vec::new(),
@@ -206,8 +231,6 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
                 format!("listen.postgres: {e}; write e.g. \"0.0.0.0:5432\""),
             ),
         }
-    } else {
-        c.problem_at(1, "listen.postgres is missing: there is nothing to serve");
     }
     let mut admin_listen = None;
     if let Some(addr) = &raw.listen.admin_ssh {
@@ -219,13 +242,48 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
             ),
         }
     }
-    for (key, value) in [("ssh", &raw.listen.ssh), ("api", &raw.listen.api)] {
-        if let Some(v) = value {
-            c.warn(
-                v,
-                format!("listen.{key} is configured but not served by this version of gatehouse"),
-            );
+    let mut ssh_listen = None;
+    if let Some(addr) = &raw.listen.ssh {
+        match addr.get_ref().parse::<SocketAddr>() {
+            Ok(a) => ssh_listen = Some(a),
+            Err(e) => c.problem(addr, format!("listen.ssh: {e}; write e.g. \"0.0.0.0:22\"")),
         }
+    }
+    let ssh_port = ssh_listen.map(|a| a.port());
+    let certificate_lifetime = c.duration(
+        &raw.auth.ssh.max_certificate_lifetime,
+        "auth.ssh.max_certificate_lifetime",
+        DEFAULT_CERTIFICATE_LIFETIME,
+    );
+    if let Some(at) = &raw.auth.ssh.max_certificate_lifetime
+        && certificate_lifetime < Duration::from_secs(60)
+    {
+        c.problem(
+            at,
+            "auth.ssh.max_certificate_lifetime must be at least 1m: a certificate must outlive the login it is for",
+        );
+    }
+    let mut api = None;
+    if let Some(addr) = &raw.listen.api {
+        match addr.get_ref().parse::<SocketAddr>() {
+            Ok(listen) => {
+                api = Some(ApiSettings {
+                    listen,
+                    ssh_port,
+                    certificate_lifetime,
+                })
+            }
+            Err(e) => c.problem(
+                addr,
+                format!("listen.api: {e}; write e.g. \"0.0.0.0:8443\""),
+            ),
+        }
+    }
+    if raw.listen.postgres.is_none() && raw.listen.ssh.is_none() {
+        c.problem_at(
+            1,
+            "listen.postgres and listen.ssh are both missing: there is nothing to serve",
+        );
     }
 
     let tls_files = raw.tls.as_ref().and_then(|t| {
@@ -281,35 +339,8 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
         ));
     }
 
-    // Identity provider.
-    let issuer = raw
-        .auth
-        .oidc
-        .issuer
-        .get_ref()
-        .trim_end_matches('/')
-        .to_owned();
-    if let Err(e) = check_issuer_url(&issuer) {
-        c.problem(&raw.auth.oidc.issuer, e);
-    }
-    let algorithms = raw.auth.oidc.algorithms.get_ref().clone();
-    for alg in &algorithms {
-        if !ASYMMETRIC_ALGORITHMS.contains(&alg.as_str()) {
-            c.problem(
-                &raw.auth.oidc.algorithms,
-                format!(
-                    "auth.oidc.algorithms: {alg:?} is not allowed; choose from {}",
-                    ASYMMETRIC_ALGORITHMS.join(", ")
-                ),
-            );
-        }
-    }
-    if algorithms.is_empty() {
-        c.problem(
-            &raw.auth.oidc.algorithms,
-            "auth.oidc.algorithms is empty: no token could verify",
-        );
-    }
+    // Identity providers.
+    let issuers = super::identity::issuers(&mut c, &raw.auth.oidc);
 
     // Limits.
     let defaults = Limits::default();
@@ -380,14 +411,20 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
     // Policies.
     let mask_key = mask_key(&data_dir);
     let mut sql_policies = HashMap::new();
+    let mut ssh_policies = HashMap::new();
     for (name, policy) in &raw.policies {
-        if let Some(p) = sql_policy(&mut c, name, policy, &mask_key.0, &raw.operators) {
+        let sql = sql_policy(&mut c, name, policy, &mask_key.0, &raw.operators);
+        let masker = sql.as_ref().and_then(|p| p.masker);
+        if let Some(p) = sql {
             sql_policies.insert(name.clone(), Arc::new(p));
+        }
+        if let Some(p) = ssh_policy(&mut c, name, policy, masker, &raw.operators) {
+            ssh_policies.insert(name.clone(), Arc::new(p));
         }
     }
 
     // Connections.
-    let mut pg_targets = HashMap::new();
+    let mut connections = HashMap::new();
     let mut names = HashSet::new();
     for conn in &raw.connections {
         let name = conn.name.get_ref().clone();
@@ -406,23 +443,13 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
         }
         match conn.kind {
             Kind::Ssh => {
-                match &conn.private_key_file {
-                    Some(k) => {
-                        c.existing_file(k, "private_key_file");
-                    }
-                    None => c.problem(
-                        &conn.name,
-                        format!("connection {name:?} needs `private_key_file`"),
-                    ),
+                let policy = ssh_policies
+                    .get(conn.policy.get_ref())
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(SshPolicy::allow_all(conn.policy.get_ref())));
+                if let Some(t) = ssh_target(&mut c, conn, policy) {
+                    connections.insert(name, Target::Ssh(Arc::new(t)));
                 }
-                if conn
-                    .host_key
-                    .as_deref()
-                    .is_none_or(|k| k.split_whitespace().count() < 2)
-                {
-                    c.problem(&conn.name, format!("connection {name:?} needs `host_key` (\"ssh-ed25519 AAAA...\"): target keys are pinned"));
-                }
-                c.warn(&conn.name, format!("connection {name:?} is an SSH connection, which this version does not serve"));
             }
             Kind::Postgres => {
                 let policy = sql_policies
@@ -430,44 +457,14 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
                     .cloned()
                     .unwrap_or_else(|| Arc::new(SqlPolicy::allow_all(conn.policy.get_ref())));
                 if let Some(t) = pg_target(&mut c, conn, &raw.policies, policy) {
-                    pg_targets.insert(name, t);
+                    connections.insert(name, Target::Postgres(t));
                 }
             }
         }
     }
 
     // Roles.
-    let mut role_names = HashSet::new();
-    let mut roles = Vec::new();
-    for role in &raw.roles {
-        if !role_names.insert(role.name.get_ref().clone()) {
-            c.problem(
-                &role.name,
-                format!("role {:?} is defined twice", role.name.get_ref()),
-            );
-        }
-        for conn in &role.connections {
-            if !names.contains(conn.get_ref()) {
-                c.problem(
-                    conn,
-                    format!(
-                        "role {:?} grants connection {:?}, which is not defined",
-                        role.name.get_ref(),
-                        conn.get_ref()
-                    ),
-                );
-            }
-        }
-        roles.push(Role {
-            name: role.name.get_ref().clone(),
-            groups: role.groups.clone(),
-            connections: role
-                .connections
-                .iter()
-                .map(|c| c.get_ref().clone())
-                .collect(),
-        });
-    }
+    let roles = super::identity::roles(&mut c, &raw.roles, &issuers, &names);
 
     if !c.problems.is_empty() {
         return Err(ConfigError {
@@ -484,19 +481,150 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
         raw,
         data_dir,
         pg_listen,
+        ssh_listen,
         admin_listen,
         operators,
         config_path: path.to_owned(),
         tls_files,
-        issuer,
-        algorithms,
+        issuers,
+        api,
         limits,
         recorder,
-        pg_targets,
+        connections,
         roles,
         mask_key,
         approvers,
         warnings,
+    })
+}
+
+/// An `[[connections]]` entry of kind `ssh`: address, user, the held key
+/// or password, and the pinned host key.
+fn ssh_target(
+    c: &mut Checker<'_>,
+    conn: &super::Connection,
+    policy: Arc<SshPolicy>,
+) -> Option<SshTarget> {
+    let name = conn.name.get_ref();
+    let mut ok = true;
+    for (set, key) in [
+        (conn.database.is_some(), "database"),
+        (conn.tls.is_some(), "tls"),
+        (conn.ca_file.is_some(), "ca_file"),
+    ] {
+        if set {
+            c.problem(
+                &conn.name,
+                format!("connection {name:?}: `{key}` is for PostgreSQL connections"),
+            );
+            ok = false;
+        }
+    }
+    let user = match &conn.user {
+        Some(u) if !u.is_empty() => u.clone(),
+        _ => {
+            c.problem(&conn.name, format!("connection {name:?} needs `user`"));
+            ok = false;
+            String::new()
+        }
+    };
+    if conn.address.get_ref().rsplit_once(':').is_none() {
+        c.problem(&conn.address, "address must be host:port");
+        ok = false;
+    }
+    let credential = match (&conn.private_key_file, &conn.password_file) {
+        (Some(k), None) => match c.existing_file(k, "private_key_file") {
+            Some(path) => match std::fs::read_to_string(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|t| russh::keys::PrivateKey::from_openssh(&t).map_err(|e| e.to_string()))
+            {
+                Ok(key) if key.is_encrypted() => {
+                    c.problem(
+                        k,
+                        format!(
+                            "private_key_file {} is encrypted; the appliance needs it without a passphrase (ssh-keygen -p -N '')",
+                            path.display()
+                        ),
+                    );
+                    None
+                }
+                Ok(key) => Some(SshCredential::Key(Arc::new(key))),
+                Err(e) => {
+                    c.problem(
+                        k,
+                        format!(
+                            "private_key_file {} is not an OpenSSH private key ({e})",
+                            path.display()
+                        ),
+                    );
+                    None
+                }
+            },
+            None => None,
+        },
+        (None, Some(p)) => match c.existing_file(p, "password_file") {
+            Some(path) => match std::fs::read_to_string(&path) {
+                Ok(s) => Some(SshCredential::Password(Secret::new(
+                    s.trim_end_matches(['\n', '\r']).to_owned(),
+                ))),
+                Err(e) => {
+                    c.problem(
+                        p,
+                        format!("password_file {} is unreadable: {e}", path.display()),
+                    );
+                    None
+                }
+            },
+            None => None,
+        },
+        (Some(_), Some(_)) => {
+            c.problem(
+                &conn.name,
+                format!(
+                    "connection {name:?}: give `private_key_file` or `password_file`, not both"
+                ),
+            );
+            None
+        }
+        (None, None) => {
+            c.problem(
+                &conn.name,
+                format!("connection {name:?} needs `private_key_file` (or `password_file`)"),
+            );
+            None
+        }
+    };
+    let host_key = match conn.host_key.as_deref() {
+        Some(k) => match russh::keys::PublicKey::from_openssh(k.trim()) {
+            Ok(key) => Some(key),
+            Err(e) => {
+                c.problem(
+                    &conn.name,
+                    format!(
+                        "connection {name:?}: host_key is not an OpenSSH public key ({e}); write the target's key as in known_hosts without the host: \"ssh-ed25519 AAAA...\" (ssh-keyscan prints it)"
+                    ),
+                );
+                None
+            }
+        },
+        None => {
+            c.problem(
+                &conn.name,
+                format!("connection {name:?} needs `host_key` (\"ssh-ed25519 AAAA...\"): target keys are pinned"),
+            );
+            None
+        }
+    };
+    let (Some(credential), Some(host_key), true) = (credential, host_key, ok) else {
+        return None;
+    };
+    Some(SshTarget {
+        name: name.clone(),
+        address: conn.address.get_ref().clone(),
+        user,
+        credential,
+        host_key,
+        policy,
     })
 }
 
@@ -520,7 +648,42 @@ fn pg_target(
         }
     };
     let database = required(&conn.database, "database", c);
+    if conn.database.is_some() && database != *name {
+        c.warn(
+            &conn.name,
+            format!(
+                "connection {name:?} leads to database {database:?}: clients connect with \
+                 dbname={name} while current_database() says {database}, and tools that compare \
+                 the two (two-phase commit cleanup reading pg_prepared_xacts, migration and \
+                 ORM tooling) find nothing; name the connection after its database where you can"
+            ),
+        );
+    }
     let user = required(&conn.user, "user", c);
+    let startup_options = match &conn.startup_options {
+        None => gatehouse_actors::pg::options::DEFAULT_ALLOWED
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        Some(list) => {
+            for setting in list.get_ref() {
+                if setting.is_empty()
+                    || !setting
+                        .chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || "_.".contains(ch))
+                {
+                    c.problem(
+                        list,
+                        format!(
+                            "startup_options: {setting:?} is not a setting name (letters, digits, _ and .)"
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+            list.get_ref().clone()
+        }
+    };
     if conn.address.get_ref().rsplit_once(':').is_none() {
         c.problem(&conn.address, "address must be host:port");
         ok = false;
@@ -582,6 +745,7 @@ fn pg_target(
         sql_policy,
         catalog: Default::default(),
         strict_recording,
+        startup_options,
     })
 }
 

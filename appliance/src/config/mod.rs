@@ -1,11 +1,13 @@
 //! The configuration file: its shape (this module), loading and validation
-//! (`load`), and durations (`duration`).
+//! (`load`; issuers and roles in `identity`, SQL policies in `policy`), and
+//! durations (`duration`).
 //!
 //! The shape follows the contract in DESIGN.md; every table rejects unknown
 //! keys. Names that other entries refer to carry their position in the file
 //! (`Spanned`) so a validation error can name the line.
 
 mod duration;
+mod identity;
 pub mod load;
 mod policy;
 
@@ -16,7 +18,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use duration::parse_duration;
-pub use load::{LoadedConfig, OperatorKey, load};
+pub use load::{ApiSettings, LoadedConfig, OperatorKey, load, load_text};
 pub use policy::save_mask_key;
 
 #[derive(Debug, Deserialize)]
@@ -70,18 +72,66 @@ pub struct Tls {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Auth {
-    pub oidc: Oidc,
+    /// `[[auth.oidc]]`, one per issuer; a single `[auth.oidc]` table loads
+    /// as a list of one.
+    #[serde(deserialize_with = "one_or_many")]
+    pub oidc: Vec<Oidc>,
+    #[serde(default)]
+    pub ssh: AuthSsh,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Oidc {
+    /// The issuer's name in identities (`NAME:sub`) and roles; required
+    /// when several issuers are configured, `oidc` for a single one.
+    pub name: Option<Spanned<String>>,
     pub issuer: Spanned<String>,
     pub audience: String,
+    /// Claim holding the groups; a dotted path reaches nested claims
+    /// (`realm_access.roles`).
     #[serde(default = "default_groups_claim")]
     pub groups_claim: String,
     #[serde(default = "default_algorithms")]
     pub algorithms: Spanned<Vec<String>>,
+    /// A private CA (PEM) for discovery and JWKS over HTTPS; when set, the
+    /// system's roots are not trusted for this issuer.
+    pub ca_file: Option<Spanned<PathBuf>>,
+    /// A static JWKS instead of discovery (air-gapped); SIGHUP rereads it.
+    pub jwks_file: Option<Spanned<PathBuf>>,
+}
+
+/// `[auth.ssh]`: SSH user certificates issued for tokens.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSsh {
+    /// Longest validity of a certificate from `POST /v1/ssh/certificate`
+    /// (default 1h); never past the token's own expiry.
+    pub max_certificate_lifetime: Option<Spanned<String>>,
+}
+
+/// A table or a list of tables, as a list, with the inner type's own
+/// errors (unknown keys, lines) intact.
+fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+    struct OneOrMany<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for OneOrMany<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a table or an array of tables")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Vec<T>, A::Error> {
+            T::deserialize(MapAccessDeserializer::new(map)).map(|one| vec![one])
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Vec<T>, A::Error> {
+            Vec::<T>::deserialize(SeqAccessDeserializer::new(seq))
+        }
+    }
+    d.deserialize_any(OneOrMany(std::marker::PhantomData))
 }
 
 fn default_groups_claim() -> String {
@@ -133,11 +183,19 @@ pub struct Operator {
     pub approver: bool,
 }
 
+/// One `[[roles]]` entry: every criterion given (issuer, groups, claims)
+/// must hold; at least one must be given.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Role {
     pub name: Spanned<String>,
+    /// An `[[auth.oidc]]` name.
+    pub issuer: Option<Spanned<String>>,
+    /// Token groups that grant the role (any one).
+    #[serde(default)]
     pub groups: Vec<String>,
+    /// Claim path → pattern (`*` globs), or a list of patterns (any one).
+    pub claims: Option<Spanned<toml::Table>>,
     pub connections: Vec<Spanned<String>>,
 }
 
@@ -168,6 +226,9 @@ pub struct Connection {
     pub password_file: Option<Spanned<PathBuf>>,
     pub tls: Option<TlsMode>,
     pub ca_file: Option<Spanned<PathBuf>>,
+    /// Settings a client may give at startup (`options` / PGOPTIONS, or as
+    /// startup parameters); default `pg::options::DEFAULT_ALLOWED`.
+    pub startup_options: Option<Spanned<Vec<String>>>,
     // SSH
     pub private_key_file: Option<Spanned<PathBuf>>,
     pub host_key: Option<String>,
@@ -186,9 +247,11 @@ pub enum RecordingMode {
 pub struct Policy {
     #[serde(default = "default_recording")]
     pub recording: Spanned<RecordingMode>,
-    /// SSH only; parsed so configs written for the full product load.
-    #[allow(dead_code)]
+    /// SSH: allow `direct-tcpip` and `tcpip-forward` (default false).
     pub port_forwarding: Option<bool>,
+    /// SSH: environment variable names (globs) an agent may set; default
+    /// `["LANG", "LC_*", "TERM"]`.
+    pub env: Option<Vec<String>>,
     /// What happens to a statement no rule matches: `allow` (default) or
     /// `block`.
     pub default: Option<Spanned<String>>,
@@ -206,7 +269,7 @@ pub struct Policy {
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     pub name: Option<String>,
-    /// `allow`, `block` or `approve`.
+    /// `allow`, `block` or `approve` (`read_only` for path rules).
     pub action: Spanned<String>,
     /// Statement kinds (`select`, `delete`, `drop`, ...).
     #[serde(default)]
@@ -226,8 +289,11 @@ pub struct RuleConfig {
     /// Approve: operators who may decide (default: any approver).
     #[serde(default)]
     pub approvers: Vec<Spanned<String>>,
-    /// SSH command rules; parsed so full-product configs load.
+    /// SSH: command lines (globs) of exec requests and interactive lines.
     pub commands: Option<Vec<String>>,
+    /// SSH: SFTP and scp paths (globs); actions `allow`, `block`,
+    /// `read_only`.
+    pub paths: Option<Vec<String>>,
 }
 
 /// One `[[policies.NAME.masks]]`.

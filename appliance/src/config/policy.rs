@@ -9,6 +9,7 @@ use std::time::Duration;
 use gatehouse_actors::mask::{self, MaskRule, Masker, Strategy};
 use gatehouse_actors::policy::classify::KINDS;
 use gatehouse_actors::policy::{Action, NamePattern, Rule, SqlPolicy, Unreadable};
+use gatehouse_actors::ssh::policy::{CommandRule, DEFAULT_ENV, PathAccess, PathRule, SshPolicy};
 
 use super::load::Checker;
 use super::{Operator, Policy};
@@ -91,11 +92,8 @@ pub(super) fn sql_policy(
         let r = spanned_rule.get_ref();
         let rule_name = r.name.clone().unwrap_or_else(|| format!("rule {}", i + 1));
         let at = format!("policies.{name}.rules[{}] ({rule_name})", i + 1);
-        if r.commands.is_some() {
-            c.warn(
-                spanned_rule,
-                format!("{at}: `commands` rules apply to SSH sessions, which this version does not serve"),
-            );
+        if r.commands.is_some() || r.paths.is_some() {
+            // An SSH rule: `ssh_policy` reads it.
             continue;
         }
         let action = match r.action.get_ref().as_str() {
@@ -104,24 +102,8 @@ pub(super) fn sql_policy(
                 message: r.message.clone(),
             },
             "approve" => {
-                let timeout = c.duration(
-                    &r.timeout,
-                    &format!("{at}.timeout"),
-                    DEFAULT_APPROVAL_TIMEOUT,
-                );
-                for a in &r.approvers {
-                    if !operators
-                        .iter()
-                        .any(|o| o.approver && o.name.get_ref() == a.get_ref())
-                    {
-                        c.problem(a, format!("{at}: approver {:?} is not an [[operators]] entry with approver = true", a.get_ref()));
-                        ok = false;
-                    }
-                }
-                Action::Approve {
-                    timeout,
-                    approvers: r.approvers.iter().map(|a| a.get_ref().clone()).collect(),
-                }
+                ok &= known_approvers(c, &at, r, operators);
+                approve_action(c, &at, r)
             }
             other => {
                 c.problem(
@@ -255,6 +237,175 @@ pub(super) fn sql_policy(
         rules,
         default_block,
         unparsed,
+        masker,
+    })
+}
+
+/// Whether every approver a rule names is an operator marked approver
+/// (each one that is not is a problem on its line).
+fn known_approvers(
+    c: &mut Checker<'_>,
+    at: &str,
+    r: &super::RuleConfig,
+    operators: &[Operator],
+) -> bool {
+    let mut ok = true;
+    for a in &r.approvers {
+        if !operators
+            .iter()
+            .any(|o| o.approver && o.name.get_ref() == a.get_ref())
+        {
+            c.problem(
+                a,
+                format!(
+                    "{at}: approver {:?} is not an [[operators]] entry with approver = true",
+                    a.get_ref()
+                ),
+            );
+            ok = false;
+        }
+    }
+    ok
+}
+
+/// An `approve` rule's action: its timeout (default 5m) and approvers.
+fn approve_action(c: &mut Checker<'_>, at: &str, r: &super::RuleConfig) -> Action {
+    Action::Approve {
+        timeout: c.duration(
+            &r.timeout,
+            &format!("{at}.timeout"),
+            DEFAULT_APPROVAL_TIMEOUT,
+        ),
+        approvers: r.approvers.iter().map(|a| a.get_ref().clone()).collect(),
+    }
+}
+
+/// The SSH side of `[policies.NAME]`: command and path rules, the env
+/// allowlist, port forwarding; masks are the SQL side's masker (the same
+/// detectors and strategies, applied to terminal output).
+pub(super) fn ssh_policy(
+    c: &mut Checker<'_>,
+    name: &str,
+    spanned: &toml::Spanned<Policy>,
+    masker: Option<&'static gatehouse_actors::mask::Masker>,
+    operators: &[Operator],
+) -> Option<SshPolicy> {
+    let policy = spanned.get_ref();
+    let mut ok = true;
+    let mut commands = Vec::new();
+    let mut paths = Vec::new();
+    for (i, spanned_rule) in policy.rules.iter().enumerate() {
+        let r = spanned_rule.get_ref();
+        if r.commands.is_none() && r.paths.is_none() {
+            continue;
+        }
+        let rule_name = r.name.clone().unwrap_or_else(|| format!("rule {}", i + 1));
+        let at = format!("policies.{name}.rules[{}] ({rule_name})", i + 1);
+        if !r.statements.is_empty()
+            || !r.tables.is_empty()
+            || !r.functions.is_empty()
+            || r.without_where
+        {
+            c.problem(
+                spanned_rule,
+                format!("{at}: `commands`/`paths` (SSH) and SQL criteria cannot share a rule; write two rules"),
+            );
+            ok = false;
+            continue;
+        }
+        if r.commands.is_some() && r.paths.is_some() {
+            c.problem(
+                spanned_rule,
+                format!("{at}: give `commands` or `paths`, not both"),
+            );
+            ok = false;
+            continue;
+        }
+        let action = r.action.get_ref().as_str();
+        if let Some(list) = &r.commands {
+            if list.is_empty() || list.iter().any(|p| p.trim().is_empty()) {
+                c.problem(
+                    spanned_rule,
+                    format!("{at}: `commands` needs non-empty patterns"),
+                );
+                ok = false;
+            }
+            let action = match action {
+                "allow" => Action::Allow,
+                "block" => Action::Block {
+                    message: r.message.clone(),
+                },
+                "approve" => {
+                    ok &= known_approvers(c, &at, r, operators);
+                    approve_action(c, &at, r)
+                }
+                other => {
+                    c.problem(
+                        &r.action,
+                        format!("{at}: action {other:?} is not `allow`, `block` or `approve` (command rules)"),
+                    );
+                    ok = false;
+                    continue;
+                }
+            };
+            commands.push(CommandRule {
+                name: rule_name,
+                commands: list.clone(),
+                action,
+            });
+        } else if let Some(list) = &r.paths {
+            if list.is_empty() || list.iter().any(|p| p.trim().is_empty()) {
+                c.problem(
+                    spanned_rule,
+                    format!("{at}: `paths` needs non-empty patterns"),
+                );
+                ok = false;
+            }
+            let access = match action {
+                "allow" => PathAccess::Allow,
+                "block" => PathAccess::Block,
+                "read_only" => PathAccess::ReadOnly,
+                other => {
+                    c.problem(
+                        &r.action,
+                        format!("{at}: action {other:?} is not `allow`, `block` or `read_only` (path rules)"),
+                    );
+                    ok = false;
+                    continue;
+                }
+            };
+            if r.timeout.is_some() || !r.approvers.is_empty() {
+                c.problem(
+                    spanned_rule,
+                    format!("{at}: path rules cannot be approved; use `block` or `read_only`"),
+                );
+                ok = false;
+            }
+            paths.push(PathRule {
+                name: rule_name,
+                paths: list.clone(),
+                access,
+                message: r.message.clone(),
+            });
+        }
+    }
+    if policy.port_forwarding == Some(true) {
+        c.warn(
+            spanned,
+            format!("policies.{name}.port_forwarding = true: allowing port forwarding is not implemented in this version; forwards are still refused"),
+        );
+    }
+    let env = policy
+        .env
+        .clone()
+        .unwrap_or_else(|| DEFAULT_ENV.iter().map(|s| s.to_string()).collect());
+    ok.then(|| SshPolicy {
+        name: name.to_owned(),
+        strict_recording: *policy.recording.get_ref() == super::RecordingMode::Strict,
+        port_forwarding: policy.port_forwarding.unwrap_or(false),
+        env,
+        commands,
+        paths,
         masker,
     })
 }

@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 
+use super::http::get_json;
 use crate::config::load::check_issuer_url;
 
 #[derive(Debug, Deserialize)]
@@ -11,28 +12,24 @@ struct Document {
 }
 
 /// Fetch the discovery document and return the JWKS URL, checking that the
-/// document speaks for the configured issuer.
+/// document speaks for the configured issuer (OpenID Connect Discovery
+/// §4.3: the `issuer` it names must be the one it was fetched for).
 pub async fn jwks_uri(http: &reqwest::Client, issuer: &str) -> Result<String, String> {
-    let url = format!("{issuer}/.well-known/openid-configuration");
-    let doc: Document = http
-        .get(&url)
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .map_err(|e| format!("discovery {url}: {e}"))?
-        .json()
-        .await
-        .map_err(|e| format!("discovery {url}: {e}"))?;
-    if doc.issuer.trim_end_matches('/') != issuer {
+    let url = format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    );
+    let doc: Document = get_json(http, &url, "discovery").await?;
+    if !super::same_issuer(&doc.issuer, issuer) {
         return Err(format!(
-            "discovery {url} names issuer {:?}, not the configured one",
-            doc.issuer
+            "discovery {url} names issuer {:?}, not the configured {issuer:?}: refused",
+            doc.issuer.chars().take(200).collect::<String>()
         ));
     }
     check_issuer_url(&doc.jwks_uri).map_err(|_| {
         format!(
             "discovery {url}: jwks_uri {:?} must be https:// (or loopback http)",
-            doc.jwks_uri
+            doc.jwks_uri.chars().take(200).collect::<String>()
         )
     })?;
     Ok(doc.jwks_uri)

@@ -1,251 +1,199 @@
-//! `OidcVerifier`: the appliance's [`TokenVerifier`].
+//! `OidcVerifier`: the appliance's [`TokenVerifier`] over every configured
+//! issuer.
+//!
+//! A token is matched to its issuer by its `iss` claim, read before any
+//! signature check and before any key is fetched: a token naming an issuer
+//! that is not configured is refused without a network call, and each
+//! issuer's tokens are checked only against that issuer's keys.
 
-use std::collections::{HashMap, HashSet};
-use std::str::FromStr;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use gatehouse_actors::auth::{Identity, TokenError, TokenVerifier, VerifyFuture};
-use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, AlgorithmFamily, Validation};
 
-use super::{discovery, keys};
+use super::issuer::{Issuer, IssuerSettings};
 
-/// Clock skew tolerated on `exp`, `nbf` and `iat`.
-const LEEWAY_SECS: u64 = 30;
-
-/// An unknown `kid` triggers a JWKS refresh at most this often, so a flood
-/// of tokens with made-up key ids cannot turn into a flood of requests to
-/// the identity provider.
-const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
+/// Longest token accepted. A JWT is a few KiB even with many groups; this
+/// bounds what an unauthenticated peer makes the appliance decode.
+pub const MAX_TOKEN_BYTES: usize = 32 << 10;
 
 /// Keys are refetched on this period even when every `kid` is known, so a
 /// key the provider withdrew stops verifying.
 pub const REFRESH_PERIOD: Duration = Duration::from_secs(15 * 60);
 
-/// Identity provider requests give up after this long.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
-
-#[derive(Debug, Clone)]
-pub struct OidcSettings {
-    pub issuer: String,
-    pub audience: String,
-    pub groups_claim: String,
-    pub algorithms: Vec<String>,
-}
-
-#[derive(Default)]
-struct KeyCache {
-    keys: HashMap<String, keys::VerificationKey>,
-    jwks_uri: Option<String>,
-    last_attempt: Option<Instant>,
-}
-
 pub struct OidcVerifier {
-    settings: OidcSettings,
-    allowed: HashSet<Algorithm>,
-    http: reqwest::Client,
-    cache: RwLock<KeyCache>,
-    refreshing: tokio::sync::Mutex<()>,
+    issuers: RwLock<Arc<[Arc<Issuer>]>>,
+    /// How long a token may wait for a key refresh.
+    max_wait: Duration,
 }
 
 impl OidcVerifier {
-    pub fn new(settings: OidcSettings) -> anyhow::Result<Self> {
-        let allowed = settings
-            .algorithms
-            .iter()
-            .map(|a| Algorithm::from_str(a).map_err(|_| anyhow::anyhow!("unknown algorithm {a}")))
-            .collect::<Result<HashSet<_>, _>>()?;
-        let http = reqwest::Client::builder()
-            .timeout(HTTP_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+    /// Verifiers for `settings`; `max_wait` bounds how long a token with an
+    /// unknown key id waits for the next allowed refresh.
+    pub fn new(settings: Vec<IssuerSettings>, max_wait: Duration) -> Result<Self, String> {
+        let issuers = settings
+            .into_iter()
+            .map(|s| Issuer::new(s, max_wait).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(OidcVerifier {
-            settings,
-            allowed,
-            http,
-            cache: RwLock::new(KeyCache::default()),
-            refreshing: tokio::sync::Mutex::new(()),
+            issuers: RwLock::new(issuers.into()),
+            max_wait,
         })
     }
 
-    /// Fetch discovery and keys now. Called at start and on a timer; tokens
-    /// with an unknown `kid` call it too, rate-limited.
-    pub async fn refresh(&self) -> Result<usize, String> {
-        let _guard = self.refreshing.lock().await;
-        self.refresh_locked().await
+    /// The issuers as they are now.
+    pub fn issuers(&self) -> Arc<[Arc<Issuer>]> {
+        self.issuers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
-    async fn refresh_locked(&self) -> Result<usize, String> {
-        let uri = self.read_cache().jwks_uri.clone();
-        self.write_cache().last_attempt = Some(Instant::now());
-        let uri = match uri {
-            Some(u) => u,
-            None => discovery::jwks_uri(&self.http, &self.settings.issuer).await?,
-        };
-        let set = keys::fetch(&self.http, &uri).await?;
-        let fresh = keys::from_jwks(&set);
-        let n = fresh.len();
-        let mut cache = self.write_cache();
-        cache.keys = fresh;
-        cache.jwks_uri = Some(uri);
-        Ok(n)
-    }
-
-    /// Refresh for an unknown `kid`, unless one happened very recently.
-    /// Tokens queued behind a refresh re-check after taking the lock, so a
-    /// burst of unknown kids costs one fetch, not one each.
-    async fn refresh_for_unknown_kid(&self, kid: &str) {
-        let recent = || {
-            let cache = self.read_cache();
-            cache.keys.contains_key(kid)
-                || cache
-                    .last_attempt
-                    .is_some_and(|t| t.elapsed() < MIN_REFRESH_INTERVAL)
-        };
-        if recent() {
-            return;
+    /// Swap in a new issuer list (a config reload). Issuers whose settings
+    /// did not change keep their key caches; the others start empty.
+    /// Returns the issuers that are new, which need a first refresh.
+    pub fn replace(&self, settings: Vec<IssuerSettings>) -> Result<Vec<Arc<Issuer>>, String> {
+        let old = self.issuers();
+        let mut fresh = Vec::new();
+        let mut next = Vec::new();
+        for s in settings {
+            match old.iter().find(|i| *i.settings() == s) {
+                Some(kept) => next.push(kept.clone()),
+                None => {
+                    let issuer = Arc::new(Issuer::new(s, self.max_wait)?);
+                    fresh.push(issuer.clone());
+                    next.push(issuer);
+                }
+            }
         }
-        let _guard = self.refreshing.lock().await;
-        if recent() {
-            return;
-        }
-        if let Err(e) = self.refresh_locked().await {
-            tracing::warn!("JWKS refresh failed: {e}");
-        }
+        *self.issuers.write().unwrap_or_else(|p| p.into_inner()) = next.into();
+        Ok(fresh)
     }
 
-    fn read_cache(&self) -> std::sync::RwLockReadGuard<'_, KeyCache> {
-        self.cache.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn write_cache(&self) -> std::sync::RwLockWriteGuard<'_, KeyCache> {
-        self.cache.write().unwrap_or_else(|p| p.into_inner())
+    /// The configured issuer a token names, if any. Reads the unverified
+    /// payload: nothing is trusted from it but the choice of issuer, whose
+    /// own keys then decide.
+    pub fn issuer_for(&self, token: &str) -> Result<Arc<Issuer>, TokenError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::Malformed(format!(
+                "longer than {MAX_TOKEN_BYTES} bytes"
+            )));
+        }
+        let iss = unverified_issuer(token)?;
+        self.issuers()
+            .iter()
+            .find(|i| i.serves(&iss))
+            .cloned()
+            .ok_or(TokenError::WrongIssuer)
     }
 
     async fn verify_token(&self, token: &str) -> Result<Identity, TokenError> {
-        // Name a refused algorithm (`none`, `HS256`, ...) before the JWT
-        // library, which knows only the algorithms it implements, calls the
-        // token malformed.
-        if let Some(alg) = header_alg(token)
-            && Algorithm::from_str(&alg).map_or(true, |a| !self.allowed.contains(&a))
-        {
-            return Err(TokenError::Algorithm(alg));
-        }
-        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
-            ErrorKind::InvalidAlgorithmName | ErrorKind::UnsupportedAlgorithm => {
-                TokenError::Algorithm("in the header".into())
-            }
-            _ => TokenError::Malformed("not a signed JWT".into()),
-        })?;
-        if !self.allowed.contains(&header.alg) {
-            return Err(TokenError::Algorithm(format!("{:?}", header.alg)));
-        }
-        let kid = header
-            .kid
-            .ok_or_else(|| TokenError::Malformed("no key id (kid) in the header".into()))?;
-
-        if !self.read_cache().keys.contains_key(&kid) {
-            self.refresh_for_unknown_kid(&kid).await;
-        }
-        let claims = {
-            let cache = self.read_cache();
-            if cache.jwks_uri.is_none() {
-                return Err(TokenError::IssuerUnavailable);
-            }
-            let key = cache.keys.get(&kid).ok_or(TokenError::UnknownKey)?;
-            // The key decides which algorithm family may use it, never the
-            // token: an RSA key can never verify an HMAC or EC signature.
-            let family_ok = match header.alg.family() {
-                AlgorithmFamily::Rsa => key.key.family() == AlgorithmFamily::Rsa,
-                AlgorithmFamily::Ec => key.key.family() == AlgorithmFamily::Ec,
-                AlgorithmFamily::Ed => key.key.family() == AlgorithmFamily::Ed,
-                AlgorithmFamily::Hmac => false,
-            };
-            if !family_ok || key.algorithm.is_some_and(|a| a != header.alg) {
-                return Err(TokenError::Algorithm(format!(
-                    "{:?} does not match the signing key",
-                    header.alg
-                )));
-            }
-            let mut v = Validation::new(header.alg);
-            v.leeway = LEEWAY_SECS;
-            v.validate_nbf = true;
-            v.set_issuer(&[&self.settings.issuer]);
-            v.set_audience(&[&self.settings.audience]);
-            v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-            jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &key.key, &v)
-                .map_err(|e| match e.kind() {
-                    ErrorKind::ExpiredSignature => TokenError::Expired,
-                    ErrorKind::ImmatureSignature => TokenError::NotYetValid,
-                    ErrorKind::InvalidAudience => TokenError::WrongAudience,
-                    ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
-                    ErrorKind::InvalidSignature => TokenError::BadSignature,
-                    ErrorKind::InvalidAlgorithm => {
-                        TokenError::Algorithm(format!("{:?}", header.alg))
-                    }
-                    ErrorKind::MissingRequiredClaim(c) => {
-                        TokenError::Malformed(format!("missing claim {c}"))
-                    }
-                    _ => TokenError::Malformed("claims do not verify".into()),
-                })?
-                .claims
-        };
-
-        if let Some(iat) = claims.get("iat") {
-            let iat = iat
-                .as_f64()
-                .ok_or_else(|| TokenError::Malformed("iat is not a number".into()))?;
-            let now = jsonwebtoken::get_current_timestamp() as f64;
-            if iat > now + LEEWAY_SECS as f64 {
-                return Err(TokenError::IssuedInFuture);
-            }
-        }
-        let subject = claims
-            .get("sub")
-            .and_then(|s| s.as_str())
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| TokenError::Malformed("sub is not a non-empty string".into()))?
-            .to_owned();
-        let groups = match claims.get(&self.settings.groups_claim) {
-            None => Vec::new(),
-            Some(serde_json::Value::String(g)) => vec![g.clone()],
-            Some(serde_json::Value::Array(items)) => items
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect(),
-            Some(_) => {
-                return Err(TokenError::Malformed(format!(
-                    "{} claim is not a list of strings",
-                    self.settings.groups_claim
-                )));
-            }
-        };
-        Ok(Identity { subject, groups })
+        let arrived = Instant::now();
+        let issuer = self.issuer_for(token)?;
+        issuer.verify(token, arrived).await
     }
-}
-
-/// The `alg` a token's header claims, if the header is readable JSON.
-/// Bounded so an absurd header cannot cost much: the whole token is at most
-/// the size of a password message.
-fn header_alg(token: &str) -> Option<String> {
-    use base64::Engine;
-    let segment = token.split('.').next()?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(segment.trim_end_matches('='))
-        .ok()?;
-    let header: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    let alg = header.get("alg")?.as_str()?;
-    Some(
-        alg.chars()
-            .filter(char::is_ascii_alphanumeric)
-            .take(32)
-            .collect(),
-    )
 }
 
 impl TokenVerifier for OidcVerifier {
     fn verify<'a>(&'a self, token: &'a str) -> VerifyFuture<'a> {
         Box::pin(self.verify_token(token))
+    }
+}
+
+/// The `iss` of a compact JWS, unverified. A token that is not three
+/// base64url segments with a JSON object in the middle is malformed; one
+/// whose header names a refused algorithm says so first. Public for the
+/// fuzz target `oidc_header`.
+pub fn unverified_issuer(token: &str) -> Result<String, TokenError> {
+    let malformed = || {
+        // `none` and HMAC are refused by every issuer (config allows only
+        // asymmetric algorithms): say that rather than "malformed".
+        match super::header_alg(token) {
+            Some(alg) if !super::ALLOWED_ALGORITHMS.contains(&alg.as_str()) => {
+                TokenError::Algorithm(alg)
+            }
+            _ => TokenError::Malformed("not a signed JWT".into()),
+        }
+    };
+    let mut parts = token.split('.');
+    let (Some(_), Some(payload), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(malformed());
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .map_err(|_| malformed())?;
+    let claims: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes).map_err(|_| malformed())?;
+    match claims.get("iss") {
+        Some(serde_json::Value::String(iss)) => Ok(iss.clone()),
+        Some(_) => Err(TokenError::Malformed("iss is not a string".into())),
+        None => Err(TokenError::Malformed("missing claim iss".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(json: &str) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    }
+
+    #[test]
+    fn the_issuer_is_read_before_anything_is_verified() {
+        let token = format!(
+            "{}.{}.sig",
+            b64(r#"{"alg":"RS256","kid":"k"}"#),
+            b64(r#"{"iss":"https://idp.example.com","sub":"a"}"#)
+        );
+        assert_eq!(
+            unverified_issuer(&token).as_deref(),
+            Ok("https://idp.example.com")
+        );
+    }
+
+    #[test]
+    fn unreadable_tokens_are_malformed_or_name_their_algorithm() {
+        let malformed = Err(TokenError::Malformed("not a signed JWT".into()));
+        assert_eq!(unverified_issuer("garbage"), malformed);
+        assert_eq!(unverified_issuer("a.b.c.d"), malformed);
+        assert_eq!(unverified_issuer("a.!!!.c"), malformed);
+        let none = format!("{}.!!!.", b64(r#"{"alg":"none"}"#));
+        assert_eq!(
+            unverified_issuer(&none),
+            Err(TokenError::Algorithm("none".into()))
+        );
+        let no_iss = format!("{}.{}.s", b64(r#"{"alg":"RS256"}"#), b64(r#"{"sub":"a"}"#));
+        assert_eq!(
+            unverified_issuer(&no_iss),
+            Err(TokenError::Malformed("missing claim iss".into()))
+        );
+        let bad_iss = format!("{}.{}.s", b64(r#"{"alg":"RS256"}"#), b64(r#"{"iss":7}"#));
+        assert_eq!(
+            unverified_issuer(&bad_iss),
+            Err(TokenError::Malformed("iss is not a string".into()))
+        );
+    }
+
+    #[test]
+    fn an_unknown_issuer_and_an_oversized_token_are_refused_without_keys() {
+        let verifier = OidcVerifier::new(Vec::new(), Duration::from_secs(1)).unwrap();
+        let token = format!(
+            "{}.{}.s",
+            b64(r#"{"alg":"RS256","kid":"k"}"#),
+            b64(r#"{"iss":"https://elsewhere.example"}"#)
+        );
+        assert_eq!(
+            verifier.issuer_for(&token).err(),
+            Some(TokenError::WrongIssuer)
+        );
+        let huge = "a".repeat(MAX_TOKEN_BYTES + 1);
+        assert!(matches!(
+            verifier.issuer_for(&huge).err(),
+            Some(TokenError::Malformed(m)) if m.starts_with("longer than")
+        ));
     }
 }
