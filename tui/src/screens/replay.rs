@@ -1,0 +1,203 @@
+//! Replay of a recording. A query session is a timeline of statements
+//! stepped with the arrows, each shown with its recorded results; a
+//! terminal session plays in an emulated terminal at 1×, 2×, 8× or as fast
+//! as it can draw (`space` pauses, `+`/`-` change speed, arrows seek).
+
+use std::time::Duration;
+
+use gatehouse_actors::recording::{Event, SessionHeader, clean};
+use ratatui::buffer::Buffer;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Widget;
+
+use super::{day_and_time, duration, step, steps};
+use crate::app::App;
+use crate::keys::Key;
+use crate::pane::{TerminalPane, clipped};
+use crate::player::{Player, TermFrame, terminal_data};
+use crate::timeline::Timeline;
+
+/// Statements kept for a replay: the console loads at most this many
+/// events anyway (see the daemon's replay limit).
+const REPLAY_STEPS: usize = 1_000_000;
+
+pub enum ReplayKind {
+    Steps { timeline: Timeline, selected: usize },
+    Terminal(Box<Player>),
+}
+
+pub struct ReplayState {
+    pub header: SessionHeader,
+    pub kind: ReplayKind,
+    /// The recording was longer than the console loads.
+    pub truncated: bool,
+    /// The verdict of `v`.
+    pub verdict: Option<(bool, String)>,
+}
+
+impl ReplayState {
+    pub fn new(header: SessionHeader, events: &[Event], truncated: bool) -> ReplayState {
+        let frames: Vec<TermFrame> = events
+            .iter()
+            .filter_map(|e| terminal_data(&e.kind).map(|data| TermFrame { at: e.at, data }))
+            .collect();
+        let kind = if frames.is_empty() {
+            ReplayKind::Steps {
+                timeline: Timeline::from_events(events, REPLAY_STEPS),
+                selected: 0,
+            }
+        } else {
+            let (cols, rows) = (
+                vt100::Parser::DEFAULT_COLS.get(),
+                vt100::Parser::DEFAULT_ROWS.get(),
+            );
+            ReplayKind::Terminal(Box::new(Player::new(frames, header.started_at, cols, rows)))
+        };
+        ReplayState {
+            header,
+            kind,
+            truncated,
+            verdict: None,
+        }
+    }
+
+    pub fn playing(&self) -> bool {
+        matches!(&self.kind, ReplayKind::Terminal(p) if p.playing())
+    }
+
+    pub fn tick(&mut self, elapsed: Duration) {
+        if let ReplayKind::Terminal(p) = &mut self.kind {
+            p.tick(elapsed);
+        }
+    }
+
+    pub fn keys(&self) -> Vec<(&'static str, &'static str)> {
+        match &self.kind {
+            ReplayKind::Steps { .. } => {
+                vec![("Left/Right", "step"), ("v", "verify"), ("q", "back")]
+            }
+            ReplayKind::Terminal(_) => vec![
+                ("space", "pause"),
+                ("+/-", "speed"),
+                ("Left/Right", "seek"),
+                ("q", "back"),
+            ],
+        }
+    }
+
+    pub fn handle(&mut self, key: Key) {
+        match &mut self.kind {
+            ReplayKind::Steps { timeline, selected } => {
+                let key = match key {
+                    Key::Left => Key::Up,
+                    Key::Right => Key::Down,
+                    k => k,
+                };
+                if let Some(i) = step(Some(*selected), timeline.len(), key, 10) {
+                    *selected = i;
+                }
+            }
+            ReplayKind::Terminal(p) => match key {
+                Key::Char(' ') => p.toggle_pause(),
+                Key::Char('+') | Key::Char('=') => p.faster(),
+                Key::Char('-') => p.slower(),
+                Key::Left => p.seek_by(Duration::from_secs(5), false),
+                Key::Right => p.seek_by(Duration::from_secs(5), true),
+                Key::PageUp => p.seek_by(Duration::from_secs(60), false),
+                Key::PageDown => p.seek_by(Duration::from_secs(60), true),
+                Key::Home => p.seek_to(0),
+                Key::End => p.seek_to(p.duration()),
+                _ => {}
+            },
+        }
+    }
+
+    pub fn render(&self, app: &App, area: Rect, buf: &mut Buffer) {
+        let t = app.theme;
+        let h = &self.header;
+        let [head, body] =
+            Layout::vertical([Constraint::Length(2), Constraint::Fill(1)]).areas(area);
+        let title = Line::from(vec![
+            Span::styled(
+                format!(
+                    "{} on {}  ",
+                    clean(h.identity.as_deref().unwrap_or("-")),
+                    clean(h.connection.as_deref().unwrap_or("-"))
+                ),
+                t.heading(),
+            ),
+            Span::raw(format!(
+                "{}, {} UTC, {}",
+                h.protocol,
+                day_and_time(h.started_at),
+                h.outcome.map_or("live", |o| o.as_str())
+            )),
+        ]);
+        let mut spans = vec![match &self.kind {
+            ReplayKind::Steps { timeline, selected } => Span::raw(format!(
+                "statement {} of {}",
+                (*selected + 1).min(timeline.len()),
+                timeline.len()
+            )),
+            ReplayKind::Terminal(p) => Span::raw(format!(
+                "{} {} / {}{}{}",
+                match (p.finished(), p.paused()) {
+                    (true, _) => "at the end,",
+                    (false, true) => "paused",
+                    (false, false) => "playing",
+                },
+                duration(p.position()),
+                duration(p.duration()),
+                if p.paused() { "" } else { " at " },
+                if p.paused() { "" } else { p.speed().label() },
+            )),
+        }];
+        if self.truncated {
+            spans.push(Span::styled(" (first part only)", t.waiting()));
+        }
+        if let ReplayKind::Terminal(p) = &self.kind
+            && clipped(p.screen(), body)
+        {
+            let (rows, cols) = p.screen().size();
+            spans.push(Span::styled(
+                format!(" (terminal {cols}x{rows}, partly shown)"),
+                t.waiting(),
+            ));
+        }
+        if let Some((ok, v)) = &self.verdict {
+            spans.push(Span::styled(
+                format!("  verify: {v}"),
+                if *ok { t.good() } else { t.alert() },
+            ));
+        }
+        ratatui::widgets::Paragraph::new(vec![title, Line::from(spans)]).render(head, buf);
+        match &self.kind {
+            ReplayKind::Steps { timeline, selected } => {
+                if timeline.is_empty() {
+                    super::message(
+                        body,
+                        buf,
+                        "Nothing was recorded in this session.",
+                        t.quiet(),
+                    );
+                    return;
+                }
+                let [list, detail] =
+                    Layout::vertical([Constraint::Percentage(40), Constraint::Fill(1)]).areas(body);
+                steps::list(timeline.steps(), Some(*selected), t, list, buf);
+                if let Some(step) = timeline.steps().get(*selected) {
+                    steps::detail(step, t, detail, buf);
+                }
+            }
+            ReplayKind::Terminal(p) => {
+                TerminalPane {
+                    screen: p.screen(),
+                    theme: t,
+                    cursor: true,
+                }
+                .render(body, buf);
+            }
+        }
+    }
+}
