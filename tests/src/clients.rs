@@ -1,4 +1,5 @@
-//! Stock PostgreSQL clients (`psql`, `pgbench`) pointed at a target.
+//! Stock PostgreSQL clients (`psql`, `pgbench`, and Python's psycopg with
+//! the libpq its binary wheel bundles) pointed at a target.
 //!
 //! End-to-end tests drive the gateway with the same programs users run, so
 //! a protocol detail the gateway gets wrong shows up as the error a user
@@ -111,6 +112,22 @@ impl PgTarget {
         run(&mut cmd, self.timeout)
     }
 
+    /// Runs a Python `script` with psycopg `version` (one of the releases
+    /// [`PSYCOPG_LIBPQ17`], [`PSYCOPG_LIBPQ18_0`] that
+    /// `scripts/install-deps.sh` installs) importable, connected through
+    /// the same `PG*` environment as psql: `psycopg.connect("")` reaches
+    /// this target. `args` are the script's `sys.argv[1:]`.
+    pub fn python(&self, version: &str, script: &str, args: &[&str]) -> Result<Output> {
+        let libs = python_libs(version)?;
+        let mut cmd = Command::new("python3");
+        cmd.arg("-c").arg(script).args(args);
+        self.apply_env(&mut cmd);
+        cmd.env("PYTHONPATH", libs)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env("PYTHONUNBUFFERED", "1");
+        run(&mut cmd, self.timeout)
+    }
+
     /// Sets the connection environment on `cmd`, after clearing any `PG*`
     /// settings inherited from the developer's shell.
     pub fn apply_env(&self, cmd: &mut Command) {
@@ -126,6 +143,33 @@ impl PgTarget {
             cmd.env("PGSSLROOTCERT", ca);
         }
     }
+}
+
+/// psycopg 3.2.13, whose binary wheel bundles libpq 17.6: the libpq that
+/// sends CancelRequest through TLS.
+pub const PSYCOPG_LIBPQ17: &str = "3.2.13";
+
+/// psycopg 3.3.4, whose binary wheel bundles libpq 18.0.
+pub const PSYCOPG_LIBPQ18_0: &str = "3.3.4";
+
+/// Where `scripts/install-deps.sh` puts each psycopg release (one
+/// directory per version, for `PYTHONPATH`); `GATEHOUSE_PYTHON_LIBS`
+/// overrides the root.
+pub const PYTHON_LIBS_ROOT: &str = "/opt/gatehouse-tests/python";
+
+/// The `PYTHONPATH` entry for psycopg `version`.
+pub fn python_libs(version: &str) -> Result<PathBuf> {
+    let root = std::env::var_os("GATEHOUSE_PYTHON_LIBS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(PYTHON_LIBS_ROOT));
+    let dir = root.join(format!("psycopg-{version}"));
+    if !dir.join("psycopg").is_dir() {
+        bail!(
+            "psycopg {version} is not installed in {}; run scripts/install-deps.sh",
+            dir.display()
+        );
+    }
+    Ok(dir)
 }
 
 /// Removes libpq settings a developer's environment might carry, so a test

@@ -123,6 +123,25 @@ impl ConnectionSpec {
         ))
     }
 
+    /// An SSH target: `address` (`host:port`), logged in to as `user` with
+    /// the private key at `key_file`, whose host key `host_key` is pinned.
+    pub fn ssh(name: &str, address: &str, user: &str, key_file: &Path, host_key: &str) -> Self {
+        ConnectionSpec {
+            name: name.into(),
+            kind: "ssh".into(),
+            address: address.into(),
+            database: String::new(),
+            user: user.into(),
+            password: None,
+            tls: String::new(),
+            policy: "default".into(),
+            extra: vec![
+                format!("private_key_file = {}", quote(&key_file.to_string_lossy())),
+                format!("host_key = {}", quote(host_key)),
+            ],
+        }
+    }
+
     /// Sets the gateway-to-target TLS mode (`disable`, `require`, ...).
     pub fn tls(mut self, mode: &str) -> Self {
         self.tls = mode.into();
@@ -132,6 +151,43 @@ impl ConnectionSpec {
     /// Sets the policy name.
     pub fn policy(mut self, policy: &str) -> Self {
         self.policy = policy.into();
+        self
+    }
+
+    /// Appends a raw `key = value` line to the entry.
+    pub fn line(mut self, line: &str) -> Self {
+        self.extra.push(line.into());
+        self
+    }
+}
+
+/// One more `[[auth.oidc]]` entry besides the builder's own issuer.
+#[derive(Clone, Debug)]
+pub struct IssuerSpec {
+    pub name: String,
+    pub issuer: String,
+    pub audience: String,
+    pub algorithms: Vec<String>,
+    /// Raw `key = value` lines (`groups_claim`, `ca_file`, `jwks_file`).
+    pub extra: Vec<String>,
+}
+
+impl IssuerSpec {
+    /// An issuer named `name` at `issuer` with the harness audience and
+    /// RS256/ES256.
+    pub fn new(name: &str, issuer: &str) -> Self {
+        IssuerSpec {
+            name: name.into(),
+            issuer: issuer.into(),
+            audience: crate::token::DEFAULT_AUDIENCE.into(),
+            algorithms: vec!["RS256".into(), "ES256".into()],
+            extra: Vec::new(),
+        }
+    }
+
+    /// Sets `audience`.
+    pub fn audience(mut self, audience: &str) -> Self {
+        self.audience = audience.into();
         self
     }
 
@@ -204,10 +260,12 @@ impl PolicySpec {
 #[derive(Clone, Debug)]
 pub struct ConfigBuilder {
     name: String,
+    issuer_name: Option<String>,
     issuer: String,
     audience: String,
     groups_claim: String,
     algorithms: Vec<String>,
+    more_issuers: Vec<IssuerSpec>,
     postgres_plaintext: bool,
     max_sessions: Option<u64>,
     startup_timeout: Option<String>,
@@ -225,10 +283,12 @@ impl ConfigBuilder {
     pub fn new(issuer_url: &str) -> Self {
         ConfigBuilder {
             name: "test".into(),
+            issuer_name: None,
             issuer: issuer_url.into(),
             audience: crate::token::DEFAULT_AUDIENCE.into(),
             groups_claim: crate::token::GROUPS_CLAIM.into(),
             algorithms: vec!["RS256".into(), "ES256".into()],
+            more_issuers: Vec::new(),
             postgres_plaintext: false,
             max_sessions: None,
             startup_timeout: None,
@@ -256,6 +316,21 @@ impl ConfigBuilder {
     /// Sets `[appliance] name`.
     pub fn name(mut self, name: &str) -> Self {
         self.name = name.into();
+        self
+    }
+
+    /// Names the builder's own issuer (`[auth.oidc] name`); without a name
+    /// it is the gateway's default, `oidc`.
+    pub fn issuer_name(mut self, name: &str) -> Self {
+        self.issuer_name = Some(name.into());
+        self
+    }
+
+    /// Adds another issuer: every issuer is then rendered as
+    /// `[[auth.oidc]]`, the builder's own first (named `oidc` unless
+    /// [`ConfigBuilder::issuer_name`] says otherwise).
+    pub fn issuer(mut self, issuer: IssuerSpec) -> Self {
+        self.more_issuers.push(issuer);
         self
     }
 
@@ -374,12 +449,32 @@ impl ConfigBuilder {
             self.push_section_lines(&mut out, "limits");
         }
 
-        out.push_str("\n[auth.oidc]\n");
+        if self.more_issuers.is_empty() {
+            out.push_str("\n[auth.oidc]\n");
+        } else {
+            out.push_str("\n[[auth.oidc]]\n");
+        }
+        let own_name = match (&self.issuer_name, self.more_issuers.is_empty()) {
+            (Some(name), _) => Some(name.as_str()),
+            (None, false) => Some("oidc"),
+            (None, true) => None,
+        };
+        if let Some(name) = own_name {
+            kv(&mut out, "name", &quote(name));
+        }
         kv(&mut out, "issuer", &quote(&self.issuer));
         kv(&mut out, "audience", &quote(&self.audience));
         kv(&mut out, "groups_claim", &quote(&self.groups_claim));
         kv(&mut out, "algorithms", &quote_list(&self.algorithms));
         self.push_section_lines(&mut out, "auth.oidc");
+        for issuer in &self.more_issuers {
+            out.push_str("\n[[auth.oidc]]\n");
+            kv(&mut out, "name", &quote(&issuer.name));
+            kv(&mut out, "issuer", &quote(&issuer.issuer));
+            kv(&mut out, "audience", &quote(&issuer.audience));
+            kv(&mut out, "algorithms", &quote_list(&issuer.algorithms));
+            push_lines(&mut out, &issuer.extra);
+        }
 
         for role in &self.roles {
             out.push_str("\n[[roles]]\n");
@@ -394,7 +489,9 @@ impl ConfigBuilder {
             kv(&mut out, "name", &quote(&conn.name));
             kv(&mut out, "kind", &quote(&conn.kind));
             kv(&mut out, "address", &quote(&conn.address));
-            kv(&mut out, "database", &quote(&conn.database));
+            if !conn.database.is_empty() {
+                kv(&mut out, "database", &quote(&conn.database));
+            }
             kv(&mut out, "user", &quote(&conn.user));
             if conn.password.is_some() {
                 kv(
@@ -403,7 +500,9 @@ impl ConfigBuilder {
                     &quote(&password_file(&conn.name)),
                 );
             }
-            kv(&mut out, "tls", &quote(&conn.tls));
+            if !conn.tls.is_empty() {
+                kv(&mut out, "tls", &quote(&conn.tls));
+            }
             kv(&mut out, "policy", &quote(&conn.policy));
             push_lines(&mut out, &conn.extra);
         }

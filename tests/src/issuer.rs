@@ -1,15 +1,20 @@
-//! A stand-in OIDC issuer on loopback HTTP.
+//! A stand-in OIDC issuer on loopback, over HTTP or over HTTPS with its own
+//! CA.
 //!
 //! The gateway only ever talks to an issuer in two ways — discovery
 //! (`/.well-known/openid-configuration`) and the key set (`/jwks`) — so this
-//! serves exactly those, from one std thread, with `Connection: close` on
+//! serves exactly those, under an optional path (`/realms/acme`, as
+//! Keycloak does), one thread per connection, with `Connection: close` on
 //! every answer. What a test needs beyond a real issuer is control and
 //! observation: which keys are published can change at runtime
 //! ([`Issuer::publish_rsa2`], [`Issuer::retire`]), the issuer can be made to
-//! fail ([`Issuer::set_failing`]), and [`Issuer::jwks_fetches`] counts key
-//! set downloads so tests can assert refresh rate limiting.
+//! fail ([`Issuer::set_failing`]) or misbehave ([`Issuer::set_discovery_issuer`],
+//! [`Issuer::set_discovery_redirect`]), and [`Issuer::jwks_fetches`] counts
+//! key set downloads so tests can assert refresh rate limiting. With
+//! [`IssuerOptions::tls`] it serves HTTPS with a certificate from a private
+//! CA ([`Issuer::ca_cert`]), as an in-house identity provider does.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -21,6 +26,7 @@ use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
 use crate::keys::{KeySet, SigningKey};
+use crate::tls::TestCa;
 use crate::token::{Claims, Minter};
 
 /// How long a client may take to send its request before we hang up, so a
@@ -42,6 +48,18 @@ pub struct IssuerOptions {
     pub key_dir: Option<PathBuf>,
     /// The loopback port to listen on; 0 picks a free one.
     pub port: u16,
+    /// Serve HTTPS with a certificate from a CA made for this issuer.
+    pub tls: bool,
+    /// The issuer URL's path (`/realms/acme`); empty for none.
+    pub path: String,
+    /// Serve HTTPS with this certificate chain and key (PEM files) instead
+    /// of a CA made for the issuer: for a test that names the issuer by a
+    /// host name its own CA signed.
+    pub cert: Option<(PathBuf, PathBuf)>,
+    /// The URL the issuer is known by (`https://idp.example:443`), when
+    /// clients reach it through a forward rather than at 127.0.0.1:PORT;
+    /// `path` is appended.
+    pub public_url: Option<String>,
 }
 
 /// A running loopback issuer. Dropping it stops the server.
@@ -50,11 +68,19 @@ pub struct Issuer {
     minter: Minter,
     shared: Arc<Shared>,
     accept_thread: Option<JoinHandle<()>>,
+    ca: Option<TestCa>,
 }
 
 /// State shared with the server thread.
 struct Shared {
     url: String,
+    /// The URL's path, stripped from requests before routing.
+    path: String,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    /// Served as the discovery document's `issuer` instead of `url`.
+    discovery_issuer: Mutex<Option<String>>,
+    /// Discovery answers 302 to this location.
+    discovery_redirect: Mutex<Option<String>>,
     keys: Arc<KeySet>,
     published: Mutex<Vec<SigningKey>>,
     failing: AtomicBool,
@@ -75,7 +101,7 @@ impl Issuer {
     pub fn start_with_dir(dir: &Path) -> Result<Self> {
         Self::start_with(IssuerOptions {
             key_dir: Some(dir.to_path_buf()),
-            port: 0,
+            ..IssuerOptions::default()
         })
     }
 
@@ -95,10 +121,29 @@ impl Issuer {
         listener
             .set_nonblocking(true)
             .context("making the issuer listener non-blocking")?;
-        let url = format!("http://127.0.0.1:{port}");
+        let ca = if options.tls && options.cert.is_none() {
+            Some(TestCa::generate("issuer")?)
+        } else {
+            None
+        };
+        let tls = match &options.cert {
+            Some((cert, key)) => Some(crate::tls::server_config(cert, key)?),
+            None => ca.as_ref().map(TestCa::server_config).transpose()?,
+        };
+        let path = options.path.trim_end_matches('/').to_owned();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let origin = match &options.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("{scheme}://127.0.0.1:{port}"),
+        };
+        let url = format!("{origin}{path}");
 
         let shared = Arc::new(Shared {
             url: url.clone(),
+            path,
+            tls,
+            discovery_issuer: Mutex::new(None),
+            discovery_redirect: Mutex::new(None),
             keys: keys.clone(),
             published: Mutex::new(vec![SigningKey::Rsa1, SigningKey::Ec1]),
             failing: AtomicBool::new(false),
@@ -118,10 +163,45 @@ impl Issuer {
             minter: Minter::new(keys, url),
             shared,
             accept_thread: Some(accept_thread),
+            ca,
         })
     }
 
-    /// `http://127.0.0.1:PORT`, the `issuer` value for config and tokens.
+    /// An HTTPS issuer with its own CA (see [`Issuer::ca_cert`]) at `path`.
+    pub fn start_https(path: &str) -> Result<Self> {
+        Self::start_with(IssuerOptions {
+            tls: true,
+            path: path.into(),
+            ..IssuerOptions::default()
+        })
+    }
+
+    /// The CA that signed an HTTPS issuer's certificate (PEM), for the
+    /// gateway's `ca_file`; `None` for plain HTTP.
+    pub fn ca_cert(&self) -> Option<PathBuf> {
+        self.ca.as_ref().map(TestCa::ca_cert)
+    }
+
+    /// Makes discovery name another `issuer` than the URL it is served at
+    /// (`None` restores the truth).
+    pub fn set_discovery_issuer(&self, issuer: Option<&str>) {
+        *lock(&self.shared.discovery_issuer) = issuer.map(str::to_owned);
+    }
+
+    /// Makes discovery answer `302 Found` to `location` (`None` restores it).
+    pub fn set_discovery_redirect(&self, location: Option<&str>) {
+        *lock(&self.shared.discovery_redirect) = location.map(str::to_owned);
+    }
+
+    /// Writes the key set as currently published to `path`, for a gateway
+    /// configured with `jwks_file`.
+    pub fn write_jwks(&self, path: &Path) -> Result<()> {
+        std::fs::write(path, self.jwks().to_string())
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// `http://127.0.0.1:PORT[/path]` (or `https://`), the `issuer` value
+    /// for config and tokens.
     pub fn url(&self) -> &str {
         &self.shared.url
     }
@@ -251,8 +331,11 @@ impl Shared {
     }
 
     fn discovery(&self) -> Value {
+        let issuer = lock(&self.discovery_issuer)
+            .clone()
+            .unwrap_or_else(|| self.url.clone());
         json!({
-            "issuer": self.url,
+            "issuer": issuer,
             "jwks_uri": format!("{}/jwks", self.url),
             // Not served: the gateway validates tokens, it never runs a flow.
             "authorization_endpoint": format!("{}/authorize", self.url),
@@ -263,9 +346,17 @@ impl Shared {
         })
     }
 
-    /// Status and body for one request path.
-    fn respond(&self, method: &str, path: &str) -> (u16, &'static str, Value) {
+    /// Status, extra header and body for one request path.
+    fn respond(&self, method: &str, path: &str) -> (u16, &'static str, String, Value) {
         let path = path.split('?').next().unwrap_or(path);
+        let Some(path) = path.strip_prefix(self.path.as_str()) else {
+            return (
+                404,
+                "Not Found",
+                String::new(),
+                json!({ "error": "not found" }),
+            );
+        };
         let counter = match path {
             "/jwks" => Some(&self.jwks_fetches),
             "/.well-known/openid-configuration" => Some(&self.discovery_fetches),
@@ -278,18 +369,38 @@ impl Shared {
             return (
                 503,
                 "Service Unavailable",
+                String::new(),
                 json!({ "error": "issuer is failing (test)" }),
             );
         }
         if method != "GET" {
-            return (405, "Method Not Allowed", json!({ "error": "only GET" }));
+            return (
+                405,
+                "Method Not Allowed",
+                String::new(),
+                json!({ "error": "only GET" }),
+            );
         }
         match path {
-            "/jwks" => (200, "OK", self.jwks()),
-            "/.well-known/openid-configuration" => (200, "OK", self.discovery()),
-            _ => (404, "Not Found", json!({ "error": "not found" })),
+            "/jwks" => (200, "OK", String::new(), self.jwks()),
+            "/.well-known/openid-configuration" => match lock(&self.discovery_redirect).clone() {
+                Some(location) => (302, "Found", format!("Location: {location}\r\n"), json!({})),
+                None => (200, "OK", String::new(), self.discovery()),
+            },
+            _ => (
+                404,
+                "Not Found",
+                String::new(),
+                json!({ "error": "not found" }),
+            ),
         }
     }
+}
+
+/// A mutex whose value stays whole even if a holder panicked: every
+/// mutation is a single assignment.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
@@ -319,7 +430,23 @@ fn serve_connection(stream: TcpStream, shared: &Shared) {
 fn try_serve_connection(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(REQUEST_READ_TIMEOUT))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
+    stream.set_write_timeout(Some(REQUEST_READ_TIMEOUT))?;
+    match &shared.tls {
+        None => answer(stream, shared),
+        Some(config) => {
+            let conn =
+                rustls::ServerConnection::new(config.clone()).map_err(std::io::Error::other)?;
+            let mut tls = rustls::StreamOwned::new(conn, stream);
+            answer(&mut tls, shared)?;
+            tls.conn.send_close_notify();
+            tls.flush()
+        }
+    }
+}
+
+/// Reads one request from `stream` and writes the answer.
+fn answer<S: Read + Write>(stream: S, shared: &Shared) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
     // Read and discard headers up to the blank line; requests have no body.
@@ -333,18 +460,23 @@ fn try_serve_connection(stream: TcpStream, shared: &Shared) -> std::io::Result<(
         }
     }
     let mut parts = request_line.split_whitespace();
-    let (status, reason, body) = match (parts.next(), parts.next()) {
+    let (status, reason, extra, body) = match (parts.next(), parts.next()) {
         (Some(method), Some(path)) if head_bytes <= MAX_REQUEST_HEAD_BYTES => {
             shared.respond(method, path)
         }
-        _ => (400, "Bad Request", json!({ "error": "bad request" })),
+        _ => (
+            400,
+            "Bad Request",
+            String::new(),
+            json!({ "error": "bad request" }),
+        ),
     };
     let body = body.to_string();
     let response = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    let mut stream = stream;
+    let stream = reader.get_mut();
     stream.write_all(response.as_bytes())?;
     stream.flush()
 }

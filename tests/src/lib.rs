@@ -17,14 +17,28 @@
 //!   ones (`alg: none`, HS256 key confusion, tampered or foreign
 //!   signatures).
 //! - [`issuer`]: [`Issuer`], the loopback OIDC discovery + JWKS server
-//!   whose published keys tests change at runtime.
+//!   (HTTP, or HTTPS on a private CA) whose published keys tests change at
+//!   runtime.
+//! - [`tls`]: [`tls::TestCa`], a private CA and server certificate made
+//!   with the `openssl` CLI.
+//! - [`providers`]: token claims shaped like GitHub Actions, GitLab CI,
+//!   Kubernetes and Keycloak tokens, as their documentation shows them.
 //! - [`config`]: [`ConfigBuilder`], the gateway's TOML config contract.
 //! - [`gatehouse`]: [`Gatehouse`], the daemon process with its work
 //!   directory, log and CLI.
-//! - [`clients`]: [`PgTarget`], running `psql` and `pgbench` against the
+//! - [`clients`]: [`PgTarget`], running `psql`, `pgbench` and Python
+//!   scripts with a pinned psycopg (and so a pinned libpq) against the
 //!   gateway or the cluster directly.
 //! - [`process`]: running helper programs with a deadline.
 //! - [`ports`]: free loopback ports and readiness polling.
+//! - [`vm`]: the appliance image booted in QEMU ([`Vm`]), its disks and
+//!   seed disks.
+//! - [`dns`]: [`DnsServer`], a DNS server over TCP for the image's resolver.
+//! - [`tmux`]: [`Tmux`], terminal programs in a pseudo-terminal, typed at
+//!   and read like a person would.
+//! - [`sshd`]: [`Sshd`], a per-test OpenSSH server as the SSH target.
+//! - [`ssh_client`]: [`SshWorld`], the gateway's SSH listener in front of
+//!   an `Sshd`, driven with stock `ssh`, `scp` and `sftp`.
 //!
 //! # Example
 //!
@@ -45,18 +59,30 @@
 
 pub mod clients;
 pub mod config;
+pub mod dns;
 pub mod gatehouse;
 pub mod issuer;
 pub mod keys;
 pub mod pg;
 pub mod ports;
 pub mod process;
+pub mod providers;
+pub mod ssh_client;
+pub mod sshd;
+pub mod tls;
+pub mod tmux;
 pub mod token;
+pub mod vm;
 
-pub use clients::{OutputExt, PgTarget, SslMode};
-pub use config::{ConfigBuilder, ConnectionSpec, PolicySpec, RoleSpec};
+pub use clients::{OutputExt, PSYCOPG_LIBPQ17, PSYCOPG_LIBPQ18_0, PgTarget, SslMode};
+pub use config::{ConfigBuilder, ConnectionSpec, IssuerSpec, PolicySpec, RoleSpec};
+pub use dns::DnsServer;
 pub use gatehouse::Gatehouse;
 pub use issuer::{Issuer, IssuerOptions};
 pub use keys::SigningKey;
 pub use pg::{HostAuth, PgCluster, PgOptions};
+pub use ssh_client::SshWorld;
+pub use sshd::Sshd;
+pub use tmux::Tmux;
 pub use token::{Claims, Minter};
+pub use vm::{Boot, Disk, ImageFiles, Vm, VmSpec};

@@ -201,6 +201,15 @@ impl Minter {
         }
     }
 
+    /// The same keys minting for another issuer URL: tokens for a gateway
+    /// that knows these keys from a `jwks_file` under that issuer.
+    pub fn for_issuer(&self, issuer: impl Into<String>) -> Minter {
+        Minter {
+            keys: self.keys.clone(),
+            issuer: issuer.into(),
+        }
+    }
+
     /// The issuer URL used as the default `iss`.
     pub fn issuer(&self) -> &str {
         &self.issuer

@@ -37,23 +37,11 @@ policy = "prod-db"
 recording = "batched"
 "#;
 
-/// Write `config` next to a secret file and run check-config on it; the
-/// `--config` flag goes after the subcommand to show it is accepted in any
-/// position.
+/// Write `config` next to a secret file (and a key set, `jwks.json`) and
+/// run check-config on it; the `--config` flag goes after the subcommand to
+/// show it is accepted in any position.
 fn check(config: &str) -> Result<(i32, String, String)> {
-    let dir = tempfile::tempdir()?;
-    std::fs::write(dir.path().join("secret.txt"), "s3cret-value\n")?;
-    let path = dir.path().join("gatehouse.toml");
-    std::fs::write(&path, config)?;
-    let out = Command::new(gatehouse_bin()?)
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .output()?;
-    Ok((
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
+    check_with_jwks(config, JWKS)
 }
 
 fn line_of(config: &str, needle: &str) -> usize {
@@ -69,6 +57,51 @@ fn a_good_config_passes() -> Result<()> {
     let (code, stdout, stderr) = check(GOOD)?;
     assert_eq!(code, 0, "stderr: {stderr}");
     assert!(stdout.contains(": ok"), "{stdout}");
+    Ok(())
+}
+
+/// The client's `dbname` is the connection's name; `current_database()`
+/// is the target's. Tools compare the two, so a difference is pointed out.
+#[test]
+fn a_connection_named_unlike_its_database_is_pointed_out() -> Result<()> {
+    let (code, _, stderr) = check(GOOD)?;
+    assert_eq!(code, 0, "a warning, not an error: {stderr}");
+    let line = line_of(GOOD, r#"name = "orders-db""#);
+    assert!(
+        stderr.contains(&format!(
+            ":{line}: connection \"orders-db\" leads to database \"orders\""
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("current_database()"), "{stderr}");
+
+    let same = GOOD
+        .replace(r#"name = "orders-db""#, r#"name = "orders""#)
+        .replace(
+            r#"connections = ["orders-db"]"#,
+            r#"connections = ["orders"]"#,
+        );
+    let (code, _, stderr) = check(&same)?;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("leads to database"), "{stderr}");
+    Ok(())
+}
+
+#[test]
+fn startup_options_must_name_settings() -> Result<()> {
+    let config = GOOD.replace(
+        r#"policy = "prod-db""#,
+        "policy = \"prod-db\"\nstartup_options = [\"work_mem\", \"-c x=1\"]",
+    );
+    let (code, _, stderr) = check(&config)?;
+    assert_eq!(code, 2, "{stderr}");
+    let line = line_of(&config, "startup_options");
+    assert!(
+        stderr.contains(&format!(
+            ":{line}: startup_options: \"-c x=1\" is not a setting name"
+        )),
+        "{stderr}"
+    );
     Ok(())
 }
 
@@ -282,5 +315,177 @@ fn a_missing_config_file_is_a_clear_error() -> Result<()> {
         "{stderr}"
     );
     assert!(!Path::new("/nonexistent").exists());
+    Ok(())
+}
+
+/// Two issuers (one from a key file), a role by claims: the shape of
+/// `[[auth.oidc]]` and `[[roles]]` the README documents, in GOOD's place.
+fn issuers_config() -> String {
+    const ONE_ISSUER: &str = r#"[auth.oidc]
+issuer = "http://127.0.0.1:9999"
+audience = "gatehouse"
+
+[[roles]]
+name = "deployers"
+groups = ["ci-deploy"]
+connections = ["orders-db"]
+"#;
+    const TWO_ISSUERS: &str = r#"[[auth.oidc]]
+name = "corp"
+issuer = "http://127.0.0.1:9999/realms/acme"
+audience = "gatehouse"
+groups_claim = "realm_access.roles"
+
+[[auth.oidc]]
+name = "github"
+issuer = "https://token.actions.githubusercontent.com"
+audience = "https://github.com/acme"
+algorithms = ["RS256"]
+jwks_file = "jwks.json"
+
+[[roles]]
+name = "deploy-from-main"
+issuer = "github"
+claims = { repository = "acme/deploy", ref = "refs/heads/main", environment = ["prod*", "staging"], ref_protected = true }
+connections = ["orders-db"]
+
+[[roles]]
+name = "readers"
+groups = ["db-readers"]
+connections = ["orders-db"]
+"#;
+    assert!(GOOD.contains(ONE_ISSUER));
+    GOOD.replace(ONE_ISSUER, TWO_ISSUERS)
+}
+
+/// A JWKS with one RSA key, as a provider publishes it.
+const JWKS: &str = r#"{"keys":[{"kty":"RSA","kid":"k1","use":"sig","alg":"RS256","n":"sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw","e":"AQAB"}]}"#;
+
+/// [`check`] with `jwks` as the key set file.
+fn check_with_jwks(config: &str, jwks: &str) -> Result<(i32, String, String)> {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("secret.txt"), "s3cret-value\n")?;
+    std::fs::write(dir.path().join("jwks.json"), jwks)?;
+    let path = dir.path().join("gatehouse.toml");
+    std::fs::write(&path, config)?;
+    let out = Command::new(gatehouse_bin()?)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[test]
+fn several_issuers_and_roles_by_claims_are_accepted() -> Result<()> {
+    let (code, stdout, stderr) = check(&issuers_config())?;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains(": ok"), "{stdout}");
+    // The single-table form still loads.
+    let (code, _, stderr) = check(GOOD)?;
+    assert_eq!(code, 0, "{stderr}");
+    Ok(())
+}
+
+#[test]
+fn issuer_and_role_mistakes_are_named_with_their_lines() -> Result<()> {
+    for (from, to, says) in [
+        (
+            "name = \"corp\"\n",
+            "",
+            "needs a `name` when several issuers are configured",
+        ),
+        (
+            "name = \"github\"",
+            "name = \"corp\"",
+            "auth.oidc name \"corp\" is used twice",
+        ),
+        (
+            "name = \"github\"",
+            "name = \"git:hub\"",
+            "must be letters, digits",
+        ),
+        (
+            "issuer = \"https://token.actions.githubusercontent.com\"",
+            "issuer = \"http://127.0.0.1:9999/realms/acme/\"",
+            "is configured twice",
+        ),
+        (
+            "jwks_file = \"jwks.json\"",
+            "jwks_file = \"nope.json\"",
+            "jwks_file",
+        ),
+        (
+            "jwks_file = \"jwks.json\"",
+            "jwks_file = \"jwks.json\"\nca_file = \"secret.txt\"",
+            "with jwks_file nothing is fetched",
+        ),
+        (
+            "groups_claim = \"realm_access.roles\"",
+            "ca_file = \"secret.txt\"",
+            "ca_file",
+        ),
+        (
+            "issuer = \"github\"",
+            "issuer = \"gitlab\"",
+            "names issuer \"gitlab\", which is not configured",
+        ),
+        (
+            "groups = [\"db-readers\"]\n",
+            "",
+            "role \"readers\" has no criteria",
+        ),
+        (
+            "ref_protected = true",
+            "ref_protected = 1979-05-27",
+            "claims.ref_protected must be a string",
+        ),
+        (
+            "environment = [\"prod*\", \"staging\"]",
+            "environment = []",
+            "claims.environment must be",
+        ),
+        (
+            "groups_claim =",
+            "group_claim =",
+            "unknown field `group_claim`",
+        ),
+    ] {
+        let good = issuers_config();
+        let bad = good.replacen(from, to, 1);
+        assert_ne!(bad, good, "{from} must occur in the config");
+        let (code, _, stderr) = check(&bad)?;
+        assert_ne!(code, 0, "{to:?} should be refused");
+        assert!(stderr.contains(says), "{to:?}: {stderr}");
+        assert!(
+            stderr.contains(".toml:"),
+            "names the file and line: {stderr}"
+        );
+    }
+    // A key file without a usable key is refused.
+    let (code, _, stderr) = check_with_jwks(
+        &issuers_config(),
+        r#"{"keys":[{"kty":"oct","kid":"h","k":"c2VjcmV0"}]}"#,
+    )?;
+    assert_ne!(code, 0);
+    assert!(stderr.contains("holds no usable signing key"), "{stderr}");
+    let (code, _, stderr) = check_with_jwks(&issuers_config(), "not json")?;
+    assert_ne!(code, 0);
+    assert!(stderr.contains("is not a JWKS"), "{stderr}");
+    Ok(())
+}
+
+#[test]
+fn a_role_on_the_issuer_alone_is_warned_about() -> Result<()> {
+    let config = issuers_config().replace(
+        "claims = { repository = \"acme/deploy\", ref = \"refs/heads/main\", environment = [\"prod*\", \"staging\"], ref_protected = true }\n",
+        "",
+    );
+    let (code, _, stderr) = check(&config)?;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("matches on the issuer alone"), "{stderr}");
     Ok(())
 }

@@ -207,6 +207,68 @@ fn issuer_serves_discovery_and_jwks() -> Result<()> {
     Ok(())
 }
 
+/// `curl` over HTTPS against the issuer: with its CA, without it, and
+/// with the misbehaviours tests switch on.
+fn curl(ca: Option<&Path>, url: &str) -> Result<std::process::Output> {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sS", "--max-time", "10", "-D", "-"]);
+    if let Some(ca) = ca {
+        cmd.arg("--cacert").arg(ca);
+    }
+    cmd.arg(url);
+    gatehouse_tests::process::run(&mut cmd, std::time::Duration::from_secs(20))
+}
+
+#[test]
+fn https_issuer_serves_under_its_path_to_clients_that_trust_its_ca() -> Result<()> {
+    let issuer = Issuer::start_https("/realms/acme")?;
+    assert!(
+        issuer.url().starts_with("https://127.0.0.1:") && issuer.url().ends_with("/realms/acme"),
+        "{}",
+        issuer.url()
+    );
+    let ca = issuer.ca_cert().context("an HTTPS issuer has a CA")?;
+    let discovery_url = format!("{}/.well-known/openid-configuration", issuer.url());
+    let out = curl(Some(&ca), &discovery_url)?;
+    let text = out.stdout_text();
+    assert!(out.status.success(), "{text}{}", out.stderr_text());
+    let body = text.split_once("\r\n\r\n").context("headers")?.1;
+    let doc: Value = serde_json::from_str(body)?;
+    assert_eq!(doc["issuer"], issuer.url());
+    assert_eq!(doc["jwks_uri"], format!("{}/jwks", issuer.url()));
+
+    // Without the CA a stock client refuses the certificate.
+    let out = curl(None, &discovery_url)?;
+    assert!(!out.status.success(), "{}", out.stdout_text());
+    // Paths outside the issuer's are not served.
+    let out = curl(
+        Some(&ca),
+        &format!("https://127.0.0.1:{}/jwks", issuer.port()),
+    )?;
+    assert!(
+        out.stdout_text().starts_with("HTTP/1.1 404"),
+        "{}",
+        out.stdout_text()
+    );
+
+    issuer.set_discovery_issuer(Some("https://impostor.example"));
+    let out = curl(Some(&ca), &discovery_url)?;
+    assert!(
+        out.stdout_text()
+            .contains("\"issuer\":\"https://impostor.example\"")
+    );
+    issuer.set_discovery_issuer(None);
+    issuer.set_discovery_redirect(Some("https://elsewhere.example/x"));
+    let out = curl(Some(&ca), &discovery_url)?;
+    let head = out.stdout_text();
+    assert!(head.starts_with("HTTP/1.1 302"), "{head}");
+    assert!(
+        head.contains("Location: https://elsewhere.example/x"),
+        "{head}"
+    );
+    Ok(())
+}
+
 #[test]
 fn minted_tokens_verify_against_served_jwks() -> Result<()> {
     let issuer = Issuer::start()?;
@@ -381,6 +443,20 @@ fn config_renders_the_contract() -> Result<()> {
         "s3cret"
     );
     assert_file_mode(&work.path().join("secrets/app-db.password"), 0o600)?;
+
+    // Several issuers: every one an [[auth.oidc]] entry with a name.
+    let multi = ConfigBuilder::new("http://127.0.0.1:1")
+        .issuer(
+            gatehouse_tests::IssuerSpec::new("github", "https://gh.example")
+                .line("jwks_file = \"jwks.json\""),
+        )
+        .render(work.path(), 1);
+    let doc: toml::Table = toml::from_str(&multi)?;
+    let issuers = doc["auth"]["oidc"].as_array().context("a list")?;
+    assert_eq!(issuers.len(), 2);
+    assert_eq!(issuers[0]["name"].as_str(), Some("oidc"));
+    assert_eq!(issuers[1]["name"].as_str(), Some("github"));
+    assert_eq!(issuers[1]["jwks_file"].as_str(), Some("jwks.json"));
 
     // Without limits set, the table is left out entirely.
     let plain = ConfigBuilder::new("http://127.0.0.1:1").render(work.path(), 1);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow, bail};
 use common::{
     APP_DB, LivePsql, Msg, RawPg, World, active_count_query, bind, ended_session_of_user,
-    events_of_kind, execute, kind_of, parse, query, session_id, show_session, sync,
+    events_of_kind, execute, kind_of, parse, query, session_id, show_session, spawn_psql, sync,
 };
 use gatehouse_tests::{OutputExt, PolicySpec};
 use serde_json::Value;
@@ -83,25 +83,6 @@ fn world() -> Result<World> {
     })?;
     w.pg.psql_direct("app", FIXTURE)?;
     Ok(w)
-}
-
-/// psql through the gateway running `sql` with `-c`, kept running so the
-/// test can watch it wait.
-fn spawn_psql(w: &World, user: &str, sql: &str) -> Result<LivePsql> {
-    let token = w.token(user)?;
-    LivePsql::spawn(
-        &w.tls_target(APP_DB, user, &token),
-        &[
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-v",
-            "VERBOSITY=verbose",
-            "-c",
-            sql,
-        ],
-    )
 }
 
 /// `gatehouse approvals list --json`, parsed.
@@ -262,7 +243,7 @@ fn approved_statement_runs_once_the_operator_says_so() -> Result<()> {
 
     let request = wait_pending(&w, sql, &[])?;
     let id = id_of(&request)?;
-    assert_eq!(request["identity"], "approve-bot", "{request:#}");
+    assert_eq!(request["identity"], "oidc:approve-bot", "{request:#}");
     assert_eq!(request["connection"], APP_DB, "{request:#}");
     assert_eq!(request["statement"], sql, "{request:#}");
     assert_eq!(request["rule"], "orders-delete", "{request:#}");

@@ -324,7 +324,7 @@ fn unknown_and_forbidden_connections_read_the_same() -> Result<()> {
     );
     // The identity did verify, so the recording names it.
     let header = ended_session_of_user(&w.gh, "psql-forbidden-conn")?;
-    assert_eq!(header["identity"], "alice", "{header:#}");
+    assert_eq!(header["identity"], "oidc:alice", "{header:#}");
 
     // The forbidden connection works for the group it is granted to, so the
     // refusal above was about the grant, not a broken connection.
@@ -485,7 +485,13 @@ fn es256_token_is_accepted_and_recorded_with_its_identity() -> Result<()> {
     assert_eq!(out.success_text()?, "ec ok", "log:\n{}", w.log());
     let header = ended_session_of_user(&w.gh, "ec-user")?;
     assert_eq!(header["outcome"], "closed", "{header:#}");
-    assert_eq!(header["identity"], "ec-agent", "{header:#}");
+    assert_eq!(header["identity"], "oidc:ec-agent", "{header:#}");
+    assert_eq!(header["issuer"], "oidc", "{header:#}");
+    assert_eq!(
+        header["roles"],
+        serde_json::json!(["deployers"]),
+        "{header:#}"
+    );
     assert_eq!(
         header["groups"],
         serde_json::json!([DEPLOY_GROUP, "other"]),

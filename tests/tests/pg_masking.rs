@@ -10,16 +10,11 @@
 
 mod common;
 
-use std::collections::BTreeSet;
-use std::io::Read;
-
 use anyhow::{Context, Result, anyhow, bail};
 use common::{
-    APP_DB, Msg, RawPg, World, describe_portal, ended_session_of_user, execute, frame, parse,
-    query, session_id, show_session, sync,
+    APP_DB, Msg, RawPg, World, assert_absent, describe_portal, ended_session_of_user, execute,
+    frame, memmem, parse, query, session_id, show_session, sync,
 };
-use gatehouse_actors::store::RecordingStore;
-use gatehouse_actors::store::schema::{Chunk, MAX_CHUNK_RAW};
 use gatehouse_tests::{OutputExt, PgCluster};
 use serde_json::Value;
 
@@ -191,27 +186,6 @@ fn assert_target_unchanged(pg: &PgCluster) -> Result<()> {
 // ---------------------------------------------------------------------------
 // Assertions on values
 // ---------------------------------------------------------------------------
-
-/// `haystack` contains none of `secrets`.
-fn assert_absent(haystack: &[u8], secrets: &[&str], what: &str) {
-    for s in secrets {
-        if let Some(at) = memmem(haystack, s.as_bytes()) {
-            let from = at.saturating_sub(200);
-            let to = (at + s.len() + 200).min(haystack.len());
-            panic!(
-                "{what} contains the original value {s:?}: …{}…",
-                String::from_utf8_lossy(&haystack[from..to])
-            );
-        }
-    }
-}
-
-fn memmem(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() || haystack.len() < needle.len() {
-        return None;
-    }
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
 
 /// `partial`: the last `keep` characters of `original` end the value, the
 /// rest of it is gone.
@@ -1336,19 +1310,6 @@ fn error_and_notice_texts_are_masked_and_sqlstates_kept() -> Result<()> {
 // The recording
 // ---------------------------------------------------------------------------
 
-/// Decompresses a zstd stream (the archive).
-fn unzstd(bytes: &[u8]) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    zstd::stream::read::Decoder::new(bytes)?.read_to_end(&mut out)?;
-    Ok(out)
-}
-
-/// A stored chunk's events, decompressed: the bytes that hold values.
-fn chunk_plaintext(stored: &[u8]) -> Result<Vec<u8>> {
-    let chunk = Chunk::decode(stored).map_err(|e| anyhow!("decoding a chunk: {e}"))?;
-    Ok(zstd::bulk::decompress(&chunk.compressed, MAX_CHUNK_RAW)?)
-}
-
 #[test]
 fn only_masked_values_reach_the_recording_and_the_store() -> Result<()> {
     let w = masked_world(CONTRACT_MASKS)?;
@@ -1462,75 +1423,10 @@ fn only_masked_values_reach_the_recording_and_the_store() -> Result<()> {
         assert_absent(what.as_bytes(), &CUSTOMER_SECRETS, "a masked count");
     }
 
-    // The store itself, read the way archive export reads it: every chunk
-    // decompressed, headers and seals too.
-    let store_path = w.gh.data_dir().join("recordings.redb");
-    {
-        let store = RecordingStore::open_read_only(&store_path)?;
-        let mut chunks = 0;
-        let mut all_plain = Vec::new();
-        for h in store.sessions()? {
-            let raw = store.raw(h.id)?;
-            assert_absent(&raw.header, &CUSTOMER_SECRETS, "a stored header");
-            if let Some(seal) = &raw.seal {
-                assert_absent(seal, &CUSTOMER_SECRETS, "a stored seal");
-            }
-            for (n, bytes) in &raw.chunks {
-                let plain = chunk_plaintext(bytes)?;
-                assert_absent(&plain, &CUSTOMER_SECRETS, &format!("chunk {n} of {}", h.id));
-                all_plain.extend_from_slice(&plain);
-                chunks += 1;
-            }
-        }
-        assert!(chunks > 0, "no chunks stored");
-        // Positive control: the scan reads the recorded rows (unmasked
-        // values are there), so the absence above means something.
-        assert!(
-            memmem(&all_plain, b"Alice Archer").is_some() && memmem(&all_plain, b"Paris").is_some(),
-            "the decompressed chunks do not hold the recorded rows"
-        );
-    }
-    let file = std::fs::read(&store_path)?;
-    assert_absent(&file, &CUSTOMER_SECRETS, "recordings.redb");
-
-    // An exported archive: every member, chunks decompressed.
-    let out = w.gh.run_cli(&[
-        "recordings",
-        "export",
-        "--since",
-        "1d",
-        "--format",
-        "archive",
-    ])?;
-    assert!(out.status.success(), "{}", out.stderr_text());
-    let tar_bytes = unzstd(&out.stdout)?;
-    let mut archive = tar::Archive::new(tar_bytes.as_slice());
-    let mut members = BTreeSet::new();
-    let mut archived_rows = false;
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        let path = entry.path()?.to_string_lossy().into_owned();
-        let mut data = Vec::new();
-        entry.read_to_end(&mut data)?;
-        assert_absent(&data, &CUSTOMER_SECRETS, &path);
-        if path.ends_with(".bin") {
-            let plain = chunk_plaintext(&data)?;
-            assert_absent(&plain, &CUSTOMER_SECRETS, &path);
-            archived_rows |= memmem(&plain, b"Alice Archer").is_some();
-        }
-        members.insert(path);
-    }
-    assert!(archived_rows, "no archived chunk holds the recorded rows");
-    assert!(
-        members.contains(&format!("sessions/{id}/events.jsonl")),
-        "{members:?}"
-    );
-    assert!(
-        members
-            .iter()
-            .any(|m| m.starts_with(&format!("sessions/{id}/chunks/"))),
-        "{members:?}"
-    );
+    // The store, its file and an exported archive; the recorded rows are
+    // there, masked, so the absence means something.
+    common::assert_stored_recordings_lack(&w.gh, &CUSTOMER_SECRETS, &[b"Alice Archer", b"Paris"])?;
+    common::assert_exported_archive_lacks(&w.gh, &id, &CUSTOMER_SECRETS, b"Alice Archer")?;
 
     assert_target_unchanged(&w.pg)?;
     Ok(())

@@ -26,7 +26,7 @@ fn check_header(header: &Value, events: &[Value], client_user: &str) {
     assert_eq!(header["protocol"], "postgres", "{header:#}");
     assert_eq!(header["client_user"], client_user, "{header:#}");
     assert_eq!(header["connection"], "app-db", "{header:#}");
-    assert_eq!(header["identity"], "alice", "{header:#}");
+    assert_eq!(header["identity"], "oidc:alice", "{header:#}");
     assert_eq!(header["groups"], json!(["ci-deploy"]), "{header:#}");
     assert_eq!(header["outcome"], "closed", "{header:#}");
     assert!(header["reason"].is_null(), "{header:#}");

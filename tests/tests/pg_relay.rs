@@ -274,3 +274,23 @@ fn listen_notify_across_two_gateway_sessions() -> Result<()> {
     assert_eq!(notes[0]["dir"], "target");
     Ok(())
 }
+
+/// PostgreSQL reads Bind's parameter count as unsigned 16 bits: up to
+/// 65,535 parameters (pg8000's own suite sends 60,000).
+#[test]
+fn a_bind_with_sixty_thousand_parameters_is_relayed() -> Result<()> {
+    let w = World::standard()?;
+    let token = w.token("alice")?;
+    let target = w.tls_target("app-db", "many-params", &token);
+    let script = r#"
+import psycopg
+assert psycopg.pq.version() // 10000 == 17, psycopg.pq.version()
+n = 60000
+with psycopg.connect("") as conn:
+    sql = "select count(*) from (values " + ", ".join(["(%s::int)"] * n) + ") v(x)"
+    print(conn.execute(sql, list(range(n))).fetchone()[0])
+"#;
+    let out = target.python(gatehouse_tests::PSYCOPG_LIBPQ17, script, &[])?;
+    assert_eq!(out.success_text()?, "60000", "log:\n{}", w.log());
+    Ok(())
+}

@@ -279,8 +279,6 @@ fn malformed_startup_packets_are_refused() -> Result<()> {
     let pw = common::password_message(&"x".repeat(100 << 10));
 
     for (what, bytes) in [
-        ("startup length 100000", &huge_len),
-        ("startup length 4", &tiny_len),
         ("protocol 2.0", &protocol_2),
         ("unterminated parameter", &unterminated),
     ] {
@@ -289,6 +287,25 @@ fn malformed_startup_packets_are_refused() -> Result<()> {
         let error = raw.expect_fatal_then_close().context(what)?;
         assert_eq!(error.sqlstate(), "08P01", "{what}: {error:?}");
     }
+
+    // Not a startup packet at all: closed without an answer, as PostgreSQL
+    // does ("invalid length of startup packet").
+    for (what, bytes) in [
+        ("startup length 100000", &huge_len[..]),
+        ("startup length 4", &tiny_len[..]),
+        ("Terminate before startup", b"X\0\0\0\x04"),
+        ("HTTP request", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+    ] {
+        let mut raw = RawPg::connect(w.gh.pg_port())?;
+        raw.send(bytes)?;
+        let answer = raw.until_closed().context(what)?;
+        assert!(answer.is_empty(), "{what}: answered {answer:?}");
+    }
+    common::wait_for_log(
+        &w.gh,
+        "invalid length of startup packet",
+        Duration::from_secs(10),
+    )?;
 
     // A password message far beyond any token's size.
     let mut raw = RawPg::connect(w.gh.pg_port())?;

@@ -14,6 +14,10 @@ fn strict_config(issuer: &Issuer, pg: &PgCluster, mode: &str) -> ConfigBuilder {
     ConfigBuilder::standard(issuer, pg).policy(PolicySpec::new("default").recording(mode))
 }
 
+/// Sessions writing at once when the daemon is killed: each psql streams
+/// its own numbers, so every acknowledged INSERT names its session.
+const KILLED_SESSIONS: usize = 6;
+
 #[test]
 fn sigkill_loses_no_statement_the_client_saw_succeed() -> Result<()> {
     let pg = PgCluster::start()?;
@@ -22,40 +26,47 @@ fn sigkill_loses_no_statement_the_client_saw_succeed() -> Result<()> {
     let mut gh = Gatehouse::start(&strict_config(&issuer, &pg, "strict"))?;
     let token = issuer.mint(&Claims::new("strict-bot").groups(["ci-deploy"]))?;
 
-    let mut psql = LivePsql::spawn(
-        &tls_target(&gh, "app-db", "strict-bot", &token),
-        &["-A", "-t"],
-    )?;
-    let script: String = (0..5000)
-        .map(|i| format!("insert into ledger values ({i});\n"))
-        .collect();
-    psql.write_stdin(&script)?;
-    psql.wait_stdout(Duration::from_secs(60), |out| {
-        out.matches("INSERT 0 1").count() >= 200
-    })?;
+    let mut clients = Vec::new();
+    for s in 0..KILLED_SESSIONS {
+        let user = format!("strict-bot-{s}");
+        let mut psql = LivePsql::spawn(&tls_target(&gh, "app-db", &user, &token), &["-A", "-t"])?;
+        let script: String = (0..5000)
+            .map(|i| format!("insert into ledger values ({});\n", s * 100_000 + i))
+            .collect();
+        psql.write_stdin(&script)?;
+        clients.push((user, psql));
+    }
+    for (_, psql) in &clients {
+        psql.wait_stdout(Duration::from_secs(90), |out| {
+            out.matches("INSERT 0 1").count() >= 100
+        })?;
+    }
     gh.kill();
-    let _ = psql.wait(Duration::from_secs(20));
-    let acknowledged = psql.stdout().matches("INSERT 0 1").count();
-    assert!(acknowledged >= 200, "acknowledged {acknowledged}");
 
     gh.serve()?;
-    let header = list_sessions(&gh)?
-        .into_iter()
-        .find(|h| h["client_user"] == "strict-bot")
-        .context("the session is recorded")?;
-    assert_eq!(header["outcome"], "interrupted");
-    let (_, events) = show_session(&gh, header["id"].as_str().unwrap_or_default())?;
-    let recorded: Vec<&str> = events
-        .iter()
-        .filter_map(|e| e["kind"]["sql"].as_str())
-        .collect();
-    for i in 0..acknowledged {
-        let sql = format!("insert into ledger values ({i});");
-        if !recorded.contains(&sql.as_str()) {
-            bail!(
-                "acknowledged statement {sql:?} is missing from the recording ({} recorded)",
-                recorded.len()
-            );
+    let headers = list_sessions(&gh)?;
+    for (s, (user, mut psql)) in clients.into_iter().enumerate() {
+        let _ = psql.wait(Duration::from_secs(20));
+        let acknowledged = psql.stdout().matches("INSERT 0 1").count();
+        assert!(acknowledged >= 100, "{user}: acknowledged {acknowledged}");
+        let header = headers
+            .iter()
+            .find(|h| h["client_user"] == user.as_str())
+            .with_context(|| format!("{user}'s session is recorded"))?;
+        assert_eq!(header["outcome"], "interrupted");
+        let (_, events) = show_session(&gh, header["id"].as_str().unwrap_or_default())?;
+        let recorded: Vec<&str> = events
+            .iter()
+            .filter_map(|e| e["kind"]["sql"].as_str())
+            .collect();
+        for i in 0..acknowledged {
+            let sql = format!("insert into ledger values ({});", s * 100_000 + i);
+            if !recorded.contains(&sql.as_str()) {
+                bail!(
+                    "{user}: acknowledged statement {sql:?} is missing from the recording ({} recorded)",
+                    recorded.len()
+                );
+            }
         }
     }
     let out = gh.run_cli(&["recordings", "verify", "--all"])?;

@@ -84,6 +84,7 @@ fn serve(flags: &HashMap<String, String>) -> Result<()> {
     let issuer = Issuer::start_with(IssuerOptions {
         key_dir: Some(dir),
         port,
+        ..IssuerOptions::default()
     })?;
     println!("{}", issuer.url());
     // The demo script reads the URL from a pipe; make sure it arrives.

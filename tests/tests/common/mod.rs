@@ -7,6 +7,8 @@
 //! subset, hence the blanket `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod admin;
+
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -101,6 +103,29 @@ pub fn list_sessions(gh: &Gatehouse) -> Result<Vec<Value>> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).with_context(|| format!("parsing header line {l}")))
         .collect()
+}
+
+/// The headers of ended sessions of `protocol`, waiting until there are
+/// at least `n`.
+pub fn ended_sessions(gh: &Gatehouse, protocol: &str, n: usize) -> Result<Vec<Value>> {
+    let deadline = Instant::now() + RECORDING_WAIT;
+    loop {
+        let ended: Vec<Value> = list_sessions(gh)?
+            .into_iter()
+            .filter(|h| h["protocol"] == protocol && !h["outcome"].is_null())
+            .collect();
+        if ended.len() >= n {
+            return Ok(ended);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} {protocol} sessions ended, wanted {n}\n{}",
+                ended.len(),
+                gh.log()
+            );
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// `gatehouse recordings show ID --json`: the header and the events.
@@ -317,6 +342,26 @@ impl LivePsql {
     }
 }
 
+/// psql through the gateway as `user` running `sql` with `-c` (stopping
+/// at the first error, errors with their SQLSTATE), kept running so the
+/// test can watch it wait.
+pub fn spawn_psql(w: &World, user: &str, sql: &str) -> Result<LivePsql> {
+    let token = w.token(user)?;
+    LivePsql::spawn(
+        &w.tls_target(APP_DB, user, &token),
+        &[
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-v",
+            "VERBOSITY=verbose",
+            "-c",
+            sql,
+        ],
+    )
+}
+
 impl Drop for LivePsql {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
@@ -342,6 +387,32 @@ fn collect_pipe<R: Read + Send + 'static>(
             }
         }
     })
+}
+
+/// Waits up to `timeout` for a spawned child with piped (short) output to
+/// exit and returns its output; kills it and fails otherwise.
+pub fn wait_child(child: &mut Child, timeout: Duration) -> Result<std::process::Output> {
+    let deadline = Instant::now() + timeout;
+    while child.try_wait()?.is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("child did not exit within {timeout:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let mut out = std::process::Output {
+        status: child.wait()?,
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+    };
+    if let Some(mut pipe) = child.stdout.take() {
+        pipe.read_to_end(&mut out.stdout)?;
+    }
+    if let Some(mut pipe) = child.stderr.take() {
+        pipe.read_to_end(&mut out.stderr)?;
+    }
+    Ok(out)
 }
 
 /// Polls `query` directly on the cluster until it prints `expected`.
@@ -492,7 +563,12 @@ impl RawPg {
     /// Startup, cleartext password (the token), then wait for ReadyForQuery
     /// or an ErrorResponse.
     pub fn login(&mut self, user: &str, database: &str, token: &str) -> Result<Startup> {
-        self.send_startup(user, database)?;
+        self.login_with(&[("user", user), ("database", database)], token)
+    }
+
+    /// [`RawPg::login`] with any startup parameters.
+    pub fn login_with(&mut self, params: &[(&str, &str)], token: &str) -> Result<Startup> {
+        self.send(&startup_message(params))?;
         loop {
             let msg = self
                 .read_msg()?
@@ -800,4 +876,141 @@ pub fn verify_archive_away(
         .arg("--public-key")
         .arg(&key)
         .output()?)
+}
+
+// ---------------------------------------------------------------------------
+// What the store and its exports hold
+// ---------------------------------------------------------------------------
+
+/// `haystack` contains none of `secrets`.
+pub fn assert_absent(haystack: &[u8], secrets: &[&str], what: &str) {
+    for s in secrets {
+        if let Some(at) = memmem(haystack, s.as_bytes()) {
+            let from = at.saturating_sub(200);
+            let to = (at + s.len() + 200).min(haystack.len());
+            panic!(
+                "{what} contains the original value {s:?}: …{}…",
+                String::from_utf8_lossy(&haystack[from..to])
+            );
+        }
+    }
+}
+
+pub fn memmem(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || haystack.len() < needle.len() {
+        return None;
+    }
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Decompresses a zstd stream (the archive).
+pub fn unzstd(bytes: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    zstd::stream::read::Decoder::new(bytes)?.read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// A stored chunk's events, decompressed: the bytes that hold values.
+pub fn chunk_plaintext(stored: &[u8]) -> Result<Vec<u8>> {
+    use gatehouse_actors::store::schema::{Chunk, MAX_CHUNK_RAW};
+    let chunk = Chunk::decode(stored).map_err(|e| anyhow!("decoding a chunk: {e}"))?;
+    Ok(zstd::bulk::decompress(&chunk.compressed, MAX_CHUNK_RAW)?)
+}
+
+/// The store read the way archive export reads it (headers, seals, every
+/// chunk decompressed) and the raw `recordings.redb` file hold none of
+/// `secrets`. `present` are bytes the decompressed chunks must hold (a
+/// positive control: the scan reads what was recorded).
+pub fn assert_stored_recordings_lack(
+    gh: &Gatehouse,
+    secrets: &[&str],
+    present: &[&[u8]],
+) -> Result<()> {
+    use gatehouse_actors::store::RecordingStore;
+    let store_path = gh.data_dir().join("recordings.redb");
+    {
+        let store = RecordingStore::open_read_only(&store_path)?;
+        let mut chunks = 0;
+        let mut all_plain = Vec::new();
+        for h in store.sessions()? {
+            let raw = store.raw(h.id)?;
+            assert_absent(&raw.header, secrets, "a stored header");
+            if let Some(seal) = &raw.seal {
+                assert_absent(seal, secrets, "a stored seal");
+            }
+            for (n, bytes) in &raw.chunks {
+                let plain = chunk_plaintext(bytes)?;
+                assert_absent(&plain, secrets, &format!("chunk {n} of {}", h.id));
+                all_plain.extend_from_slice(&plain);
+                chunks += 1;
+            }
+        }
+        if chunks == 0 {
+            bail!("no chunks stored");
+        }
+        for p in present {
+            if memmem(&all_plain, p).is_none() {
+                bail!(
+                    "the decompressed chunks do not hold {:?}: the scan reads nothing",
+                    String::from_utf8_lossy(p)
+                );
+            }
+        }
+    }
+    let file = std::fs::read(&store_path)?;
+    assert_absent(&file, secrets, "recordings.redb");
+    Ok(())
+}
+
+/// `recordings export --format archive`: every member, chunks
+/// decompressed, lacks `secrets`; session `id`'s events and chunks are in
+/// it, and some chunk holds `present`.
+pub fn assert_exported_archive_lacks(
+    gh: &Gatehouse,
+    id: &str,
+    secrets: &[&str],
+    present: &[u8],
+) -> Result<()> {
+    let out = gh.run_cli(&[
+        "recordings",
+        "export",
+        "--since",
+        "1d",
+        "--format",
+        "archive",
+    ])?;
+    if !out.status.success() {
+        bail!("export failed: {}", out.stderr_text());
+    }
+    let tar_bytes = unzstd(&out.stdout)?;
+    let mut archive = tar::Archive::new(tar_bytes.as_slice());
+    let mut members = std::collections::BTreeSet::new();
+    let mut found = false;
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data)?;
+        assert_absent(&data, secrets, &path);
+        if path.ends_with(".bin") {
+            let plain = chunk_plaintext(&data)?;
+            assert_absent(&plain, secrets, &path);
+            found |= memmem(&plain, present).is_some();
+        }
+        members.insert(path);
+    }
+    if !found {
+        bail!(
+            "no archived chunk holds {:?}",
+            String::from_utf8_lossy(present)
+        );
+    }
+    if !members.contains(&format!("sessions/{id}/events.jsonl"))
+        || !members
+            .iter()
+            .any(|m| m.starts_with(&format!("sessions/{id}/chunks/")))
+    {
+        bail!("session {id} is missing from the archive: {members:?}");
+    }
+    Ok(())
 }

@@ -1,0 +1,508 @@
+//! What the client sends is masked in the recording too: literals in SQL
+//! text (INSERT values, UPDATE SET, WHERE comparisons, ON CONFLICT, multi-
+//! row VALUES), Bind parameters mapped to columns through Parse, COPY FROM
+//! STDIN rows by their column list (text and CSV), statements the parser
+//! cannot read, and what approvers are shown. The target always
+//! gets the original values; the recording, the store file and an exported
+//! archive hold none of them.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use common::{
+    World, assert_absent, assert_exported_archive_lacks, assert_stored_recordings_lack,
+    ended_session_of_user, events_of_kind, session_id, show_session,
+};
+use gatehouse_tests::{OutputExt, PSYCOPG_LIBPQ17, PolicySpec};
+use serde_json::Value;
+
+const MASKS: &str = r#"
+[[policies.default.masks]]
+name = "pii-columns"
+columns = ["email", "customers.ssn"]
+strategy = "partial"
+keep = 4
+
+[[policies.default.masks]]
+name = "content"
+detectors = ["credit_card", "email"]
+strategy = "redact"
+
+[[policies.default.rules]]
+name = "deletes-wait"
+action = "approve"
+statements = ["delete"]
+timeout = "60s"
+"#;
+
+const DDL: &str = "create table customers (
+    id int primary key, name text, email text unique, ssn text, note text)";
+
+/// Everything the clients below send that must not be recorded.
+const SENT: [&str; 18] = [
+    // psql, literals
+    "marguerite@example.org",
+    "512-33-7890",
+    "quentin@example.net",
+    "4000 0566 5566 5556",
+    "733-21-0042",
+    "845-12-3344",
+    "906-55-1212",
+    // psycopg, Bind parameters
+    "theo@example.com",
+    "601-44-2211",
+    // pgbench, prepared statement text
+    "345-67-8901",
+    // psql, a statement the parser cannot read
+    "nobody@example.com",
+    // held for approval
+    "held@example.com",
+    // psql's \copy, CSV and text
+    "copy.person@example.com",
+    "111-22-3344",
+    "text.person@example.com",
+    "222-33-4455",
+    // psycopg's COPY
+    "psy.copy@example.com",
+    "333-44-5566",
+];
+
+/// The end of every SSN of the bulk INSERT (`NNN-77-1234`); the masked
+/// form keeps only `1234`.
+const BULK_SSN: &str = "-77-1234";
+
+/// `unparsed`: what the policy does with SQL the parser cannot read (or
+/// is too long to): `allow` lets the target show what it did; either way
+/// its recording is masked.
+/// A value only a column rule knows, in a statement the parser cannot read.
+const UNREAD_SSN: &str = "512-00-1111";
+
+fn world(unparsed: &str) -> Result<World> {
+    let w = World::start(|c, _, _| {
+        c.policy(
+            PolicySpec::new("default")
+                .recording("batched")
+                .line(&format!("unparsed = \"{unparsed}\"")),
+        )
+        .raw(MASKS)
+    })?;
+    w.pg.psql_direct("app", DDL)?;
+    Ok(w)
+}
+
+/// The `partial` strategy with `keep = 4` (README): every character but
+/// the last four counted ones becomes `*`; spaces and dashes stay and are
+/// not counted; at most half are revealed.
+fn partial(original: &str) -> String {
+    let counted = original.chars().filter(|c| *c != ' ' && *c != '-').count();
+    let shown = 4.min(counted / 2);
+    let mut seen = 0;
+    original
+        .chars()
+        .map(|c| {
+            if c == ' ' || c == '-' {
+                return c;
+            }
+            seen += 1;
+            if seen > counted - shown { c } else { '*' }
+        })
+        .collect()
+}
+
+fn psql(w: &World, user: &str, sql: &str) -> Result<std::process::Output> {
+    let token = w.token(user)?;
+    w.tls_target("app-db", user, &token).psql(sql)
+}
+
+/// Every recorded event of `user`'s sessions (pgbench opens more than
+/// one), once they have ended, and their raw `show --json` output.
+fn recorded(w: &World, user: &str) -> Result<(Vec<Value>, Vec<u8>)> {
+    let deadline = Instant::now() + common::RECORDING_WAIT;
+    let ids = loop {
+        let sessions: Vec<Value> = common::list_sessions(&w.gh)?
+            .into_iter()
+            .filter(|h| h["client_user"] == user)
+            .collect();
+        if !sessions.is_empty() && sessions.iter().all(|h| !h["outcome"].is_null()) {
+            break sessions
+                .iter()
+                .map(session_id)
+                .collect::<Result<Vec<_>>>()?;
+        }
+        if Instant::now() >= deadline {
+            bail!("{user}'s sessions did not end: {sessions:#?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (mut events, mut raw) = (Vec::new(), Vec::new());
+    for id in ids {
+        raw.extend(w.gh.run_cli(&["recordings", "show", &id, "--json"])?.stdout);
+        events.extend(show_session(&w.gh, &id)?.1);
+    }
+    Ok((events, raw))
+}
+
+#[test]
+fn what_clients_send_is_recorded_masked_and_reaches_the_target_whole() -> Result<()> {
+    let w = world("allow")?;
+
+    // psql: INSERT with a column list and multi-row VALUES, UPDATE SET,
+    // WHERE comparisons, ON CONFLICT DO UPDATE SET, and a card number
+    // only a detector recognises.
+    let statements = [
+        "insert into customers (id, name, email, ssn) values \
+         (1, 'Marguerite', 'marguerite@example.org', '512-33-7890'), \
+         (2, 'Quentin', 'quentin@example.net', '733-21-0042')",
+        "update customers set ssn = '845-12-3344', note = 'card 4000 0566 5566 5556' \
+         where email = 'quentin@example.net'",
+        "insert into customers (id, ssn) values (1, '906-55-1212') \
+         on conflict (id) do update set ssn = '906-55-1212'",
+        "select id from customers where note like '%4000 0566 5566 5556%'",
+    ];
+    let mut args = vec!["-A", "-t"];
+    for sql in &statements {
+        args.extend(["-c", sql]);
+    }
+    let token = w.token("psql-writer")?;
+    let out = w
+        .tls_target("app-db", "psql-writer", &token)
+        .psql_args(&args)?;
+    assert!(out.status.success(), "{}", out.stderr_text());
+    // A statement the parser cannot read: detectors over its raw text. It
+    // fails at the target, whose error text is masked as before.
+    let out = psql(&w, "psql-garbled", "selec 'x' frm nobody@example.com")?;
+    assert!(!out.status.success());
+
+    // psycopg with server-side binding: the values travel as Bind
+    // parameters, masked by the column each $n is written to or compared
+    // with (found in the Parse), and by detectors.
+    let token = w.token("alice")?;
+    let script = r#"
+import psycopg
+assert psycopg.pq.version() // 10000 == 17, psycopg.pq.version()
+with psycopg.connect("") as conn:
+    conn.execute("insert into customers (id, name, email) values (%s, %s, %s)",
+                 [3, "Theo", "theo@example.com"])
+    conn.execute("update customers set ssn = %s where email = %s",
+                 ["601-44-2211", "theo@example.com"])
+    print(conn.execute("select ssn from customers where id = %s", [3]).fetchone()[0])
+    with conn.cursor().copy("copy customers (id, name, email, ssn) from stdin") as copy:
+        copy.write_row((6, "Psy", "psy.copy@example.com", "333-44-5566"))
+"#;
+    let out =
+        w.tls_target("app-db", "psycopg-binder", &token)
+            .python(PSYCOPG_LIBPQ17, script, &[])?;
+    // Results are masked for the client as before (ssn is a masked column).
+    assert_eq!(
+        out.success_text()?,
+        partial("601-44-2211"),
+        "log:\n{}",
+        w.log()
+    );
+
+    // pgbench with a custom script, prepared: the literals are in the
+    // Parse, the id a parameter.
+    let dir = tempfile::tempdir()?;
+    let script_path = dir.path().join("pii.sql");
+    std::fs::write(
+        &script_path,
+        "\\set id 3\n\
+         update customers set ssn = '345-67-8901', note = 'card 4000 0566 5566 5556' where id <= :id;\n",
+    )?;
+    let target = w.tls_target("app-db", "pgbench-writer", &token);
+    let out = target.pgbench(&[
+        "-n",
+        "-M",
+        "prepared",
+        "-t",
+        "20",
+        "-f",
+        &script_path.to_string_lossy(),
+    ])?;
+    out.success_text()?;
+
+    // A multi-row INSERT too long for the parser (over 128 KiB): which
+    // value goes to ssn is not worked out, so every literal is masked by
+    // the rule of the column it names. No detector knows these values.
+    let bulk = dir.path().join("bulk.sql");
+    let rows: Vec<String> = (1000..8000)
+        .map(|i| format!("({i}, '{:03}{BULK_SSN}')", i % 1000))
+        .collect();
+    std::fs::write(
+        &bulk,
+        format!(
+            "insert into customers (id, ssn) values {};\n",
+            rows.join(", ")
+        ),
+    )?;
+    let out = w
+        .tls_target("app-db", "psql-bulk", &token)
+        .psql_args(&["-f", &bulk.to_string_lossy()])?;
+    assert!(out.status.success(), "{}", out.stderr_text());
+
+    // COPY FROM STDIN (psql's \copy), CSV and text: rows are recorded
+    // masked by the COPY's column list.
+    let csv = dir.path().join("rows.csv");
+    std::fs::write(&csv, "4,Copy,copy.person@example.com,111-22-3344\n")?;
+    let text = dir.path().join("rows.txt");
+    std::fs::write(&text, "5\tText\ttext.person@example.com\t222-33-4455\n")?;
+    let copy_csv = format!(
+        "\\copy customers (id, name, email, ssn) from '{}' with (format csv)",
+        csv.display()
+    );
+    let copy_text = format!(
+        "\\copy customers (id, name, email, ssn) from '{}'",
+        text.display()
+    );
+    let out = w
+        .tls_target("app-db", "psql-copier", &token)
+        .psql_args(&["-c", &copy_csv, "-c", &copy_text])?;
+    assert!(out.status.success(), "{}", out.stderr_text());
+
+    // The target has the originals.
+    assert_eq!(
+        w.pg.psql_direct(
+            "app",
+            &format!("select count(*) from customers where ssn like '%{BULK_SSN}'")
+        )?,
+        "7000"
+    );
+    assert_eq!(
+        w.pg.psql_direct(
+            "app",
+            "select string_agg(id || ':' || coalesce(email, '') || ':' || coalesce(ssn, ''), ' ' order by id) \
+             from customers where id < 1000"
+        )?,
+        "1:marguerite@example.org:345-67-8901 2:quentin@example.net:345-67-8901 \
+         3:theo@example.com:345-67-8901 4:copy.person@example.com:111-22-3344 \
+         5:text.person@example.com:222-33-4455 6:psy.copy@example.com:333-44-5566"
+    );
+
+    // The recordings: masked forms in place of every original.
+    let (events, raw) = recorded(&w, "psql-writer")?;
+    assert_absent(&raw, &SENT, "psql's recording");
+    let queries: Vec<&str> = events
+        .iter()
+        .filter(|e| e["kind"]["kind"] == "query")
+        .filter_map(|e| e["kind"]["sql"].as_str())
+        .collect();
+    let has = |i: usize, part: String| {
+        assert!(
+            queries[i].contains(&part),
+            "query {i} lacks {part:?}: {queries:#?}"
+        )
+    };
+    has(
+        0,
+        format!(
+            "(1, 'Marguerite', '{}', '{}')",
+            partial("marguerite@example.org"),
+            partial("512-33-7890")
+        ),
+    );
+    has(
+        0,
+        format!(
+            "(2, 'Quentin', '{}', '{}')",
+            partial("quentin@example.net"),
+            partial("733-21-0042")
+        ),
+    );
+    has(1, format!("set ssn = '{}'", partial("845-12-3344")));
+    has(1, "note = 'card [redacted]'".into());
+    has(
+        1,
+        format!("where email = '{}'", partial("quentin@example.net")),
+    );
+    has(
+        2,
+        format!(
+            "values (1, '{0}') on conflict (id) do update set ssn = '{0}'",
+            partial("906-55-1212")
+        ),
+    );
+    has(3, "like '%[redacted]%'".into());
+    assert!(
+        !events_of_kind(&events, "masked").is_empty(),
+        "no masked counts recorded: {events:#?}"
+    );
+
+    let (events, raw) = recorded(&w, "psql-garbled")?;
+    assert_absent(&raw, &SENT, "the unparsed statement's recording");
+    let queries = events_of_kind(&events, "query");
+    assert_eq!(queries[0]["kind"]["sql"], "selec 'x' frm [redacted]");
+
+    let (events, raw) = recorded(&w, "psycopg-binder")?;
+    assert_absent(&raw, &SENT, "psycopg's recording");
+    let binds: Vec<&Value> = events_of_kind(&events, "bind");
+    let params: Vec<&Value> = binds.iter().map(|b| &b["kind"]["params"]).collect();
+    let email = partial("theo@example.com");
+    assert!(
+        params.iter().any(|p| p[2] == email.as_str()),
+        "the e-mail written to the email column: {params:#?}"
+    );
+    assert!(
+        params
+            .iter()
+            .any(|p| p[0] == partial("601-44-2211").as_str() && p[1] == email.as_str()),
+        "ssn written, email compared: {params:#?}"
+    );
+    // psycopg's COPY, whatever protocol carries it, is recorded without its
+    // originals (asserted above) but recorded.
+    assert!(
+        !events_of_kind(&events, "copy_data").is_empty(),
+        "{events:#?}"
+    );
+
+    let (events, raw) = recorded(&w, "pgbench-writer")?;
+    assert_absent(&raw, &SENT, "pgbench's recording");
+    let parses = events_of_kind(&events, "parse");
+    assert!(
+        parses
+            .iter()
+            .any(|p| p["kind"]["sql"].as_str().is_some_and(|s| s
+                .contains(&format!("ssn = '{}'", partial("345-67-8901")))
+                && s.contains("'card [redacted]'"))),
+        "{parses:#?}"
+    );
+
+    let (events, raw) = recorded(&w, "psql-bulk")?;
+    assert_absent(&raw, &SENT, "the bulk INSERT's recording");
+    assert_absent(&raw, &[BULK_SSN], "the bulk INSERT's recording");
+    let queries = events_of_kind(&events, "query");
+    assert!(
+        queries.iter().any(|q| q["kind"]["sql"]
+            .as_str()
+            .is_some_and(|s| s.starts_with(&format!(
+                "insert into customers (id, ssn) values ('{}', '{}'), ",
+                partial("1000"),
+                partial(&format!("000{BULK_SSN}"))
+            )))),
+        "{:.2000}",
+        format!("{queries:?}")
+    );
+
+    let (events, raw) = recorded(&w, "psql-copier")?;
+    assert_absent(&raw, &SENT, "the COPY's recording");
+    let copies = events_of_kind(&events, "copy");
+    assert_eq!(copies.len(), 2, "{events:#?}");
+    let data: Vec<&str> = events_of_kind(&events, "copy_data")
+        .iter()
+        .filter_map(|e| e["kind"]["data"].as_str())
+        .collect();
+    assert_eq!(
+        data,
+        [
+            format!(
+                "4,Copy,{},{}\n",
+                partial("copy.person@example.com"),
+                partial("111-22-3344")
+            ),
+            format!(
+                "5\tText\t{}\t{}\n",
+                partial("text.person@example.com"),
+                partial("222-33-4455")
+            ),
+        ],
+        "{events:#?}"
+    );
+    // `recordings show` prints the rows, masked.
+    let id = session_id(&ended_session_of_user(&w.gh, "psql-copier")?)?;
+    let shown = w.gh.run_cli(&["recordings", "show", &id])?.success_text()?;
+    assert!(
+        shown.contains(&format!(
+            "{},{}",
+            partial("copy.person@example.com"),
+            partial("111-22-3344")
+        )),
+        "{shown}"
+    );
+
+    let header = ended_session_of_user(&w.gh, "psql-writer")?;
+    let everything: Vec<&str> = SENT.iter().copied().chain([BULK_SSN]).collect();
+    assert_stored_recordings_lack(
+        &w.gh,
+        &everything,
+        &[b"Marguerite", partial("512-33-7890").as_bytes()],
+    )?;
+    assert_exported_archive_lacks(&w.gh, &session_id(&header)?, &everything, b"Marguerite")?;
+    Ok(())
+}
+
+#[test]
+fn approvers_and_the_log_are_shown_masked_statements() -> Result<()> {
+    let w = world("block")?;
+    w.pg.psql_direct(
+        "app",
+        "insert into customers (id, email) values (9, 'held@example.com')",
+    )?;
+    let token = w.token("alice")?;
+    let target = w.tls_target("app-db", "deleter", &token);
+    let mut cmd = Command::new("psql");
+    target.apply_env(&mut cmd);
+    cmd.args([
+        "-X",
+        "-w",
+        "-c",
+        "delete from customers where email = 'held@example.com'",
+    ]);
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let listed = loop {
+        let out = w.gh.run_cli(&["approvals", "list", "--json"])?;
+        if !out.stdout.trim_ascii().is_empty() {
+            break out.stdout;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            bail!("the delete was never held; log:\n{}", w.log());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let request: Value =
+        serde_json::from_slice(listed.split(|b| *b == b'\n').next().unwrap_or_default())?;
+    assert_eq!(
+        request["statement"],
+        format!(
+            "delete from customers where email = '{}'",
+            partial("held@example.com")
+        ),
+        "{request:#}"
+    );
+    assert_absent(&listed, &SENT, "approvals list");
+
+    // Blocked as unreadable: the parser's reason quotes the value, whose
+    // column it cannot know; no detector knows it either.
+    let out = psql(
+        &w,
+        "psql-unreadable",
+        &format!("insert into customers (id, ssn) values (10 '{UNREAD_SSN}')"),
+    )?;
+    assert!(!out.status.success());
+    assert!(
+        out.stderr_text()
+            .contains("blocked by policy rule \"unparsed\""),
+        "{}",
+        out.stderr_text()
+    );
+    let (events, raw) = recorded(&w, "psql-unreadable")?;
+    assert_absent(&raw, &[UNREAD_SSN], "the blocked statement's recording");
+    let blocked = events_of_kind(&events, "blocked");
+    assert!(
+        blocked[0]["kind"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains(&partial(UNREAD_SSN))),
+        "{blocked:#?}"
+    );
+    assert_absent(w.log().as_bytes(), &SENT, "the daemon's log");
+    Ok(())
+}
