@@ -7,6 +7,8 @@
 #   DEMO_DIR   where state goes          (default /tmp/gatehouse-demo)
 #   DEMO_PORT  Gatehouse's listen port   (default 6432)
 #   ADMIN_PORT the admin SSH endpoint     (default 2222)
+#   SSH_PORT   Gatehouse's SSH listener   (default 2200)
+#   SSHD_PORT  the demo's sshd target     (default 52222)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -15,6 +17,9 @@ DEMO_PORT=${DEMO_PORT:-6432}
 PG_PORT=${PG_PORT:-55432}
 ISSUER_PORT=${ISSUER_PORT:-18080}
 ADMIN_PORT=${ADMIN_PORT:-2222}
+SSH_PORT=${SSH_PORT:-2200}
+SSHD_PORT=${SSHD_PORT:-52222}
+SSH_USER=gatehouse-demo
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/gatehouse-target}"
 
 bash scripts/install-deps.sh
@@ -24,7 +29,7 @@ bin="$CARGO_TARGET_DIR/release"
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 
 rm -rf "$DEMO_DIR"
-mkdir -p "$DEMO_DIR"/{pg,issuer,secrets,operator}
+mkdir -p "$DEMO_DIR"/{pg,issuer,secrets,operator,sshd,agent}
 # The demo operator's SSH key, for the admin endpoint.
 ssh-keygen -q -t ed25519 -N '' -C demo-operator -f "$DEMO_DIR/operator/id_ed25519"
 operator_key=$(cat "$DEMO_DIR/operator/id_ed25519.pub")
@@ -36,6 +41,7 @@ cleanup() {
     echo; echo "stopping demo..."
     [ -n "${gh_pid:-}" ] && kill -TERM "$gh_pid" 2>/dev/null && wait "$gh_pid" 2>/dev/null || true
     [ -n "${iss_pid:-}" ] && kill "$iss_pid" 2>/dev/null || true
+    [ -n "${sshd_pid:-}" ] && kill "$sshd_pid" 2>/dev/null || true
     as_pg "$pgbin/pg_ctl" -D "$DEMO_DIR/pg/data" -m fast stop >/dev/null 2>&1 || true
 }
 trap cleanup EXIT INT TERM
@@ -60,6 +66,35 @@ SQL
 printf '%s\n' "$password" > "$DEMO_DIR/secrets/orders-db.password"
 chmod 600 "$DEMO_DIR/secrets/orders-db.password"
 
+# The SSH target: a local sshd on loopback that lets one demo user in with
+# the key only Gatehouse holds.
+id "$SSH_USER" >/dev/null 2>&1 || useradd -m -s /bin/bash "$SSH_USER"
+usermod -p '*' "$SSH_USER"   # not locked: sshd without PAM refuses '!'
+mkdir -p /run/sshd
+ssh-keygen -q -t ed25519 -N '' -C demo-sshd -f "$DEMO_DIR/sshd/host_ed25519"
+ssh-keygen -q -t ed25519 -N '' -C gatehouse-demo -f "$DEMO_DIR/secrets/web-1.key"
+cp "$DEMO_DIR/secrets/web-1.key.pub" "$DEMO_DIR/sshd/authorized_keys"
+chmod 644 "$DEMO_DIR/sshd/authorized_keys"
+cat > "$DEMO_DIR/sshd/sshd_config" <<CONF
+Port $SSHD_PORT
+ListenAddress 127.0.0.1
+HostKey $DEMO_DIR/sshd/host_ed25519
+PidFile $DEMO_DIR/sshd/sshd.pid
+AuthorizedKeysFile $DEMO_DIR/sshd/authorized_keys
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+AllowUsers $SSH_USER
+AcceptEnv LANG LC_*
+Subsystem sftp internal-sftp
+PrintMotd no
+CONF
+/usr/sbin/sshd -D -e -f "$DEMO_DIR/sshd/sshd_config" > "$DEMO_DIR/sshd/log" 2>&1 &
+sshd_pid=$!
+echo "Hello from the demo host; card 4111 1111 1111 1111 on file" > "/home/$SSH_USER/notes.txt"
+chown "$SSH_USER:" "/home/$SSH_USER/notes.txt"
+
 # A development identity provider (never for production).
 "$bin/gatehouse-dev-issuer" serve --dir "$DEMO_DIR/issuer" --port "$ISSUER_PORT" \
     > "$DEMO_DIR/issuer.log" 2>&1 &
@@ -81,6 +116,7 @@ data_dir = "data"
 
 [listen]
 postgres = "127.0.0.1:$DEMO_PORT"
+ssh = "127.0.0.1:$SSH_PORT"
 admin_ssh = "127.0.0.1:$ADMIN_PORT"
 
 [[operators]]
@@ -97,7 +133,7 @@ algorithms = ["RS256", "ES256"]
 [[roles]]
 name = "deployers"
 groups = ["ci-deploy"]
-connections = ["orders-db"]
+connections = ["orders-db", "web-1"]
 
 [[connections]]
 name = "orders-db"
@@ -108,6 +144,33 @@ user = "gatehouse"
 password_file = "secrets/orders-db.password"
 tls = "disable"
 policy = "default"
+
+[[connections]]
+name = "web-1"
+kind = "ssh"
+address = "127.0.0.1:$SSHD_PORT"
+user = "$SSH_USER"
+private_key_file = "secrets/web-1.key"
+host_key = "$(cat "$DEMO_DIR/sshd/host_ed25519.pub")"
+policy = "shell"
+
+[policies.shell]
+recording = "batched"
+
+[[policies.shell.rules]]
+name = "no-wipe"
+action = "block"
+commands = ["rm -rf *", "shutdown*", "reboot*"]
+message = "destructive commands go through change control"
+
+[[policies.shell.rules]]
+name = "restarts"
+action = "approve"
+commands = ["sudo *"]
+timeout = "2m"
+
+[[policies.shell.masks]]
+detectors = ["credit_card"]
 
 [policies.default]
 recording = "batched"
@@ -137,6 +200,12 @@ TOML
 gh_pid=$!
 wait_port "$DEMO_PORT" || { cat "$DEMO_DIR/gatehouse.log"; exit 1; }
 wait_port "$ADMIN_PORT" || { cat "$DEMO_DIR/gatehouse.log"; exit 1; }
+wait_port "$SSH_PORT" || { cat "$DEMO_DIR/gatehouse.log"; exit 1; }
+# The agent pins the gateway's SSH host key, and logs in with its token
+# as the password through SSH_ASKPASS (a short dev token fits OpenSSH's
+# 1,023-byte prompt).
+echo "[127.0.0.1]:$SSH_PORT $(ssh-keygen -y -f "$DEMO_DIR/data/ssh-host.key")" \
+    > "$DEMO_DIR/agent/known_hosts"
 # Pin the endpoint's host key (created on first start) for the demo's ssh.
 echo "[127.0.0.1]:$ADMIN_PORT $(ssh-keygen -y -f "$DEMO_DIR/data/admin-ssh-host.key")" \
     > "$DEMO_DIR/operator/known_hosts"
@@ -145,6 +214,12 @@ ssh_opts="-i $DEMO_DIR/operator/id_ed25519 -o UserKnownHostsFile=$DEMO_DIR/opera
 ssh="ssh -p $ADMIN_PORT $ssh_opts demo@127.0.0.1"
 token=$("$bin/gatehouse-dev-issuer" mint --dir "$DEMO_DIR/issuer" --issuer "$issuer" \
     --sub ci-runner-7 --groups ci-deploy --ttl 3600)
+printf '%s' "$token" > "$DEMO_DIR/agent/token"
+chmod 600 "$DEMO_DIR/agent/token"
+printf '#!/bin/sh\ncat %s\n' "$DEMO_DIR/agent/token" > "$DEMO_DIR/agent/askpass"
+chmod 700 "$DEMO_DIR/agent/askpass"
+agent_env="SSH_ASKPASS=$DEMO_DIR/agent/askpass SSH_ASKPASS_REQUIRE=force"
+agent_opts="-o UserKnownHostsFile=$DEMO_DIR/agent/known_hosts -o PreferredAuthentications=password -o PubkeyAuthentication=no"
 cat <<MSG
 
 Gatehouse is running in front of PostgreSQL (log: $DEMO_DIR/gatehouse.log).
@@ -157,9 +232,22 @@ Policy in this demo: e-mails are partly masked and card numbers redacted
 DELETE waits for an operator. Try, with the same psql command:
 
   -c 'drop table customers'                      # ERROR 42501
-  -c 'delete from customers where id = 3'        # waits; in another terminal:
-  $ssh approvals list
-  $ssh approvals approve <ID>
+  -c 'delete from customers where id = 3'        # waits; in another terminal
+                                                 # open the operator console:
+  ssh -t -p $ADMIN_PORT $ssh_opts demo@127.0.0.1      # 2, then a to approve (? for keys)
+  $ssh approvals approve <ID>                    # or without the console
+
+And in front of an SSH host (a local sshd; the agent's password is the
+same token, fed by SSH_ASKPASS):
+
+  $agent_env ssh -p $SSH_PORT $agent_opts web-1@127.0.0.1 'cat notes.txt'     # the card is masked
+  $agent_env ssh -p $SSH_PORT $agent_opts web-1@127.0.0.1 'rm -rf /tmp/x'     # blocked, exit 126
+  $agent_env ssh -p $SSH_PORT $agent_opts web-1@127.0.0.1 'sudo -n true'      # waits for: $ssh approvals approve <ID>
+  $agent_env scp -P $SSH_PORT $agent_opts web-1@127.0.0.1:notes.txt .
+  $agent_env sftp -P $SSH_PORT $agent_opts web-1@127.0.0.1
+
+(This demo's shell policy has command rules, so interactive shells are
+refused until interactive lines are checked; run commands as above.)
 
 Then see what was recorded, as the operator on the admin SSH endpoint
 (the same commands work locally as $bin/gatehouse ... --config $DEMO_DIR/gatehouse.toml):
