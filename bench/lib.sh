@@ -5,8 +5,15 @@ set -euo pipefail
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/gatehouse-target}"
 
 WITH_BENCH=1 bash scripts/install-deps.sh
-cargo build --release -q -p gatehouse -p gatehouse-tests --bins
-bin="$CARGO_TARGET_DIR/release"
+# Benchmarks measure release builds; a script that only checks behaviour
+# may set BUILD_PROFILE=debug first.
+BUILD_PROFILE=${BUILD_PROFILE:-release}
+if [ "$BUILD_PROFILE" = debug ]; then
+    cargo build -q -p gatehouse -p gatehouse-tests --bins
+else
+    cargo build --release -q -p gatehouse -p gatehouse-tests --bins
+fi
+bin="$CARGO_TARGET_DIR/$BUILD_PROFILE"
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 
 work=$(mktemp -d /tmp/gatehouse-bench.XXXXXX)
@@ -30,7 +37,7 @@ trap cleanup EXIT
 # PostgreSQL with TLS on, a superuser `gatehouse` and a pgbench database.
 password=$(openssl rand -hex 16)
 as_pg "$pgbin/initdb" -D "$work/pg/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 >/dev/null
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
     -keyout "$work/pg/data/server.key" -out "$work/pg/data/server.crt" 2>/dev/null
 chown postgres:postgres "$work/pg/data/server.key" "$work/pg/data/server.crt"
 chmod 600 "$work/pg/data/server.key"
