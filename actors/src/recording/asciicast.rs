@@ -62,7 +62,7 @@ fn write_terminal(
         let t = ((e.at - header.started_at) as f64 / 1e6).max(last);
         match &e.kind {
             EventKind::SshData { stream, data, .. } if stream != "stdin" => {
-                pending.extend_from_slice(&data.to_bytes());
+                pending.extend_from_slice(data.as_bytes());
                 let valid = match std::str::from_utf8(&pending) {
                     Ok(_) => pending.len(),
                     Err(e) if e.error_len().is_none() => e.valid_up_to(),

@@ -411,62 +411,88 @@ pub enum EventKind {
     },
 }
 
-/// Bytes of an SSH stream as recorded: `{"text": "..."}` when they are
-/// UTF-8, otherwise `{"base64": "..."}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SshBytes {
-    Text(String),
-    Base64(String),
-}
+/// Bytes of an SSH stream. In JSON (exports, `recordings show --json`,
+/// the write-ahead log) `{"text": "..."}` when they are UTF-8 and mostly
+/// printable, otherwise `{"base64": "..."}`; inside a stored chunk
+/// `{"blob": [offset, length]}` into the chunk's byte area (see
+/// [`blob`](super::blob)), so the relay and the recorder never encode them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SshBytes(pub Vec<u8>);
 
 impl SshBytes {
-    /// Text when the bytes are UTF-8 and mostly printable (terminal output
-    /// with its escape sequences stays readable in exports); base64
-    /// otherwise. Control bytes cost six in JSON (`\u0000`), so binary
-    /// that happens to be UTF-8 (`/dev/zero`, many file formats) would
-    /// record at six times its size.
     pub fn from_bytes(data: &[u8]) -> SshBytes {
-        let escaped = data
+        SshBytes(data.to_vec())
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The bytes as text when they are UTF-8 and mostly printable
+    /// (terminal output with its escape sequences stays readable in
+    /// exports). Control bytes cost six in JSON (`\u0000`), so binary that
+    /// happens to be UTF-8 (`/dev/zero`, many file formats) is not text.
+    pub fn as_text(&self) -> Option<&str> {
+        let escaped = self
+            .0
             .iter()
             .filter(|&&b| b < 0x20 && !matches!(b, b'\n' | b'\r' | b'\t'))
             .count();
-        let text = if escaped * 4 > data.len() {
-            None
-        } else {
-            std::str::from_utf8(data).ok()
-        };
-        match text {
-            Some(s) => SshBytes::Text(s.to_owned()),
-            None => {
-                use base64::Engine as _;
-                SshBytes::Base64(base64::engine::general_purpose::STANDARD.encode(data))
-            }
+        if escaped * 4 > self.0.len() {
+            return None;
         }
-    }
-
-    /// The bytes back.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        match self {
-            SshBytes::Text(s) => s.as_bytes().to_vec(),
-            SshBytes::Base64(b) => {
-                use base64::Engine as _;
-                base64::engine::general_purpose::STANDARD
-                    .decode(b)
-                    .unwrap_or_default()
-            }
-        }
+        std::str::from_utf8(&self.0).ok()
     }
 
     pub fn len(&self) -> usize {
-        match self {
-            SshBytes::Text(s) => s.len(),
-            SshBytes::Base64(b) => b.len() / 4 * 3,
-        }
+        self.0.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for SshBytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut map = s.serialize_map(Some(1))?;
+        if let Some((offset, length)) = super::blob::store(&self.0) {
+            map.serialize_entry("blob", &[offset, length])?;
+        } else if let Some(text) = self.as_text() {
+            map.serialize_entry("text", text)?;
+        } else {
+            use base64::Engine as _;
+            let encoded = base64::engine::general_purpose::STANDARD.encode(&self.0);
+            map.serialize_entry("base64", &encoded)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for SshBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        enum Repr {
+            Text(String),
+            Base64(String),
+            Blob([u64; 2]),
+        }
+        use serde::de::Error as _;
+        match Repr::deserialize(d)? {
+            Repr::Text(t) => Ok(SshBytes(t.into_bytes())),
+            Repr::Base64(b) => {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD
+                    .decode(b)
+                    .map(SshBytes)
+                    .map_err(D::Error::custom)
+            }
+            Repr::Blob([offset, length]) => super::blob::load(offset, length)
+                .map(SshBytes)
+                .map_err(D::Error::custom),
+        }
     }
 }
 
@@ -504,21 +530,36 @@ mod tests {
     /// as JSON text with `\u0000` escapes it took six bytes per byte.
     #[test]
     fn ssh_bytes_mostly_control_are_base64() {
+        let json = |b: &[u8]| serde_json::to_value(SshBytes::from_bytes(b)).unwrap();
         let zeros = vec![0u8; 4096];
-        let b = SshBytes::from_bytes(&zeros);
-        assert!(matches!(b, SshBytes::Base64(_)));
-        assert_eq!(b.to_bytes(), zeros);
+        assert!(json(&zeros)["base64"].is_string());
         let prompt = b"\x1b[01;32malice@web-1\x1b[00m:\x1b[01;34m~\x1b[00m$ ls\r\n";
-        let b = SshBytes::from_bytes(prompt);
-        assert!(
-            matches!(b, SshBytes::Text(_)),
+        assert_eq!(
+            json(prompt)["text"],
+            std::str::from_utf8(prompt).unwrap(),
             "terminal output stays readable"
         );
-        assert_eq!(b.to_bytes(), prompt);
-        assert!(matches!(
-            SshBytes::from_bytes(&[0xff, b'a']),
-            SshBytes::Base64(_)
-        ));
+        assert!(json(&[0xff, b'a'])["base64"].is_string());
+        for b in [&zeros[..], prompt, &[0xff, b'a']] {
+            let back: SshBytes = serde_json::from_value(json(b)).unwrap();
+            assert_eq!(back.as_bytes(), b);
+        }
+    }
+
+    /// Inside a stored chunk the bytes go to the byte area, and a reference
+    /// that points outside it is an error, never a panic.
+    #[test]
+    fn ssh_bytes_in_a_chunk_are_blobs() {
+        let sink = super::super::blob::Sink::attach(Vec::new());
+        let json = serde_json::to_string(&SshBytes::from_bytes(b"\0\0abc")).unwrap();
+        let area = sink.finish();
+        assert_eq!(json, r#"{"blob":[0,5]}"#);
+        assert_eq!(area, b"\0\0abc");
+        let _source = super::super::blob::Source::attach(area);
+        let back: SshBytes = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.as_bytes(), b"\0\0abc");
+        assert!(serde_json::from_str::<SshBytes>(r#"{"blob":[3,5]}"#).is_err());
+        assert!(serde_json::from_str::<SshBytes>(r#"{"blob":[18446744073709551615,2]}"#).is_err());
     }
 
     #[test]

@@ -238,11 +238,9 @@ pub fn format_event(e: &Event) -> String {
             channel,
             stream,
             data,
-        } => match data {
-            crate::recording::SshBytes::Text(t) => format!("channel {channel}: {stream} {t:?}"),
-            crate::recording::SshBytes::Base64(_) => {
-                format!("channel {channel}: {stream} {} bytes (binary)", data.len())
-            }
+        } => match data.as_text() {
+            Some(t) => format!("channel {channel}: {stream} {t:?}"),
+            None => format!("channel {channel}: {stream} {} bytes (binary)", data.len()),
         },
         EventKind::SshLine { channel, line } => format!("channel {channel}: command line: {line}"),
         EventKind::SshSignal { channel, signal } => format!("channel {channel}: signal {signal}"),

@@ -15,7 +15,10 @@
 //! versions. Events are JSON too: self-describing (the event enum is
 //! internally tagged, which non-self-describing formats such as postcard
 //! cannot read back) and zstd removes most of its verbosity.
-//! `FORMAT_VERSION` guards the event encoding.
+//! `FORMAT_VERSION` guards the event encoding. Version 2 follows the JSON
+//! with a byte area for SSH stream bytes (the uncompressed chunk is
+//! `u32 LE json length, json, bytes`; see [`crate::recording::blob`]);
+//! version 1 chunks (JSON only) are still read.
 
 use redb::TableDefinition;
 use serde::{Deserialize, Serialize};
@@ -30,7 +33,9 @@ pub const SEALS: TableDefinition<u128, &[u8]> = TableDefinition::new("seals");
 pub const PURGES: TableDefinition<i64, &[u8]> = TableDefinition::new("purges");
 
 /// Version of the event encoding inside chunks.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
+/// The JSON-only encoding, still read.
+const FORMAT_V1: u16 = 1;
 
 /// zstd level 3: the library default, a good speed/ratio point for text-heavy
 /// events on a busy appliance.
@@ -55,6 +60,8 @@ pub enum ChunkError {
     Compression(#[from] std::io::Error),
     #[error("chunk format version {0} is not supported")]
     Version(u16),
+    #[error("chunk layout: the event JSON runs past the chunk")]
+    Layout,
 }
 
 impl Chunk {
@@ -69,7 +76,13 @@ impl Chunk {
         events: &[Event],
     ) -> Result<Chunk, ChunkError> {
         sealer.raw.clear();
+        sealer.raw.extend_from_slice(&[0; 4]);
+        let sink = crate::recording::blob::Sink::attach(std::mem::take(&mut sealer.area));
         serde_json::to_writer(&mut sealer.raw, events)?;
+        sealer.area = sink.finish();
+        let json_len = u32::try_from(sealer.raw.len() - 4).map_err(|_| ChunkError::Layout)?;
+        sealer.raw[..4].copy_from_slice(&json_len.to_le_bytes());
+        sealer.raw.extend_from_slice(&sealer.area);
         let bound = zstd::zstd_safe::compress_bound(sealer.raw.len());
         sealer.out.clear();
         sealer.out.reserve(bound);
@@ -91,7 +104,7 @@ impl Chunk {
 
     pub fn decode(bytes: &[u8]) -> Result<Chunk, ChunkError> {
         let chunk: Chunk = postcard::from_bytes(bytes)?;
-        if chunk.version != FORMAT_VERSION {
+        if chunk.version != FORMAT_VERSION && chunk.version != FORMAT_V1 {
             return Err(ChunkError::Version(chunk.version));
         }
         Ok(chunk)
@@ -100,8 +113,20 @@ impl Chunk {
     pub fn events(&self) -> Result<Vec<Event>, ChunkError> {
         // Bound decompression by what a chunk may legitimately hold so a
         // corrupted size field cannot exhaust memory.
-        let raw = zstd::bulk::decompress(&self.compressed, MAX_CHUNK_RAW)?;
-        Ok(serde_json::from_slice(&raw)?)
+        let mut raw = zstd::bulk::decompress(&self.compressed, MAX_CHUNK_RAW)?;
+        if self.version == FORMAT_V1 {
+            return Ok(serde_json::from_slice(&raw)?);
+        }
+        let len = raw
+            .first_chunk::<4>()
+            .map(|n| u32::from_le_bytes(*n) as usize)
+            .ok_or(ChunkError::Layout)?;
+        if raw.len() - 4 < len {
+            return Err(ChunkError::Layout);
+        }
+        let area = raw.split_off(4 + len);
+        let _source = crate::recording::blob::Source::attach(area);
+        Ok(serde_json::from_slice(&raw[4..])?)
     }
 }
 
@@ -113,6 +138,8 @@ impl Chunk {
 pub struct Sealer {
     compressor: zstd::bulk::Compressor<'static>,
     raw: Vec<u8>,
+    /// The byte area while the JSON is written.
+    area: Vec<u8>,
     out: Vec<u8>,
 }
 
@@ -121,6 +148,7 @@ impl Sealer {
         Ok(Sealer {
             compressor: zstd::bulk::Compressor::new(ZSTD_LEVEL)?,
             raw: Vec::new(),
+            area: Vec::new(),
             out: Vec::new(),
         })
     }
@@ -138,7 +166,7 @@ pub const MAX_CHUNK_RAW: usize = 64 << 20;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::recording::{Direction, EventKind, Outcome};
+    use crate::recording::{Direction, EventKind, Outcome, SshBytes};
 
     #[test]
     fn chunks_round_trip_every_event_shape() {
@@ -162,6 +190,26 @@ mod tests {
             Event {
                 seq: 2,
                 at: 3,
+                dir: Direction::Target,
+                kind: EventKind::SshData {
+                    channel: 0,
+                    stream: "stdout".into(),
+                    data: SshBytes::from_bytes(b"\0\xffbinary"),
+                },
+            },
+            Event {
+                seq: 3,
+                at: 3,
+                dir: Direction::Client,
+                kind: EventKind::SshData {
+                    channel: 1,
+                    stream: "stdin".into(),
+                    data: SshBytes::from_bytes(b"ls -l\r"),
+                },
+            },
+            Event {
+                seq: 4,
+                at: 3,
                 dir: Direction::Gateway,
                 kind: EventKind::End {
                     outcome: Outcome::Closed,
@@ -175,5 +223,50 @@ mod tests {
         assert_eq!(back.prev_hash, [7; 32]);
         assert_eq!(back.first_seq, 0);
         assert_eq!(back.events().unwrap(), events);
+        // The sealer is reused: a second chunk does not carry the first's
+        // bytes.
+        let mut sealer = Sealer::new().unwrap();
+        Chunk::seal_with(&mut sealer, [0; 32], &events).unwrap();
+        let again = Chunk::seal_with(&mut sealer, [0; 32], &events[2..3]).unwrap();
+        assert_eq!(again.events().unwrap(), events[2..3]);
+    }
+
+    /// Stores written before the byte area (format 1: JSON only, stream
+    /// bytes as text or base64) still read.
+    #[test]
+    fn version_1_chunks_still_read() {
+        let json = br#"[{"seq":0,"at":1,"dir":"target","kind":{"kind":"ssh_data","channel":0,"stream":"stdout","data":{"base64":"AP8="}}},{"seq":1,"at":2,"dir":"target","kind":{"kind":"ssh_data","channel":0,"stream":"stdout","data":{"text":"hi"}}}]"#;
+        let chunk = Chunk {
+            version: FORMAT_V1,
+            prev_hash: [0; 32],
+            first_seq: 0,
+            count: 2,
+            compressed: zstd::bulk::compress(json, 3).unwrap(),
+        };
+        let back = Chunk::decode(&chunk.encode().unwrap()).unwrap();
+        let events = back.events().unwrap();
+        let bytes: Vec<&[u8]> = events
+            .iter()
+            .map(|e| match &e.kind {
+                EventKind::SshData { data, .. } => data.as_bytes(),
+                _ => b"",
+            })
+            .collect();
+        assert_eq!(bytes, [&[0u8, 0xff][..], b"hi"]);
+    }
+
+    /// A damaged layout is an error, not a panic or a read past the end.
+    #[test]
+    fn a_json_length_past_the_chunk_is_refused() {
+        for raw in [&b""[..], b"\x01\x00", b"\xff\x00\x00\x00[]"] {
+            let chunk = Chunk {
+                version: FORMAT_VERSION,
+                prev_hash: [0; 32],
+                first_seq: 0,
+                count: 0,
+                compressed: zstd::bulk::compress(raw, 3).unwrap(),
+            };
+            assert!(matches!(chunk.events(), Err(ChunkError::Layout)), "{raw:?}");
+        }
     }
 }
