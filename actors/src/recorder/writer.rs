@@ -144,6 +144,7 @@ fn approx_size(kind: &EventKind) -> usize {
                 + 8
         }
         EventKind::Columns { names } => names.iter().map(|n| n.len() + 1).sum::<usize>() + 8,
+        EventKind::SshData { data, .. } => data.len() + 48,
         _ => 32,
     }
 }
@@ -737,5 +738,37 @@ impl Recorder {
             live.header_dirty = false;
         }
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recording::SshBytes;
+
+    /// A bulk SSH transfer counted 32 bytes per 32 KiB event, so a
+    /// session's pending events and its chunks grew with the transfer
+    /// rate times the flush interval, towards chunks readers refuse
+    /// (`MAX_CHUNK_RAW`).
+    #[test]
+    fn stream_bytes_count_towards_the_chunk_size() {
+        let events: Vec<Event> = (0..256)
+            .map(|seq| Event {
+                seq,
+                at: 0,
+                dir: Direction::Target,
+                kind: EventKind::SshData {
+                    channel: 0,
+                    stream: "stdout".into(),
+                    data: SshBytes(vec![0; 32 << 10]),
+                },
+            })
+            .collect();
+        let groups = chunk_groups(&events);
+        assert!(groups.len() >= 8, "{} groups", groups.len());
+        for g in groups {
+            let bytes: usize = g.iter().map(|e| approx_size(&e.kind)).sum();
+            assert!(bytes <= CHUNK_TARGET, "{bytes}");
+        }
     }
 }
