@@ -16,6 +16,8 @@
 #   ECHOES    echo round trips per side                 (default 500)
 #   SETUPS    connection setups per side                (default 10)
 #   IDLE      idle sessions for the memory figure       (default 200)
+#   GATEHOUSE the gateway binary (default: the release build), e.g. an
+#             older build to compare its CPU per GiB with
 #   PERF      if set, a file: `perf record -g` of the gateway during the
 #             throughput rounds goes there (then `perf report -i FILE`)
 set -euo pipefail
@@ -117,7 +119,7 @@ policy = "default"
 [policies.default]
 recording = "batched"
 TOML
-(cd "$work" && exec "$bin/gatehouse" serve --config gatehouse.toml) > "$work/gatehouse.log" 2>&1 &
+(cd "$work" && exec "${GATEHOUSE:-$bin/gatehouse}" serve --config gatehouse.toml) > "$work/gatehouse.log" 2>&1 &
 gh_pid=$!
 wait_port "$SSH_PORT" || { cat "$work/gatehouse.log"; exit 1; }
 wait_port "$API_PORT" || { cat "$work/gatehouse.log"; exit 1; }
@@ -158,20 +160,25 @@ stop_idle
 sleep 2
 
 now() { date +%s.%N; }
+# The gateway's CPU time so far, user + system, in clock ticks.
+cpu() { awk '{ print $14 + $15 }' "/proc/$gh_pid/stat"; }
 echo "== throughput: head -c ${SIZE_MB}MiB /dev/zero > /dev/null, $ROUNDS interleaved rounds"
-sd=0 st=0
+sd=0 st=0 ticks=0
 if [ -n "${PERF:-}" ]; then
     perf record -q -g -o "$PERF" -p "$gh_pid" > /dev/null 2>&1 &
     perf_pid=$!
 fi
 for r in $(seq "$ROUNDS"); do
     t0=$(now); "${direct[@]}" "head -c $((SIZE_MB * 1048576)) /dev/zero" > /dev/null; t1=$(now)
+    c0=$(cpu)
     "${through[@]}" "head -c $((SIZE_MB * 1048576)) /dev/zero" > /dev/null; t2=$(now)
+    ticks=$((ticks + $(cpu) - c0))
     read -r d t < <(python3 -c "print($SIZE_MB * 1.048576 / ($t1 - $t0), $SIZE_MB * 1.048576 / ($t2 - $t1))")
     printf 'round %d: direct %.0f MB/s  Gatehouse %.0f MB/s\n' "$r" "$d" "$t"
     sd=$(python3 -c "print($sd + $d)"); st=$(python3 -c "print($st + $t)")
 done
 python3 -c "d, t = $sd / $ROUNDS, $st / $ROUNDS; print(f'mean: direct {d:.0f} MB/s  Gatehouse {t:.0f} MB/s  ratio {t/d:.2f}')"
+python3 -c "print(f'gateway CPU (user + system) per GiB relayed: {$ticks / $(getconf CLK_TCK) / ($ROUNDS * $SIZE_MB / 1024):.2f} s')"
 if [ -n "${perf_pid:-}" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
 
 echo "== echo round trip: one line through cat on an open session, $ECHOES times each"
