@@ -12,21 +12,37 @@
 //! no other way to reach it. Both guards detach on drop, errors included.
 
 use std::cell::RefCell;
+use std::marker::PhantomData;
+
+/// The area being read and how far: references must follow each other in
+/// order, each read once, so a hostile chunk cannot make a few bytes of
+/// JSON point at the same megabytes again and again.
+struct Reading {
+    area: Vec<u8>,
+    at: u64,
+}
 
 thread_local! {
     static SINK: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
-    static SOURCE: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+    static SOURCE: RefCell<Option<Reading>> = const { RefCell::new(None) };
 }
 
+/// Keeps a guard on the thread that attached it (not `Send`): dropped
+/// elsewhere, it would detach another thread's area.
+type SameThread = PhantomData<*const ()>;
+
 /// While alive, stream bytes serialised on this thread go to its area.
-pub struct Sink(());
+pub struct Sink(SameThread);
 
 impl Sink {
     /// Collect into `area` (cleared; passed in so its allocation is reused).
     pub fn attach(mut area: Vec<u8>) -> Sink {
         area.clear();
-        SINK.with_borrow_mut(|s| *s = Some(area));
-        Sink(())
+        SINK.with_borrow_mut(|s| {
+            debug_assert!(s.is_none(), "a byte area is already attached");
+            *s = Some(area)
+        });
+        Sink(PhantomData)
     }
 
     /// Detach and return the area.
@@ -53,12 +69,21 @@ pub(super) fn store(bytes: &[u8]) -> Option<(u64, u64)> {
 }
 
 /// While alive, `blob` references deserialised on this thread read `area`.
-pub struct Source(());
+pub struct Source(SameThread);
 
 impl Source {
     pub fn attach(area: Vec<u8>) -> Source {
-        SOURCE.with_borrow_mut(|s| *s = Some(area));
-        Source(())
+        SOURCE.with_borrow_mut(|s| {
+            debug_assert!(s.is_none(), "a byte area is already attached");
+            *s = Some(Reading { area, at: 0 })
+        });
+        Source(PhantomData)
+    }
+
+    /// Whether every byte of the area was referenced: a chunk with bytes
+    /// no event claims is damaged.
+    pub fn all_read(&self) -> bool {
+        SOURCE.with_borrow(|s| s.as_ref().is_some_and(|r| r.at == r.area.len() as u64))
     }
 }
 
@@ -68,18 +93,21 @@ impl Drop for Source {
     }
 }
 
-/// The bytes at `[offset, offset + length)` of the attached area.
+/// The bytes at `[offset, offset + length)` of the attached area, which
+/// must start where the previous reference ended.
 pub(super) fn load(offset: u64, length: u64) -> Result<Vec<u8>, &'static str> {
-    SOURCE.with_borrow(|s| {
-        let area = s
-            .as_ref()
+    SOURCE.with_borrow_mut(|s| {
+        let r = s
+            .as_mut()
             .ok_or("a blob reference outside a stored chunk")?;
+        if offset != r.at {
+            return Err("a blob reference out of order");
+        }
         let end = offset
             .checked_add(length)
+            .filter(|&end| end <= r.area.len() as u64)
             .ok_or("a blob reference out of range")?;
-        if end > area.len() as u64 {
-            return Err("a blob reference out of range");
-        }
-        Ok(area[offset as usize..end as usize].to_vec())
+        r.at = end;
+        Ok(r.area[offset as usize..end as usize].to_vec())
     })
 }

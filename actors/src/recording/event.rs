@@ -555,11 +555,14 @@ mod tests {
         let area = sink.finish();
         assert_eq!(json, r#"{"blob":[0,5]}"#);
         assert_eq!(area, b"\0\0abc");
-        let _source = super::super::blob::Source::attach(area);
+        let source = super::super::blob::Source::attach(area);
         let back: SshBytes = serde_json::from_str(&json).unwrap();
         assert_eq!(back.as_bytes(), b"\0\0abc");
-        assert!(serde_json::from_str::<SshBytes>(r#"{"blob":[3,5]}"#).is_err());
-        assert!(serde_json::from_str::<SshBytes>(r#"{"blob":[18446744073709551615,2]}"#).is_err());
+        assert!(source.all_read());
+        assert!(serde_json::from_str::<SshBytes>(r#"{"blob":[5,1]}"#).is_err());
+        drop(source);
+        let _source = super::super::blob::Source::attach(b"ab".to_vec());
+        assert!(serde_json::from_str::<SshBytes>(r#"{"blob":[0,18446744073709551615]}"#).is_err());
     }
 
     #[test]

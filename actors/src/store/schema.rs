@@ -60,7 +60,7 @@ pub enum ChunkError {
     Compression(#[from] std::io::Error),
     #[error("chunk format version {0} is not supported")]
     Version(u16),
-    #[error("chunk layout: the event JSON runs past the chunk")]
+    #[error("chunk layout: the event JSON runs past the chunk, or bytes no event claims")]
     Layout,
 }
 
@@ -125,8 +125,12 @@ impl Chunk {
             return Err(ChunkError::Layout);
         }
         let area = raw.split_off(4 + len);
-        let _source = crate::recording::blob::Source::attach(area);
-        Ok(serde_json::from_slice(&raw[4..])?)
+        let source = crate::recording::blob::Source::attach(area);
+        let events = serde_json::from_slice(&raw[4..])?;
+        if !source.all_read() {
+            return Err(ChunkError::Layout);
+        }
+        Ok(events)
     }
 }
 
@@ -231,18 +235,24 @@ mod tests {
         assert_eq!(again.events().unwrap(), events[2..3]);
     }
 
+    /// A chunk whose uncompressed content is `raw`, as a writer of
+    /// `version` would have stored it.
+    fn stored_as(version: u16, raw: &[u8]) -> Chunk {
+        Chunk {
+            version,
+            prev_hash: [0; 32],
+            first_seq: 0,
+            count: 0,
+            compressed: zstd::bulk::compress(raw, 3).unwrap(),
+        }
+    }
+
     /// Stores written before the byte area (format 1: JSON only, stream
     /// bytes as text or base64) still read.
     #[test]
     fn version_1_chunks_still_read() {
         let json = br#"[{"seq":0,"at":1,"dir":"target","kind":{"kind":"ssh_data","channel":0,"stream":"stdout","data":{"base64":"AP8="}}},{"seq":1,"at":2,"dir":"target","kind":{"kind":"ssh_data","channel":0,"stream":"stdout","data":{"text":"hi"}}}]"#;
-        let chunk = Chunk {
-            version: FORMAT_V1,
-            prev_hash: [0; 32],
-            first_seq: 0,
-            count: 2,
-            compressed: zstd::bulk::compress(json, 3).unwrap(),
-        };
+        let chunk = stored_as(FORMAT_V1, json);
         let back = Chunk::decode(&chunk.encode().unwrap()).unwrap();
         let events = back.events().unwrap();
         let bytes: Vec<&[u8]> = events
@@ -255,17 +265,46 @@ mod tests {
         assert_eq!(bytes, [&[0u8, 0xff][..], b"hi"]);
     }
 
+    /// The security review's finding: references that repeat or overlap
+    /// would let a few KB of compressed JSON claim the same megabytes
+    /// thousands of times. Each byte is read once, in order.
+    #[test]
+    fn blob_references_are_read_once_in_order() {
+        let area_of = |json: &str, area: &[u8]| {
+            let mut raw = (json.len() as u32).to_le_bytes().to_vec();
+            raw.extend_from_slice(json.as_bytes());
+            raw.extend_from_slice(area);
+            stored_as(FORMAT_VERSION, &raw)
+        };
+        let event = |seq: u32, at: u32| {
+            format!(
+                r#"{{"seq":{seq},"at":0,"dir":"target","kind":{{"kind":"ssh_data","channel":0,"stream":"stdout","data":{{"blob":[{at},2]}}}}}}"#
+            )
+        };
+        let good = area_of(&format!("[{},{}]", event(0, 0), event(1, 2)), b"abcd");
+        assert_eq!(good.events().unwrap().len(), 2);
+        for (case, json, area) in [
+            (
+                "repeated",
+                format!("[{},{}]", event(0, 0), event(1, 0)),
+                &b"abcd"[..],
+            ),
+            (
+                "backwards",
+                format!("[{},{}]", event(0, 2), event(1, 0)),
+                b"abcd",
+            ),
+            ("unclaimed bytes", format!("[{}]", event(0, 0)), b"abcd"),
+        ] {
+            assert!(area_of(&json, area).events().is_err(), "{case}");
+        }
+    }
+
     /// A damaged layout is an error, not a panic or a read past the end.
     #[test]
     fn a_json_length_past_the_chunk_is_refused() {
         for raw in [&b""[..], b"\x01\x00", b"\xff\x00\x00\x00[]"] {
-            let chunk = Chunk {
-                version: FORMAT_VERSION,
-                prev_hash: [0; 32],
-                first_seq: 0,
-                count: 0,
-                compressed: zstd::bulk::compress(raw, 3).unwrap(),
-            };
+            let chunk = stored_as(FORMAT_VERSION, raw);
             assert!(matches!(chunk.events(), Err(ChunkError::Layout)), "{raw:?}");
         }
     }
