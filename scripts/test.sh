@@ -6,6 +6,9 @@
 # image/build.sh) in QEMU, whose guest reaches only what the test forwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# What the tests need (sshd, PostgreSQL, tmux, QEMU...): a fresh machine
+# runs this command as it is. Quick when everything is there.
+bash scripts/install-deps.sh
 cargo build --workspace --bins
 bash image/build.sh
 cargo test --workspace --no-fail-fast "$@"
