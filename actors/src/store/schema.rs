@@ -149,8 +149,13 @@ pub struct Sealer {
 
 impl Sealer {
     pub fn new() -> Result<Sealer, ChunkError> {
+        let mut compressor = zstd::bulk::Compressor::new(ZSTD_LEVEL)?;
+        // Each chunk checks itself: a flipped byte fails to inflate at the
+        // chunk that holds it, instead of decoding to other events and
+        // showing only as a broken link at the next chunk.
+        compressor.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))?;
         Ok(Sealer {
-            compressor: zstd::bulk::Compressor::new(ZSTD_LEVEL)?,
+            compressor,
             raw: Vec::new(),
             area: Vec::new(),
             out: Vec::new(),
