@@ -11,11 +11,6 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use gatehouse_tests::ssh_client::{CLIENT_TIMEOUT, SSH_CONNECTION};
 use gatehouse_tests::{OutputExt, SshWorld};
-use serde_json::Value;
-
-fn ssh_sessions(w: &SshWorld, n: usize) -> Result<Vec<Value>> {
-    common::ended_sessions(&w.gh, "ssh", n)
-}
 
 /// The gateway's resident memory, from /proc.
 fn rss_kib(pid: u32) -> Result<u64> {
@@ -107,7 +102,7 @@ fn an_agent_that_stops_reading_holds_nobody_else_and_ends_when_it_vanishes() -> 
 
     stalled.kill()?;
     stalled.wait()?;
-    let sessions = ssh_sessions(&w, 2)?;
+    let sessions = common::ended_sessions(&w.gh, "ssh", 2)?;
     let ended = sessions
         .iter()
         .find(|h| h["identity"] == "oidc:stalled")
