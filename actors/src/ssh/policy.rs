@@ -130,6 +130,50 @@ impl SshPolicy {
         Ok(())
     }
 
+    /// A rule that protects something below `path` (a `read_only` or
+    /// `block` pattern whose fixed start lies inside it): renaming or
+    /// removing `path`, or writing a tree into it with legacy scp, would
+    /// move or replace what the rule protects. `Err` as [`judge_path`].
+    ///
+    /// [`judge_path`]: Self::judge_path
+    /// With `write` false only `block` rules count (reading a tree whose
+    /// parts are read-only is fine).
+    ///
+    /// With `any_depth` false only paths directly inside `path` count (a
+    /// non-recursive scp upload writes `path` or `path/NAME`).
+    pub fn guards_below(&self, path: &str, write: bool, any_depth: bool) -> PathVerdict {
+        let path = normalize_path(path);
+        let dir = if path.ends_with('/') {
+            path.clone()
+        } else {
+            format!("{path}/")
+        };
+        for rule in &self.paths {
+            if rule.access == PathAccess::Allow || (!write && rule.access == PathAccess::ReadOnly) {
+                continue;
+            }
+            for pattern in &rule.paths {
+                // The pattern can match something below `dir` when one of
+                // its beginnings matches `dir/` itself (`/home/*` matches
+                // `/home/agent/`, so `/home/*/.ssh/*` reaches below it).
+                let reaches_below = pattern
+                    .char_indices()
+                    .map(|(i, _)| i)
+                    .chain(std::iter::once(pattern.len()))
+                    .any(|k| {
+                        glob(&pattern[..k], &dir) && (any_depth || !pattern[k..].contains('/'))
+                    });
+                if reaches_below || glob(pattern, &path) {
+                    return Err((
+                        rule.name.clone(),
+                        format!("{path} holds paths that rule \"{}\" protects", rule.name),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn has_path_rules(&self) -> bool {
         !self.paths.is_empty()
     }
