@@ -43,8 +43,11 @@
 //!   session shares (header, end, registration, panics).
 //! - [`ssh`] the SSH gateway: [`ssh::session`] the `SshSession` actor,
 //!   [`ssh::handler`] login and channels, [`ssh::upstream`] the pinned
-//!   target, [`ssh::channel`] one channel's relay, [`ssh::policy`] command
-//!   and path rules, env allowlist; [`mask::stream`] masks its output.
+//!   target, [`ssh::channel`] one channel's relay (its shell lines and file
+//!   transfers), [`ssh::forward`] allowed port forwards, [`ssh::line`] the
+//!   command line read off a vt100 screen, [`ssh::sftp`] SFTP parsed both
+//!   ways and the legacy scp command line, [`ssh::policy`] command and
+//!   path rules, env allowlist; [`mask::stream`] masks its output.
 //! - [`registry`] live sessions, their counters, and kill; [`recorder`] the
 //!   single redb writer; [`feed`] the bounded queues that carry sessions,
 //!   approvals and watched events to operator consoles without ever making

@@ -29,6 +29,7 @@ use russh::{Channel, ChannelId, MethodKind, MethodSet, Pty, Sig};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::channel::{self, ChannelInput, Relays, Request};
+use super::forward;
 use super::upstream::{self, Upstream};
 use super::{SshService, SshTarget};
 use crate::auth::Identity;
@@ -261,6 +262,76 @@ impl ServerHandler {
     }
 }
 
+impl ServerHandler {
+    /// Open an allowed `direct-tcpip` forward from the target and relay it.
+    async fn open_forward(
+        &mut self,
+        channel: Channel<Msg>,
+        up: Arc<Upstream>,
+        relays: Arc<Relays>,
+        ends: forward::Endpoints,
+        reply: russh::server::ChannelOpenHandle,
+    ) {
+        self.channels.retain(|_, tx| !tx.is_closed());
+        self.tasks.retain(|t| !t.is_finished());
+        let id = channel.id();
+        if self.channels.len() >= MAX_CHANNELS {
+            tracing::warn!(peer = %self.peer, "forward refused: {MAX_CHANNELS} channels already open on this connection");
+            reply
+                .reject(russh::ChannelOpenFailure::ResourceShortage)
+                .await;
+            return;
+        }
+        if let Err(e) = forward::opening(&relays, id, &ends).await {
+            tracing::error!(peer = %self.peer, "forward refused: it could not be recorded ({e})");
+            reply
+                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return;
+        }
+        let (host, port) = match ends.to.rsplit_once(':') {
+            Some((h, p)) => (h.to_owned(), p.parse::<u32>().unwrap_or(0)),
+            None => (ends.to.clone(), 0),
+        };
+        let (orig, orig_port) = match ends.from.rsplit_once(':') {
+            Some((h, p)) => (h.to_owned(), p.parse::<u32>().unwrap_or(0)),
+            None => (ends.from.clone(), 0),
+        };
+        let opened = tokio::time::timeout(
+            channel::REQUEST_TIMEOUT,
+            up.handle
+                .channel_open_direct_tcpip(host, port, orig, orig_port),
+        )
+        .await;
+        let target_channel = match opened {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                tracing::info!(peer = %self.peer, to = %ends.to.escape_debug(), "forward failed: the target refused it ({e})");
+                forward::failed(&relays, id, &ends, &format!("failed: {e}")).await;
+                reply.reject(russh::ChannelOpenFailure::ConnectFailed).await;
+                return;
+            }
+            Err(_) => {
+                forward::failed(&relays, id, &ends, "failed: the target did not answer").await;
+                reply.reject(russh::ChannelOpenFailure::ConnectFailed).await;
+                return;
+            }
+        };
+        tracing::info!(peer = %self.peer, to = %ends.to.escape_debug(), "port forward opened");
+        let (tx, rx) = mpsc::channel(CHANNEL_QUEUE);
+        self.channels.insert(id, tx);
+        reply.accept().await;
+        self.tasks.push(forward::spawn(
+            relays,
+            id,
+            channel,
+            target_channel,
+            rx,
+            ends,
+        ));
+    }
+}
+
 impl Drop for ServerHandler {
     fn drop(&mut self) {
         // The connection ended: relays stuck writing to a vanished agent or
@@ -464,7 +535,7 @@ impl russh::server::Handler for ServerHandler {
 
     async fn channel_open_direct_tcpip(
         &mut self,
-        _channel: Channel<Msg>,
+        channel: Channel<Msg>,
         host_to_connect: &str,
         port_to_connect: u32,
         originator_address: &str,
@@ -472,6 +543,16 @@ impl russh::server::Handler for ServerHandler {
         reply: russh::server::ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if let (Some(up), Some(relays)) = (self.upstream.clone(), self.relays.clone())
+            && relays.target.policy.port_forwarding
+        {
+            let ends = forward::Endpoints {
+                from: format!("{originator_address}:{originator_port}"),
+                to: format!("{host_to_connect}:{port_to_connect}"),
+            };
+            self.open_forward(channel, up, relays, ends, reply).await;
+            return Ok(());
+        }
         tracing::info!(peer = %self.peer, to = %format!("{host_to_connect}:{port_to_connect}").escape_debug(), "port forwarding refused");
         self.forward_refused(
             "direct-tcpip",

@@ -22,14 +22,20 @@
 //!   credential.
 //! - [`channel`] one session channel's relay: requests, the two data pumps,
 //!   exit status; [`record`] what it records.
+//! - [`forward`] an allowed `direct-tcpip` forward's relay, counted.
+//! - [`sftp`] SFTP parsed both ways (path rules, file records with
+//!   SHA-256) and the legacy scp command line.
 //! - [`policy`] the SSH parts of a policy: env allowlist, command and path
 //!   rules, port forwarding.
 
 pub mod channel;
+pub mod forward;
 pub mod handler;
+pub mod line;
 pub mod policy;
 pub mod record;
 pub mod session;
+pub mod sftp;
 pub mod upstream;
 
 use std::fmt;

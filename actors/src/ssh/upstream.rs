@@ -27,8 +27,8 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_MAX: usize = 4;
 
 /// The client side's russh handler: checks the pinned key, and refuses
-/// what the target may try to open towards the gateway (forwarded ports
-/// arrive through [`Upstream::forwarded`] once forwarding is allowed).
+/// what the target may try to open towards the gateway (remote forwards,
+/// `forwarded-tcpip`, are not relayed).
 pub struct TargetHandler {
     pinned: PublicKey,
     /// Set when the target presented another key, for the error message.

@@ -14,8 +14,13 @@
 //! kill (`terminate`) makes both pumps stop at once with a message on the
 //! agent's stderr, and a request the target never answers fails after
 //! [`REQUEST_TIMEOUT`].
+//!
+//! Layout: this file holds the relay, its requests and pumps; `shell.rs`
+//! the command rules on lines typed in shells (with [`crate::ssh::line`]);
+//! `files.rs` SFTP through [`crate::ssh::sftp`] and legacy scp.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,9 +28,14 @@ use bytes::Bytes;
 use russh::{ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Pty, Sig};
 use tokio::sync::{mpsc, oneshot, watch};
 
+mod files;
+mod shell;
+
 use super::SshTarget;
 use super::policy::Verdict;
 use super::record::{ChannelTap, Stream};
+use super::sftp::SftpFilter;
+use super::sftp::scp;
 use crate::approval::{ApprovalOutcome, BrokerHandle, PendingApproval, Submit, Withdraw};
 use crate::auth::Identity;
 use crate::mask::stream::StreamMasker;
@@ -42,6 +52,8 @@ pub const EXIT_REFUSED: u32 = 126;
 /// While an exec waits for approval the agent may keep sending (stdin);
 /// beyond this many bytes the relay stops taking input until the decision.
 const MAX_HELD_BYTES: usize = 1 << 20;
+/// What a held input other than data counts towards [`MAX_HELD_BYTES`].
+const HELD_ITEM_COST: usize = 64;
 
 /// What the handler hands a channel's relay, in arrival order.
 #[derive(Debug)]
@@ -110,6 +122,10 @@ enum Output {
     Protocol,
 }
 
+/// SFTP refusals waiting for the down pump; a full queue stops the up
+/// pump (and so the agent) until the agent reads its replies.
+const INJECT_QUEUE: usize = 16;
+
 /// Start the relay of one session channel.
 pub fn spawn(
     relays: Arc<Relays>,
@@ -129,12 +145,20 @@ pub fn spawn(
             u32::from(id),
         )));
         let pending: Pending = Default::default();
+        let (inject, injected) = mpsc::channel(INJECT_QUEUE);
         let relay = Relay {
             relays: relays.clone(),
             id,
             tap: tap.clone(),
             pending,
             output: Arc::new(Mutex::new(Output::Text)),
+            sftp: Arc::new(Mutex::new(None)),
+            inject,
+            pty: Mutex::new(None),
+            shell: Mutex::new(None),
+            echo: AtomicU64::new(0),
+            shown: tokio::sync::Notify::new(),
+            started: AtomicBool::new(false),
         };
         relay
             .tap_note(
@@ -146,7 +170,7 @@ pub fn spawn(
             )
             .await;
         let up = relay.up(inbox, &up_wr, &client_wr);
-        let down = relay.down(up_rd, &client_wr);
+        let down = relay.down(up_rd, injected, &client_wr);
         tokio::join!(up, down);
         let (events, close) = {
             let Ok(mut t) = tap.lock() else { return };
@@ -178,6 +202,23 @@ struct Relay {
     pending: Pending,
     /// Set by the up pump when it learns what the channel runs.
     output: Arc<Mutex<Output>>,
+    /// The SFTP conversation, once the channel runs the `sftp` subsystem.
+    sftp: Arc<Mutex<Option<SftpFilter>>>,
+    /// Replies the gateway gives in the target's place (SFTP refusals),
+    /// written by the down pump between whole packets of the target's.
+    inject: mpsc::Sender<Bytes>,
+    /// The agent's terminal size (cols, rows), once it asked for one.
+    pty: Mutex<Option<(u32, u32)>>,
+    /// Lines of a shell under command rules.
+    shell: Mutex<Option<shell::Watch>>,
+    /// Counts output shown to the agent, so Enter can wait for the echo.
+    echo: AtomicU64,
+    /// Woken when output is shown to the agent.
+    shown: tokio::sync::Notify,
+    /// A shell, exec or subsystem was asked for: a channel runs one thing,
+    /// so a second request (an `sftp` subsystem on a shell's channel, to
+    /// route its keys past the line judgement) is refused.
+    started: AtomicBool,
 }
 
 /// How a held exec ended.
@@ -189,6 +230,12 @@ enum Decision {
 impl Relay {
     fn channel(&self) -> u32 {
         u32::from(self.id)
+    }
+
+    fn record_streams(&self, on: bool) {
+        if let Ok(mut t) = self.tap.lock() {
+            t.record_streams = on;
+        }
     }
 
     fn set_output(&self, output: Output) {
@@ -245,6 +292,23 @@ impl Relay {
         }
     }
 
+    /// Record what the channel runs before it runs (durably under strict
+    /// recording); `false` when that failed and it must not run.
+    async fn record_start(&self, request: &str, command: &str) -> bool {
+        let start = EventKind::SshStart {
+            channel: self.channel(),
+            request: request.into(),
+            command: command.into(),
+        };
+        match self.commit(start).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!("{request} refused: it could not be recorded ({e})");
+                false
+            }
+        }
+    }
+
     fn data_event(&self, stream: Stream, data: &[u8]) -> Option<crate::recorder::PendingEvent> {
         self.tap.lock().ok().and_then(|mut t| t.data(stream, data))
     }
@@ -257,10 +321,15 @@ impl Relay {
         client: &ChannelWriteHalf<russh::server::Msg>,
     ) {
         let mut terminate = self.relays.terminate.clone();
+        // Input held while a shell line waited for approval, judged next.
+        let mut backlog = VecDeque::new();
         loop {
-            let input = tokio::select! {
-                i = inbox.recv() => i,
-                _ = terminated(&mut terminate) => return,
+            let input = match backlog.pop_front() {
+                Some(i) => Some(i),
+                None => tokio::select! {
+                    i = inbox.recv() => i,
+                    _ = terminated(&mut terminate) => return,
+                },
             };
             let Some(input) = input else { return };
             let ok = match input {
@@ -268,10 +337,20 @@ impl Relay {
                     if let Some(e) = self.data_event(Stream::Stdin, &data) {
                         self.send_events(vec![e]).await;
                     }
-                    up.data_bytes(data).await.is_ok()
+                    if self.is_sftp() {
+                        self.sftp_up(data, up, client).await
+                    } else if self.watching() {
+                        self.shell_input(data, up, client, &mut inbox, &mut backlog)
+                            .await
+                    } else {
+                        up.data_bytes(data).await.is_ok()
+                    }
                 }
                 ChannelInput::ExtendedData(ext, data) => {
                     up.extended_data_bytes(ext, data).await.is_ok()
+                }
+                ChannelInput::Eof if self.watching() => {
+                    self.shell_eof(up, client, &mut inbox, &mut backlog).await
                 }
                 ChannelInput::Eof => up.eof().await.is_ok(),
                 ChannelInput::Close => {
@@ -293,6 +372,7 @@ impl Relay {
                         },
                     )
                     .await;
+                    self.resize_watch(cols, rows);
                     up.window_change(cols, rows, pix_width, pix_height)
                         .await
                         .is_ok()
@@ -309,7 +389,8 @@ impl Relay {
                     up.signal(sig).await.is_ok()
                 }
                 ChannelInput::Request(request, reply) => {
-                    self.request(request, reply, &mut inbox, up, client).await
+                    self.request(request, reply, &mut inbox, &mut backlog, up, client)
+                        .await
                 }
             };
             if !ok {
@@ -344,11 +425,24 @@ impl Relay {
         request: Request,
         reply: oneshot::Sender<bool>,
         inbox: &mut mpsc::Receiver<ChannelInput>,
+        backlog: &mut VecDeque<ChannelInput>,
         up: &ChannelWriteHalf<russh::client::Msg>,
         client: &ChannelWriteHalf<russh::server::Msg>,
     ) -> bool {
         let channel = self.channel();
         let policy = self.relays.target.policy.clone();
+        if matches!(
+            request,
+            Request::Shell | Request::Exec(_) | Request::Subsystem(_)
+        ) && self.started.swap(true, Ordering::AcqRel)
+        {
+            tracing::info!(
+                channel,
+                "a second shell, exec or subsystem on one channel refused"
+            );
+            let _ = reply.send(false);
+            return true;
+        }
         match request {
             Request::Pty {
                 term,
@@ -368,6 +462,9 @@ impl Relay {
                     },
                 )
                 .await;
+                if let Ok(mut p) = self.pty.lock() {
+                    *p = Some((cols, rows));
+                }
                 let answer = self
                     .ask(up.request_pty(true, &term, cols, rows, pix_width, pix_height, &modes))
                     .await;
@@ -395,27 +492,12 @@ impl Relay {
                 answer.is_some()
             }
             Request::Shell => {
-                // Lines typed in a shell are not matched against command
-                // rules yet: under a policy that blocks or holds commands,
-                // a shell would be a way around them, so it is refused.
+                // Under command rules each line the shell would run is
+                // judged first (shell.rs).
                 if policy.has_command_rules() {
-                    let _ = reply.send(true);
-                    let why = format!(
-                        "interactive shells are refused under policy \"{}\", which has command rules; run commands with ssh HOST COMMAND",
-                        policy.name
-                    );
-                    self.block(client, "interactive shell", why).await;
-                    return true;
+                    self.watch_shell();
                 }
-                if let Err(e) = self
-                    .commit(EventKind::SshStart {
-                        channel,
-                        request: "shell".into(),
-                        command: String::new(),
-                    })
-                    .await
-                {
-                    tracing::error!("shell refused: it could not be recorded ({e})");
+                if !self.record_start("shell", "").await {
                     let _ = reply.send(false);
                     return true;
                 }
@@ -424,34 +506,37 @@ impl Relay {
                 answer.is_some()
             }
             Request::Subsystem(name) => {
-                // SFTP is relayed but not parsed yet: under path rules it
-                // could not be held to them, so it is refused.
-                if policy.has_path_rules() {
+                // SFTP is parsed and held to path rules; another subsystem
+                // could not be, so under path rules it is refused.
+                if name != "sftp" && policy.has_path_rules() {
                     self.tap_note(
                         Direction::Gateway,
                         EventKind::Blocked {
                             rule: "paths".into(),
-                            reason: format!("subsystem {name} refused: policy \"{}\" has path rules, which SFTP is not checked against yet", policy.name),
+                            reason: format!("subsystem {name} refused: policy \"{}\" has path rules, which only SFTP is checked against", policy.name),
                         },
                     )
                     .await;
                     let _ = reply.send(false);
                     return true;
                 }
-                if let Err(e) = self
-                    .commit(EventKind::SshStart {
-                        channel,
-                        request: "subsystem".into(),
-                        command: name.clone(),
-                    })
-                    .await
-                {
-                    tracing::error!("subsystem refused: it could not be recorded ({e})");
+                if !self.record_start("subsystem", &name).await {
                     let _ = reply.send(false);
                     return true;
                 }
                 self.set_output(Output::Protocol);
                 let answer = self.ask(up.request_subsystem(true, &name)).await;
+                // Installed before the next input is read, and only once
+                // the target runs SFTP: nothing reaches it unjudged, and a
+                // refused subsystem leaves nothing behind.
+                if answer == Some(true) && name == "sftp" {
+                    if let Ok(mut f) = self.sftp.lock() {
+                        *f = Some(SftpFilter::new());
+                    }
+                    // Files are recorded as operations with their hashes,
+                    // not byte for byte (their contents are not masked).
+                    self.record_streams(false);
+                }
                 let _ = reply.send(answer == Some(true));
                 answer.is_some()
             }
@@ -459,27 +544,30 @@ impl Relay {
                 let line = String::from_utf8_lossy(&command).into_owned();
                 // scp's own protocol carries file bytes on stdout: they pass
                 // unchanged (transfers are recorded as such, not as text).
-                if line.trim_start().starts_with("scp ") {
-                    self.set_output(Output::Protocol);
-                    if policy.has_path_rules() {
+                if let Some(parsed) = scp::parse(&line) {
+                    // Only a plain scp switches masking off: `scp -f x;
+                    // cat .env` is not a transfer.
+                    if parsed.is_ok() {
+                        self.set_output(Output::Protocol);
+                        self.record_streams(false);
+                    }
+                    if let Err((rule, why)) = self.judge_scp(parsed).await {
                         let _ = reply.send(true);
-                        let why = format!(
-                            "scp is refused under policy \"{}\", which has path rules (transfers are not checked against them yet)",
-                            policy.name
-                        );
-                        self.block(client, "paths", why).await;
+                        tracing::info!(command = %line.escape_debug(), "scp refused: {why}");
+                        self.block(client, &rule, why).await;
                         return true;
                     }
+                } else if policy.has_path_rules() && scp::is_file_server(&line) {
+                    let _ = reply.send(true);
+                    let why = format!(
+                        "{} is refused under policy \"{}\", which has path rules: use sftp or scp",
+                        line.split_whitespace().next().unwrap_or_default(),
+                        policy.name
+                    );
+                    self.block(client, "paths", why).await;
+                    return true;
                 }
-                if let Err(e) = self
-                    .commit(EventKind::SshStart {
-                        channel,
-                        request: "exec".into(),
-                        command: line.clone(),
-                    })
-                    .await
-                {
-                    tracing::error!("exec refused: it could not be recorded ({e})");
+                if !self.record_start("exec", &line).await {
                     let _ = reply.send(true);
                     self.refuse(client, "the command could not be recorded; it was not run")
                         .await;
@@ -487,6 +575,7 @@ impl Relay {
                 }
                 match policy.judge_command(&line) {
                     Verdict::Allow => {
+                        self.watch_exec(&line);
                         let answer = self.ask(up.exec(true, command)).await;
                         let _ = reply.send(answer == Some(true));
                         answer.is_some()
@@ -512,11 +601,18 @@ impl Relay {
                             .await
                         {
                             Decision::Approved => {
+                                self.watch_exec(&line);
                                 let answer = self.ask(up.exec(true, command)).await;
                                 if answer != Some(true) {
                                     self.refuse(client, "the target refused to run the command")
                                         .await;
                                     return answer.is_some();
+                                }
+                                if self.watching() {
+                                    // Keys for a watched program are judged
+                                    // like any others.
+                                    backlog.extend(held);
+                                    return true;
                                 }
                                 for input in held {
                                     let ok = match input {
@@ -634,7 +730,11 @@ impl Relay {
         let _ = client
             .extended_data_bytes(
                 1,
-                Bytes::from(format!("gatehouse: waiting for approval {id}\r\n")),
+                Bytes::from(format!(
+                    "{}gatehouse: waiting for approval {id}\r\n",
+                    // On a terminal the held line's cursor is still on it.
+                    if self.watching() { "\r\n" } else { "" }
+                )),
             )
             .await;
         let mut held_bytes = 0usize;
@@ -669,7 +769,12 @@ impl Relay {
                         }
                         held.push_back(ChannelInput::Data(d));
                     }
-                    Some(other) => held.push_back(other),
+                    Some(other) => {
+                        // Resizes, signals and EOF count too, so a flood of
+                        // them cannot grow the queue without bound.
+                        held_bytes += HELD_ITEM_COST;
+                        held.push_back(other);
+                    }
                 },
             }
         };
@@ -692,7 +797,12 @@ impl Relay {
     }
 
     /// Target → agent.
-    async fn down(&self, mut up: ChannelReadHalf, client: &ChannelWriteHalf<russh::server::Msg>) {
+    async fn down(
+        &self,
+        mut up: ChannelReadHalf,
+        mut injected: mpsc::Receiver<Bytes>,
+        client: &ChannelWriteHalf<russh::server::Msg>,
+    ) {
         let mut terminate = self.relays.terminate.clone();
         // stdout and stderr maskers, made once output is known to be text.
         let mut maskers: Option<[StreamMasker; 2]> = None;
@@ -702,6 +812,12 @@ impl Relay {
                 .is_some_and(|m| m.iter().any(StreamMasker::holding));
             let msg = tokio::select! {
                 m = up.wait() => m,
+                Some(reply) = injected.recv() => {
+                    if !self.emit(client, None, reply, &mut terminate).await {
+                        return;
+                    }
+                    continue;
+                }
                 _ = tokio::time::sleep(MASK_FLUSH), if holding => {
                     if !self.flush_masked(&mut maskers, client, &mut terminate).await {
                         return;
@@ -728,6 +844,9 @@ impl Relay {
                 return;
             };
             let written = match msg {
+                ChannelMsg::Data { data } if self.is_sftp() => {
+                    self.sftp_down(data, client, &mut terminate).await
+                }
                 ChannelMsg::Data { data } => {
                     let data = match maskers.as_mut() {
                         Some([out, _]) => Bytes::from(out.feed(&data)),
@@ -830,6 +949,7 @@ impl Relay {
         if let Some(e) = self.data_event(stream, &data) {
             self.send_events(vec![e]).await;
         }
+        self.shown_to_agent(&data);
         self.write(client, ext, data, terminate).await
     }
 
@@ -892,7 +1012,7 @@ impl Relay {
 }
 
 /// Resolves when the session is told to end, with the reason.
-async fn terminated(rx: &mut watch::Receiver<Option<String>>) -> String {
+pub(super) async fn terminated(rx: &mut watch::Receiver<Option<String>>) -> String {
     loop {
         if let Some(why) = rx.borrow_and_update().clone() {
             return why;
