@@ -172,6 +172,8 @@ impl Scratch {
     }
 }
 
+/// `MaxSessions 64`: above the gateway's own 32 channels per connection,
+/// so tests of that limit meet the gateway's and not sshd's default of 10.
 fn config(dir: &Path, port: u16, extra: &[&str]) -> String {
     let d = dir.display();
     let mut text = format!(
@@ -190,6 +192,7 @@ fn config(dir: &Path, port: u16, extra: &[&str]) -> String {
          AcceptEnv LANG LC_*\n\
          Subsystem sftp internal-sftp\n\
          AllowTcpForwarding yes\n\
+         MaxSessions 64\n\
          X11Forwarding no\n\
          PrintMotd no\n\
          LogLevel VERBOSE\n"

@@ -127,34 +127,6 @@ fn exec_relays_stdout_stderr_and_exit_status_with_a_token_as_password() -> Resul
     Ok(())
 }
 
-#[test]
-fn several_channels_on_one_connection() -> Result<()> {
-    let w = SshWorld::start(|c, _| c)?;
-    let auth = w.token_auth(&w.token("multi")?)?;
-    // ControlMaster multiplexes the second and third commands over the
-    // first connection, as separate session channels.
-    let control = w.client_dir.path().join("mux");
-    let mut opts: Vec<String> = vec![
-        "-o".into(),
-        "ControlMaster=auto".into(),
-        "-o".into(),
-        format!("ControlPath={}", control.display()),
-        "-o".into(),
-        "ControlPersist=10".into(),
-    ];
-    let mut a = auth.clone();
-    a.options.append(&mut opts);
-    for i in 0..3 {
-        let out = w.ssh(&a, SSH_CONNECTION, &[&format!("echo channel-{i}")])?;
-        assert_eq!(out.success_text()?, format!("channel-{i}"));
-    }
-    let _ = w.ssh(&a, SSH_CONNECTION, &["-O", "exit"]);
-    let sessions = ssh_sessions(&w, 1)?;
-    let (_, events) = show_session(&w.gh, sessions[0]["id"].as_str().context("id")?)?;
-    assert_eq!(events_of_kind(&events, "ssh_start").len(), 3, "{events:#?}");
-    Ok(())
-}
-
 /// What a CI job does: `gatehouse login` trades its token for a
 /// certificate at the HTTPS API, and the stock `ssh` command it prints
 /// runs a command on the target through the gateway, recorded under the

@@ -329,32 +329,10 @@ fn scp_in_both_protocols_and_an_sftp_batch_go_through() -> Result<()> {
 fn port_forwarding_is_refused_and_recorded() -> Result<()> {
     let w = SshWorld::start(|c, _| c)?;
     let auth = w.token_auth(&w.token("tunnel")?)?;
-    let local_port = gatehouse_tests::ports::free_loopback_port()?;
-    let mut cmd = Command::new("ssh");
-    auth.apply(&mut cmd);
-    cmd.args(["-p", &w.port.to_string()])
-        .args([
-            "-L",
-            &format!("127.0.0.1:{local_port}:127.0.0.1:{}", w.sshd.port()),
-        ])
-        .arg(format!("{SSH_CONNECTION}@127.0.0.1"))
-        .arg("sleep 8")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let mut child = cmd.spawn()?;
     // The local end opens once the client is logged in; a connection
     // through it must not reach the target's sshd.
-    let deadline = Instant::now() + WAIT;
-    let mut s = loop {
-        if let Ok(s) = TcpStream::connect(("127.0.0.1", local_port)) {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            bail!("the client never listened on the forwarded port");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let (mut child, local_port) = forward(&w, &auth)?;
+    let mut s = TcpStream::connect(("127.0.0.1", local_port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut buf = [0u8; 64];
     let n = s.read(&mut buf).unwrap_or(0);
@@ -368,6 +346,96 @@ fn port_forwarding_is_refused_and_recorded() -> Result<()> {
     let (_, events) = show_session(&w.gh, sessions[0]["id"].as_str().context("id")?)?;
     let forwards = events_of_kind(&events, "port_forward");
     assert_eq!(forwards[0]["kind"]["outcome"], "refused");
+    Ok(())
+}
+
+/// `ssh -L LOCAL:127.0.0.1:TARGET_SSHD ... sleep 8` through the gateway;
+/// the child and the local port, once it listens.
+fn forward(
+    w: &SshWorld,
+    auth: &gatehouse_tests::ssh_client::Auth,
+) -> Result<(std::process::Child, u16)> {
+    let local_port = gatehouse_tests::ports::free_loopback_port()?;
+    let mut cmd = Command::new("ssh");
+    auth.apply(&mut cmd);
+    cmd.args(["-p", &w.port.to_string()])
+        .args([
+            "-L",
+            &format!("127.0.0.1:{local_port}:127.0.0.1:{}", w.sshd.port()),
+        ])
+        .arg(format!("{SSH_CONNECTION}@127.0.0.1"))
+        .arg("sleep 8")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn()?;
+    let deadline = Instant::now() + WAIT;
+    while TcpStream::connect(("127.0.0.1", local_port)).is_err() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("the client never listened on the forwarded port");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok((child, local_port))
+}
+
+#[test]
+fn port_forwarding_allowed_by_policy_is_relayed_and_counted() -> Result<()> {
+    let w = SshWorld::start(|c, _| {
+        c.policy(
+            PolicySpec::new("default")
+                .recording("batched")
+                .line("port_forwarding = true"),
+        )
+    })?;
+    let auth = w.token_auth(&w.token("tunnel")?)?;
+    let (mut child, local_port) = forward(&w, &auth)?;
+    // The readiness probe above opened (and closed) one forward already;
+    // this one talks to the target's sshd through it.
+    let mut s = TcpStream::connect(("127.0.0.1", local_port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(b"SSH-2.0-forward-test\r\n")?;
+    let mut banner = Vec::new();
+    let mut buf = [0u8; 256];
+    while !banner.ends_with(b"\n") {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        banner.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        String::from_utf8_lossy(&banner).starts_with("SSH-2.0-OpenSSH"),
+        "the forward did not reach sshd: {:?}",
+        String::from_utf8_lossy(&banner)
+    );
+    drop(s);
+    let _ = child.wait();
+    let sessions = ssh_sessions(&w, 1)?;
+    let (_, events) = show_session(&w.gh, sessions[0]["id"].as_str().context("id")?)?;
+    let forwards: Vec<&Value> = events_of_kind(&events, "port_forward")
+        .into_iter()
+        .map(|e| &e["kind"])
+        .collect();
+    let to = format!("127.0.0.1:{}", w.sshd.port());
+    assert!(
+        forwards.iter().all(|f| f["to"] == to.as_str()),
+        "{forwards:#?}"
+    );
+    assert!(
+        forwards.iter().any(|f| f["outcome"] == "opened"),
+        "{forwards:#?}"
+    );
+    let closed = forwards
+        .iter()
+        .find(|f| f["outcome"] == "closed" && f["bytes_in"].as_u64().unwrap_or(0) > 0)
+        .with_context(|| format!("no closed forward with the client's bytes: {forwards:#?}"))?;
+    // Our version line went in; sshd's banner (and its reply) came out.
+    assert!(closed["bytes_in"].as_u64().unwrap_or(0) >= 22, "{closed}");
+    assert!(
+        closed["bytes_out"].as_u64().unwrap_or(0) >= banner.len() as u64,
+        "{closed}"
+    );
     Ok(())
 }
 
