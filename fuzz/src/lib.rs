@@ -17,6 +17,10 @@
 //!   text/CSV/binary masking; [`mask_model`] their shared oracle.
 //! - [`oidc_header`] the token checks before any signature;
 //!   [`config_load`] the config loader (both from the appliance's library).
+//! - [`sftp`] an SSH channel's SFTP filter under path rules, both
+//!   directions interleaved.
+//! - [`ssh_line`] the interactive-shell line reader against a model
+//!   shell's echo.
 //! - [`wire`] an independent encoder the targets compare the decoders with.
 
 #[cfg(feature = "appliance")]
@@ -29,8 +33,10 @@ pub mod oidc_header;
 pub mod pg_frames;
 pub mod pg_startup;
 pub mod pg_target;
+pub mod sftp;
 pub mod sql_splice;
 pub mod sql_text;
+pub mod ssh_line;
 pub mod wire;
 
 /// A target's checks: panics when an invariant breaks.
@@ -45,6 +51,8 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("sql_splice", sql_splice::check),
     ("mask_rows", mask_rows::check),
     ("mask_copy", mask_copy::check),
+    ("sftp", sftp::check),
+    ("ssh_line", ssh_line::check),
     #[cfg(feature = "appliance")]
     ("oidc_header", oidc_header::check),
     #[cfg(feature = "appliance")]
