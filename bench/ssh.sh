@@ -6,6 +6,10 @@
 #  - throughput: `ssh HOST 'head -c SIZE /dev/zero' > /dev/null`, MB/s;
 #  - echo round trip: one line through `cat` on an open session, repeated,
 #    median and p99 (the difference is what the gateway adds);
+#  - shell line round trip: in an interactive shell (`ssh -tt`), a typed
+#    `echo` line to its output, median and p99, directly, through
+#    Gatehouse, and through Gatehouse under command rules (where Enter is
+#    held until the line on the screen is judged);
 #  - connection setup: `ssh HOST true`, start to exit (key exchange, login
 #    and, through Gatehouse, the login to the target);
 #  - resident memory of the gateway per idle session, with IDLE sessions
@@ -107,7 +111,7 @@ max_sessions = $((IDLE + 100))
 [[roles]]
 name = "bench"
 groups = ["bench"]
-connections = ["target"]
+connections = ["target", "ruled"]
 [[connections]]
 name = "target"
 kind = "ssh"
@@ -116,8 +120,22 @@ user = "$USER_NAME"
 private_key_file = "secrets/target.key"
 host_key = "$(cat "$work/sshd/host_ed25519.pub")"
 policy = "default"
+[[connections]]
+name = "ruled"
+kind = "ssh"
+address = "127.0.0.1:$SSHD_PORT"
+user = "$USER_NAME"
+private_key_file = "secrets/target.key"
+host_key = "$(cat "$work/sshd/host_ed25519.pub")"
+policy = "ruled"
 [policies.default]
 recording = "batched"
+[policies.ruled]
+recording = "batched"
+[[policies.ruled.rules]]
+name = "no-wipe"
+action = "block"
+commands = ["rm -rf /*", "shutdown*", "reboot*", "mkfs*", "dd if=*"]
 TOML
 (cd "$work" && exec "${GATEHOUSE:-$bin/gatehouse}" serve --config gatehouse.toml) > "$work/gatehouse.log" 2>&1 &
 gh_pid=$!
@@ -200,6 +218,44 @@ read -r dm dp < <(python3 "$work/echo.py" "$ECHOES" "${direct[@]}")
 read -r tm tp < <(python3 "$work/echo.py" "$ECHOES" "${through[@]}")
 printf 'direct    median %s ms  p99 %s ms\nGatehouse median %s ms  p99 %s ms\n' "$dm" "$dp" "$tm" "$tp"
 python3 -c "print(f'added: median {($tm - $dm):.3f} ms  p99 {($tp - $dp):.3f} ms')"
+
+echo "== shell line round trip: ssh -tt HOST, a typed echo line to its output, $((ECHOES / 5)) times each"
+cat > "$work/line.py" <<'PY'
+import os, pty, select, sys, time
+n = int(sys.argv[1])
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:] + ["-tt"])
+def until(needle, limit=20.0):
+    buf, end = b"", time.time() + limit
+    while needle not in buf:
+        r, _, _ = select.select([fd], [], [], max(0.0, end - time.time()))
+        if not r:
+            sys.exit(f"timed out waiting for {needle!r}: {buf[-200:]!r}")
+        buf += os.read(fd, 65536)
+os.write(fd, b"PS1='$ '; stty -echoctl\r")
+until(b"$ ")
+times = []
+for i in range(n + 5):
+    want = str(100000 + i).encode()
+    t = time.perf_counter()
+    os.write(fd, b"echo $((100000+%d))\r" % i)
+    until(want + b"\r\n")
+    if i >= 5:
+        times.append(time.perf_counter() - t)
+os.write(fd, b"exit\r")
+times.sort()
+print(f"{times[len(times) // 2] * 1e3:.3f} {times[int(len(times) * 0.99)] * 1e3:.3f}")
+PY
+ruled=("${through[@]}")
+ruled[-1]="ruled@127.0.0.1"
+read -r ldm ldp < <(python3 "$work/line.py" "$((ECHOES / 5))" "${direct[@]}")
+read -r ltm ltp < <(python3 "$work/line.py" "$((ECHOES / 5))" "${through[@]}")
+read -r lrm lrp < <(python3 "$work/line.py" "$((ECHOES / 5))" "${ruled[@]}")
+printf 'direct                       median %s ms  p99 %s ms\n' "$ldm" "$ldp"
+printf 'Gatehouse                    median %s ms  p99 %s ms\n' "$ltm" "$ltp"
+printf 'Gatehouse, command rules     median %s ms  p99 %s ms\n' "$lrm" "$lrp"
+python3 -c "print(f'added by the line judgement: median {($lrm - $ltm):.3f} ms  p99 {($lrp - $ltp):.3f} ms')"
 
 echo "== connection setup: ssh HOST true, $SETUPS times each, interleaved"
 setups_d=() setups_t=()
