@@ -36,6 +36,7 @@ use crate::auth::Identity;
 use crate::error::SessionError;
 use crate::gateway::Gateway;
 use crate::recording::RecordingId;
+use crate::registry::SessionStats;
 
 /// Channels one connection may have open at once. OpenSSH's own server
 /// allows 10 sessions per connection by default; a client opening
@@ -88,9 +89,12 @@ pub struct ServerHandler {
     relays: Option<Arc<Relays>>,
     channels: HashMap<ChannelId, mpsc::Sender<ChannelInput>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The session's live counters (consoles read them).
+    stats: Arc<SessionStats>,
 }
 
 impl ServerHandler {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         gw: Arc<Gateway>,
         svc: Arc<SshService>,
@@ -99,8 +103,10 @@ impl ServerHandler {
         over_limit: bool,
         notes: mpsc::UnboundedSender<Note>,
         terminate: watch::Receiver<Option<String>>,
+        stats: Arc<SessionStats>,
     ) -> Self {
         ServerHandler {
+            stats,
             gw,
             svc,
             peer,
@@ -464,6 +470,7 @@ impl russh::server::Handler for ServerHandler {
                     broker: self.gw.approvals.clone(),
                     server: session.handle(),
                     terminate: self.terminate.clone(),
+                    stats: self.stats.clone(),
                 }));
                 self.note(Note::Established {
                     target: target.name.clone(),

@@ -7,7 +7,10 @@
 //! text in the recording however the target's writes were split.
 
 use crate::recorder::{PendingEvent, RecorderHandle, RecorderMsg, now_micros};
+use std::sync::Arc;
+
 use crate::recording::{Direction, EventKind, RecordingId, SshBytes};
+use crate::registry::SessionStats;
 
 /// A channel's streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,10 +51,17 @@ pub struct ChannelTap {
     carry: [Vec<u8>; 3],
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// The session's counters, which consoles show.
+    stats: Arc<SessionStats>,
 }
 
 impl ChannelTap {
-    pub fn new(recorder: RecorderHandle, session: RecordingId, channel: u32) -> Self {
+    pub fn new(
+        recorder: RecorderHandle,
+        session: RecordingId,
+        channel: u32,
+        stats: Arc<SessionStats>,
+    ) -> Self {
         ChannelTap {
             recorder,
             session,
@@ -60,6 +70,7 @@ impl ChannelTap {
             carry: Default::default(),
             bytes_in: 0,
             bytes_out: 0,
+            stats,
         }
     }
 
@@ -67,8 +78,14 @@ impl ChannelTap {
     /// held back as an incomplete character).
     pub fn data(&mut self, stream: Stream, data: &[u8]) -> Option<PendingEvent> {
         match stream {
-            Stream::Stdin => self.bytes_in += data.len() as u64,
-            _ => self.bytes_out += data.len() as u64,
+            Stream::Stdin => {
+                self.bytes_in += data.len() as u64;
+                self.stats.add_from_client(data.len());
+            }
+            _ => {
+                self.bytes_out += data.len() as u64;
+                self.stats.add_to_client(data.len());
+            }
         }
         if !self.record_streams {
             return None;

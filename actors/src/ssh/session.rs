@@ -31,7 +31,7 @@ use crate::lifecycle::{self, SessionRecord, capped};
 use crate::listener::Admission;
 use crate::recorder::now_micros;
 use crate::recording::{Direction, EventKind, Outcome, RecordingId};
-use crate::registry::{Kill, SessionStats, Unregister, Update};
+use crate::registry::{Kill, SessionState, SessionStats, Unregister, Update};
 
 /// After a kill, how long the channels get to tell the agent before the
 /// connection is cut.
@@ -95,6 +95,7 @@ impl Actor for SshSession {
             over_limit: self.admission.over_limit(),
             record,
             stop: self.stop.subscribe(),
+            stats: self.stats.clone(),
         };
         let span = tracing::info_span!("ssh_session", id = %self.id, peer = %self.peer);
         lifecycle::spawn_life(self, ctx, life.run(socket), span, panic_end);
@@ -121,6 +122,7 @@ struct Lifecycle {
     over_limit: bool,
     record: SessionRecord,
     stop: watch::Receiver<Option<String>>,
+    stats: Arc<SessionStats>,
 }
 
 impl Lifecycle {
@@ -137,6 +139,7 @@ impl Lifecycle {
             self.over_limit,
             notes_tx,
             terminate_rx,
+            self.stats.clone(),
         );
         let started = tokio::time::timeout_at(
             deadline,
@@ -257,6 +260,7 @@ impl Lifecycle {
             Note::Established { target } => {
                 *logged_in = true;
                 *failure = None;
+                self.stats.set_state(SessionState::Active);
                 self.record
                     .event(Direction::Gateway, EventKind::Connected { target })
                     .await;

@@ -41,6 +41,7 @@ use crate::auth::Identity;
 use crate::mask::stream::StreamMasker;
 use crate::recorder::{RecorderHandle, now_micros};
 use crate::recording::{Direction, EventKind, RecordingId};
+use crate::registry::{SessionState, SessionStats};
 
 /// A target that does not answer a request within this fails it.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -104,6 +105,26 @@ pub struct Relays {
     pub server: russh::server::Handle,
     /// Set when the session is killed or the gateway shuts down.
     pub terminate: watch::Receiver<Option<String>>,
+    /// The session's live counters: bytes, commands, waiting.
+    pub stats: Arc<SessionStats>,
+}
+
+/// The session shown as waiting for approval while this lives (several
+/// channels may wait at once; the first to finish shows it active again,
+/// which understates the wait but never leaves a session "waiting").
+struct Waiting<'a>(&'a SessionStats);
+
+impl<'a> Waiting<'a> {
+    fn on(stats: &'a SessionStats) -> Self {
+        stats.set_state(SessionState::WaitingForApproval);
+        Waiting(stats)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.set_state(SessionState::Active);
+    }
 }
 
 /// Replies the target owes, oldest first.
@@ -143,6 +164,7 @@ pub fn spawn(
             relays.recorder.clone(),
             relays.session,
             u32::from(id),
+            relays.stats.clone(),
         )));
         let pending: Pending = Default::default();
         let (inject, injected) = mpsc::channel(INJECT_QUEUE);
@@ -295,6 +317,7 @@ impl Relay {
     /// Record what the channel runs before it runs (durably under strict
     /// recording); `false` when that failed and it must not run.
     async fn record_start(&self, request: &str, command: &str) -> bool {
+        self.relays.stats.add_statements(1);
         let start = EventKind::SshStart {
             channel: self.channel(),
             request: request.into(),
@@ -717,6 +740,8 @@ impl Relay {
         let Ok((id, mut rx)) = broker.send(Submit(request)).await else {
             return Decision::Refused("approval broker unavailable".into());
         };
+        // Consoles show the session waiting until this returns.
+        let _waiting = Waiting::on(&self.relays.stats);
         self.tap_note(
             Direction::Gateway,
             EventKind::ApprovalRequested {

@@ -340,6 +340,9 @@ impl Relay {
         // Lines that run are recorded (durably first under strict
         // recording); keys that may run a line, and keys in full-screen
         // programs, only when a rule stops them.
+        if record || !matches!(verdict, Verdict::Allow) {
+            self.relays.stats.add_statements(1);
+        }
         if (record || !matches!(verdict, Verdict::Allow))
             && let Err(e) = self
                 .commit(EventKind::SshLine {
