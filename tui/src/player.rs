@@ -31,16 +31,84 @@ pub enum TermData {
     Resize { cols: u16, rows: u16 },
 }
 
-/// The terminal data an event carries. Terminal sessions (SSH shells)
-/// record their output and window changes; query sessions and admin
-/// sessions carry none, and replay as timelines.
-///
-/// The SSH gateway's event kinds are not part of the recording model yet:
-/// when they are, their output and resize kinds map here, and live view
-/// and replay show them as terminals with no other change.
-pub fn terminal_data(kind: &EventKind) -> Option<TermData> {
-    let _ = kind;
-    None
+/// Picks an SSH session's terminal out of its events: the first channel
+/// that asked for a pseudo-terminal is the terminal (its output as the
+/// agent's terminal drew it, its window changes); until a channel has one,
+/// the output of every channel is shown, with bare line feeds made CRLF as
+/// a terminal's `onlcr` would (a command run without a terminal writes
+/// `\n`). Input (stdin) is never shown: the terminal echoes what the agent
+/// typed when it should, and a password typed with echo off stays off the
+/// screen. Query and admin sessions carry no terminal data and replay as
+/// timelines.
+#[derive(Debug, Clone, Default)]
+pub struct TermSource {
+    pty: Option<u32>,
+    /// The previous byte shown from a channel without a terminal was CR.
+    after_cr: bool,
+}
+
+impl TermSource {
+    pub fn new() -> TermSource {
+        TermSource::default()
+    }
+
+    /// What `kind` does to the terminal, if anything.
+    pub fn data(&mut self, kind: &EventKind) -> Option<TermData> {
+        match kind {
+            EventKind::SshPty {
+                channel,
+                cols,
+                rows,
+                ..
+            } if self.pty.is_none_or(|c| c == *channel) => {
+                self.pty = Some(*channel);
+                Some(resize(*cols, *rows))
+            }
+            EventKind::SshResize {
+                channel,
+                cols,
+                rows,
+            } if self.pty == Some(*channel) => Some(resize(*cols, *rows)),
+            EventKind::SshData {
+                channel,
+                stream,
+                data,
+            } if stream != "stdin" => match self.pty {
+                Some(c) if c == *channel => Some(TermData::Output(data.as_bytes().to_vec())),
+                Some(_) => None,
+                None => Some(TermData::Output(self.crlf(data.as_bytes()))),
+            },
+            _ => None,
+        }
+    }
+
+    fn crlf(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 32);
+        for &b in bytes {
+            if b == b'\n' && !self.after_cr {
+                out.push(b'\r');
+            }
+            out.push(b);
+            self.after_cr = b == b'\r';
+        }
+        out
+    }
+}
+
+/// The largest terminal the console emulates: the agent chooses the size
+/// it records, and an emulated screen costs memory per cell (the gateway
+/// reads command lines off screens no larger than this either).
+pub const MAX_COLS: u16 = 500;
+pub const MAX_ROWS: u16 = 200;
+
+/// A window size as recorded (SSH carries u32), cut to what the console
+/// emulates.
+fn resize(cols: u32, rows: u32) -> TermData {
+    let fit = |n: u32, max: u16| u16::try_from(n).unwrap_or(max).clamp(1, max);
+    TermData::Resize {
+        cols: fit(cols, MAX_COLS),
+        rows: fit(rows, MAX_ROWS),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -289,6 +357,81 @@ impl Player {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gatehouse_actors::recording::SshBytes;
+
+    fn data(channel: u32, stream: &str, bytes: &[u8]) -> EventKind {
+        EventKind::SshData {
+            channel,
+            stream: stream.into(),
+            data: SshBytes::from_bytes(bytes),
+        }
+    }
+
+    fn pty(channel: u32, cols: u32, rows: u32) -> EventKind {
+        EventKind::SshPty {
+            channel,
+            term: "xterm".into(),
+            cols,
+            rows,
+        }
+    }
+
+    #[test]
+    fn the_first_terminal_channel_is_the_terminal() {
+        let mut src = TermSource::new();
+        // Before any terminal: every channel's output, LF made CRLF once.
+        assert_eq!(
+            src.data(&data(0, "stdout", b"a\nb\r\nc")),
+            Some(TermData::Output(b"a\r\nb\r\nc".to_vec()))
+        );
+        assert_eq!(src.data(&data(0, "stdin", b"secret\n")), None);
+        assert_eq!(
+            src.data(&pty(3, 100, 30)),
+            Some(TermData::Resize {
+                cols: 100,
+                rows: 30
+            })
+        );
+        // From then on only channel 3, raw.
+        assert_eq!(
+            src.data(&data(3, "stdout", b"x\ny")),
+            Some(TermData::Output(b"x\ny".to_vec()))
+        );
+        assert_eq!(src.data(&data(1, "stdout", b"other")), None);
+        assert_eq!(src.data(&pty(4, 80, 24)), None);
+        assert_eq!(
+            src.data(&EventKind::SshResize {
+                channel: 4,
+                cols: 1,
+                rows: 1
+            }),
+            None
+        );
+        assert_eq!(src.data(&data(3, "stdin", b"typed")), None);
+    }
+
+    #[test]
+    fn a_recorded_size_is_cut_to_what_the_console_emulates() {
+        let mut src = TermSource::new();
+        assert_eq!(
+            src.data(&pty(0, u32::MAX, 0)),
+            Some(TermData::Resize {
+                cols: MAX_COLS,
+                rows: 1
+            })
+        );
+        assert_eq!(
+            src.data(&EventKind::SshResize {
+                channel: 0,
+                cols: 70_000,
+                rows: 201
+            }),
+            Some(TermData::Resize {
+                cols: MAX_COLS,
+                rows: MAX_ROWS
+            })
+        );
+    }
 
     /// A long synthetic session: a line of output every 100 ms, the screen
     /// cleared every 50 lines, a resize in the middle.

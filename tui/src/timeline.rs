@@ -103,6 +103,8 @@ pub struct Timeline {
     portals: HashMap<String, (String, Vec<Option<String>>)>,
     /// The most recently answered statement (masking events follow it).
     last_done: Option<u64>,
+    /// SSH channels whose command is running: channel to step.
+    running: HashMap<u32, u64>,
 }
 
 impl Timeline {
@@ -115,6 +117,7 @@ impl Timeline {
             statements: HashMap::new(),
             portals: HashMap::new(),
             last_done: None,
+            running: HashMap::new(),
         }
     }
 
@@ -173,8 +176,26 @@ impl Timeline {
         }
         let mut step = Step::new(at, text, false);
         step.extended = extended;
+        self.statement_step(step);
+    }
+
+    fn statement_step(&mut self, step: Step) -> u64 {
         let n = self.add(step);
         self.open.push_back(n);
+        n
+    }
+
+    /// An SSH command (exec, shell, subsystem) or a line typed in a shell:
+    /// policy events that follow belong to it; an exec's exit answers it.
+    fn command(&mut self, at: i64, text: String, done: bool) -> u64 {
+        let mut step = Step::new(at, text, false);
+        if done {
+            step.outcome = StepOutcome::Ok {
+                tag: "typed".into(),
+            };
+            step.done_at = Some(at);
+        }
+        self.statement_step(step)
     }
 
     fn note(&mut self, at: i64, text: String) {
@@ -347,6 +368,55 @@ impl Timeline {
                 }
             }
             EventKind::Opaque { .. } => {}
+            // The terminal shows these (see `player::TermSource`).
+            EventKind::SshData { .. } | EventKind::SshResize { .. } => {}
+            EventKind::SshStart {
+                channel,
+                request,
+                command,
+            } => {
+                let text = match request.as_str() {
+                    "exec" => clean(command),
+                    "subsystem" => format!("subsystem {}", clean(command)),
+                    other => clean(other),
+                };
+                let n = self.command(at, text, false);
+                self.running.insert(*channel, n);
+            }
+            EventKind::SshLine { line, .. } => {
+                self.command(at, format!("$ {}", clean(line)), true);
+            }
+            EventKind::SshExit {
+                channel,
+                status,
+                signal,
+            } => {
+                let outcome = match (status, signal) {
+                    (_, Some(sig)) => StepOutcome::Error {
+                        code: format!("signal {}", clean(sig)),
+                        message: String::new(),
+                    },
+                    (Some(0), None) => StepOutcome::Ok {
+                        tag: "exit 0".into(),
+                    },
+                    (Some(code), None) => StepOutcome::Error {
+                        code: format!("exit {code}"),
+                        message: String::new(),
+                    },
+                    (None, None) => StepOutcome::Ok {
+                        tag: "ended".into(),
+                    },
+                };
+                match self.running.remove(channel).and_then(|n| self.get(n)) {
+                    Some(s) => {
+                        if !matches!(s.outcome, StepOutcome::Blocked { .. }) {
+                            s.outcome = outcome;
+                        }
+                        s.done_at = Some(at);
+                    }
+                    None => self.note(at, describe(&e.kind)),
+                }
+            }
             other => {
                 let text = describe(other);
                 self.note(at, text);
@@ -397,6 +467,73 @@ fn describe(kind: &EventKind) -> String {
         EventKind::Sftp {
             op, path, outcome, ..
         } => format!("sftp {op} {path}: {outcome}"),
+        EventKind::SshChannelOpen {
+            channel,
+            channel_type,
+        } => format!("channel {channel}: open {channel_type}"),
+        EventKind::SshPty {
+            channel,
+            term,
+            cols,
+            rows,
+        } => format!("channel {channel}: terminal {term} {cols}x{rows}"),
+        EventKind::SshEnv {
+            channel,
+            name,
+            accepted,
+            ..
+        } => format!(
+            "channel {channel}: env {name}{}",
+            if *accepted { "" } else { " refused" }
+        ),
+        EventKind::SshSignal { channel, signal } => format!("channel {channel}: signal {signal}"),
+        EventKind::SshExit {
+            channel,
+            status,
+            signal,
+        } => match (status, signal) {
+            (_, Some(sig)) => format!("channel {channel}: killed by signal {sig}"),
+            (Some(code), None) => format!("channel {channel}: exit {code}"),
+            (None, None) => format!("channel {channel}: ended"),
+        },
+        EventKind::SshChannelClose {
+            channel,
+            bytes_in,
+            bytes_out,
+        } => format!("channel {channel}: closed, {bytes_in} bytes in, {bytes_out} bytes out"),
+        EventKind::FileOp {
+            protocol,
+            op,
+            path,
+            to,
+            bytes,
+            sha256,
+            outcome,
+            ..
+        } => {
+            let mut text = format!("{protocol} {op} {path}");
+            if let Some(to) = to {
+                text.push_str(&format!(" -> {to}"));
+            }
+            if *bytes > 0 {
+                text.push_str(&format!(", {bytes} bytes"));
+            }
+            if let Some(h) = sha256 {
+                text.push_str(&format!(", sha256 {h}"));
+            }
+            format!("{text}: {outcome}")
+        }
+        EventKind::PortForward {
+            forward,
+            from,
+            to,
+            bytes_in,
+            bytes_out,
+            outcome,
+            ..
+        } => format!(
+            "{forward} {from} -> {to}: {outcome}, {bytes_in} bytes in, {bytes_out} bytes out"
+        ),
         other => format!("{other:?}"),
     })
 }

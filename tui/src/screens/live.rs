@@ -15,7 +15,7 @@ use super::{bytes, clock, duration, step, steps};
 use crate::app::App;
 use crate::keys::Key;
 use crate::pane::{TerminalPane, clipped};
-use crate::player::{TermData, terminal_data};
+use crate::player::{TermData, TermSource};
 use crate::timeline::Timeline;
 
 /// Statements kept in the live view; older ones scroll away (the
@@ -31,6 +31,9 @@ pub struct LiveState {
     pub selected: usize,
     /// The agent's terminal, once the session shows it has one.
     pub terminal: Option<vt100::Parser>,
+    source: TermSource,
+    /// Show the list of commands instead of the terminal (`t`).
+    pub commands: bool,
     /// The history arrived (until then: "loading").
     pub loaded: bool,
 }
@@ -44,6 +47,8 @@ impl LiveState {
             follow: true,
             selected: 0,
             terminal: None,
+            source: TermSource::new(),
+            commands: false,
             loaded: false,
         }
     }
@@ -57,21 +62,19 @@ impl LiveState {
     }
 
     pub fn event(&mut self, e: &Event) {
-        match terminal_data(&e.kind) {
-            Some(data) => {
-                let term = self.terminal.get_or_insert_with(|| {
-                    vt100::Parser::new(vt100::Parser::DEFAULT_ROWS, vt100::Parser::DEFAULT_COLS, 0)
-                });
-                match data {
-                    TermData::Output(b) => term.process(&b),
-                    TermData::Resize { cols, rows } => term.screen_mut().set_size(
-                        std::num::NonZeroU16::new(rows).unwrap_or(std::num::NonZeroU16::MIN),
-                        std::num::NonZeroU16::new(cols).unwrap_or(std::num::NonZeroU16::MIN),
-                    ),
-                }
+        if let Some(data) = self.source.data(&e.kind) {
+            let term = self.terminal.get_or_insert_with(|| {
+                vt100::Parser::new(vt100::Parser::DEFAULT_ROWS, vt100::Parser::DEFAULT_COLS, 0)
+            });
+            match data {
+                TermData::Output(b) => term.process(&b),
+                TermData::Resize { cols, rows } => term.screen_mut().set_size(
+                    std::num::NonZeroU16::new(rows).unwrap_or(std::num::NonZeroU16::MIN),
+                    std::num::NonZeroU16::new(cols).unwrap_or(std::num::NonZeroU16::MIN),
+                ),
             }
-            None => self.timeline.push(e),
         }
+        self.timeline.push(e);
         if self.follow {
             self.selected = self.timeline.len().saturating_sub(1);
         }
@@ -86,7 +89,17 @@ impl LiveState {
             .then(|| (self.summary.id, super::sessions::label(&self.summary)))
     }
 
+    /// Whether the terminal is on screen (the session has one and the
+    /// operator did not switch to its commands).
+    pub fn showing_terminal(&self) -> bool {
+        self.terminal.is_some() && !self.commands
+    }
+
     pub fn handle(&mut self, key: Key) {
+        if key == Key::Char('t') && self.terminal.is_some() {
+            self.commands = !self.commands;
+            return;
+        }
         if matches!(key, Key::End | Key::Char('G')) {
             self.follow = true;
             self.selected = self.timeline.len().saturating_sub(1);
@@ -125,17 +138,22 @@ impl LiveState {
                 Span::raw(if self.follow { "  (following)" } else { "" }),
             ]),
             Line::from(format!(
-                "{} from {} since {} UTC ({}), {}, {} statements",
+                "{} from {} since {} UTC ({}), {}, {} {}",
                 s.protocol,
                 clean(&s.client_addr),
                 clock(s.started_at),
                 duration(s.ended_at.unwrap_or(app.now) - s.started_at),
                 bytes(st.from_client + st.to_client),
-                st.statements
+                st.statements,
+                if s.protocol == "ssh" {
+                    "commands"
+                } else {
+                    "statements"
+                }
             )),
         ];
         ratatui::widgets::Paragraph::new(head_lines).render(head, buf);
-        if let Some(term) = &self.terminal {
+        if let Some(term) = self.terminal.as_ref().filter(|_| !self.commands) {
             let screen = term.screen();
             TerminalPane {
                 screen,

@@ -148,12 +148,17 @@ fn keys_for(app: &App) -> Vec<(&'static str, &'static str)> {
         Mode::Normal => {}
     }
     let mut keys = match &app.detail {
-        Some(Detail::Live(_)) => vec![
-            ("j/k", "scroll"),
-            ("End", "follow"),
-            ("K", "kill"),
-            ("q", "back"),
-        ],
+        Some(Detail::Live(live)) if live.showing_terminal() => {
+            vec![("t", "commands"), ("K", "kill"), ("q", "back")]
+        }
+        Some(Detail::Live(live)) => {
+            let mut keys = vec![("j/k", "scroll"), ("End", "follow")];
+            if live.terminal.is_some() {
+                keys.push(("t", "terminal"));
+            }
+            keys.extend([("K", "kill"), ("q", "back")]);
+            keys
+        }
         Some(Detail::Replay(r)) => r.keys(),
         None => match app.screen {
             Screen::Sessions => vec![("Enter", "live"), ("K", "kill"), ("/", "filter")],

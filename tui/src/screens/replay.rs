@@ -15,7 +15,7 @@ use super::{day_and_time, duration, step, steps};
 use crate::app::App;
 use crate::keys::Key;
 use crate::pane::{TerminalPane, clipped};
-use crate::player::{Player, TermFrame, terminal_data};
+use crate::player::{Player, TermFrame, TermSource};
 use crate::timeline::Timeline;
 
 /// Statements kept for a replay: the console loads at most this many
@@ -23,7 +23,10 @@ use crate::timeline::Timeline;
 const REPLAY_STEPS: usize = 1_000_000;
 
 pub enum ReplayKind {
-    Steps { timeline: Timeline, selected: usize },
+    Steps {
+        timeline: Box<Timeline>,
+        selected: usize,
+    },
     Terminal(Box<Player>),
 }
 
@@ -38,13 +41,18 @@ pub struct ReplayState {
 
 impl ReplayState {
     pub fn new(header: SessionHeader, events: &[Event], truncated: bool) -> ReplayState {
+        let mut source = TermSource::new();
         let frames: Vec<TermFrame> = events
             .iter()
-            .filter_map(|e| terminal_data(&e.kind).map(|data| TermFrame { at: e.at, data }))
+            .filter_map(|e| {
+                source
+                    .data(&e.kind)
+                    .map(|data| TermFrame { at: e.at, data })
+            })
             .collect();
         let kind = if frames.is_empty() {
             ReplayKind::Steps {
-                timeline: Timeline::from_events(events, REPLAY_STEPS),
+                timeline: Box::new(Timeline::from_events(events, REPLAY_STEPS)),
                 selected: 0,
             }
         } else {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use gatehouse_actors::approval::{ApprovalUpdate, PendingApproval};
 use gatehouse_actors::recording::{
-    Direction, Event, EventKind, Outcome, RecordingId, SessionHeader,
+    Direction, Event, EventKind, Outcome, RecordingId, SessionHeader, SshBytes,
 };
 use gatehouse_actors::registry::{SessionState, SessionSummary, StatsSnapshot};
 use ratatui::Terminal;
@@ -18,6 +18,7 @@ use crate::app::{App, Detail, Mode};
 use crate::keys::Key;
 use crate::player::{Player, TermData, TermFrame};
 use crate::protocol::{Request, Update};
+use crate::screens::live::LiveState;
 use crate::screens::replay::{ReplayKind, ReplayState};
 use crate::theme::Theme;
 
@@ -539,6 +540,109 @@ fn live_view_follows_a_query_session() {
     assert!(!live.follow);
     assert_eq!(app.handle_key(Key::Char('q')), vec![Request::Unwatch]);
     assert!(app.detail.is_none());
+}
+
+/// An SSH session with a terminal: a typed line blocked, one that ran,
+/// an exec on a second channel without a terminal.
+fn ssh_events(start: i64) -> Vec<Event> {
+    let data = |channel, stream: &str, text: &str| EventKind::SshData {
+        channel,
+        stream: stream.into(),
+        data: SshBytes::from_bytes(text.as_bytes()),
+    };
+    let kinds = vec![
+        EventKind::SshChannelOpen {
+            channel: 0,
+            channel_type: "session".into(),
+        },
+        EventKind::SshPty {
+            channel: 0,
+            term: "xterm".into(),
+            cols: 80,
+            rows: 24,
+        },
+        EventKind::SshStart {
+            channel: 0,
+            request: "shell".into(),
+            command: String::new(),
+        },
+        data(0, "stdout", "deploy@web-1:~$ "),
+        data(0, "stdin", "rm -rf /srv\r"),
+        EventKind::SshLine {
+            channel: 0,
+            line: "rm -rf /srv".into(),
+        },
+        EventKind::Blocked {
+            rule: "no-rm".into(),
+            reason: "not from an agent".into(),
+        },
+        data(
+            0,
+            "stdout",
+            "rm -rf /srv\r\nblocked by policy rule \"no-rm\": not from an agent\r\ndeploy@web-1:~$ ",
+        ),
+        EventKind::SshLine {
+            channel: 0,
+            line: "uptime".into(),
+        },
+        data(
+            0,
+            "stdout",
+            "uptime\r\n 14:03:00 up 12 days,  2 users\r\ndeploy@web-1:~$ ",
+        ),
+        EventKind::SshStart {
+            channel: 1,
+            request: "exec".into(),
+            command: "cat /etc/hostname".into(),
+        },
+        data(1, "stdout", "web-1\n"),
+        EventKind::SshExit {
+            channel: 1,
+            status: Some(0),
+            signal: None,
+        },
+    ];
+    kinds
+        .into_iter()
+        .enumerate()
+        .map(|(i, k)| ev(i as u64, start + i as i64 * 1_000_000, k))
+        .collect()
+}
+
+#[test]
+fn live_view_of_a_terminal_session_shows_the_terminal_and_its_commands() {
+    let mut app = app();
+    let mut s = summary(
+        5,
+        "deploy-bot",
+        "web-1",
+        NOW - 2 * MIN,
+        SessionState::Active,
+    );
+    s.protocol = "ssh".into();
+    app.detail = Some(Detail::Live(Box::new(LiveState::new(s))));
+    app.apply(Update::Watching {
+        id: id(5),
+        header: None,
+        history: ssh_events(NOW - 2 * MIN),
+    });
+    check_with_resize("live-terminal", &app);
+    let Some(Detail::Live(live)) = &app.detail else {
+        panic!("not live");
+    };
+    let screen = live
+        .terminal
+        .as_ref()
+        .expect("a terminal")
+        .screen()
+        .contents();
+    // The exec on channel 1 has no terminal of its own and is not drawn
+    // into the shell's; what the agent typed shows only as echoed.
+    assert!(!screen.contains("web-1\n"), "{screen}");
+    app.handle_key(Key::Char('t'));
+    check("live-terminal-commands", &app, 80, 24);
+    app.handle_key(Key::Char('t'));
+    check("live-terminal", &app, 80, 24);
 }
 
 #[test]
