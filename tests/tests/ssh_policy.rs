@@ -346,6 +346,131 @@ fn port_forwarding_is_refused_and_recorded() -> Result<()> {
     let (_, events) = show_session(&w.gh, sessions[0]["id"].as_str().context("id")?)?;
     let forwards = events_of_kind(&events, "port_forward");
     assert_eq!(forwards[0]["kind"]["outcome"], "refused");
+
+    // -R too: the client is told, and the target never listens.
+    let agent_port = gatehouse_tests::ports::free_loopback_port()?;
+    let remote_port = gatehouse_tests::ports::free_loopback_port()?;
+    let mut cmd = Command::new("ssh");
+    auth.apply(&mut cmd);
+    let out = cmd
+        .args(["-p", &w.port.to_string(), "-o", "ExitOnForwardFailure=yes"])
+        .args([
+            "-R",
+            &format!("127.0.0.1:{remote_port}:127.0.0.1:{agent_port}"),
+        ])
+        .arg(format!("{SSH_CONNECTION}@127.0.0.1"))
+        .arg("sleep 3")
+        .output()?;
+    assert!(!out.status.success(), "{}", out.stderr_text());
+    assert!(
+        out.stderr_text().contains("remote port forwarding failed"),
+        "{}",
+        out.stderr_text()
+    );
+    assert!(TcpStream::connect(("127.0.0.1", remote_port)).is_err());
+    let sessions = ssh_sessions(&w, 2)?;
+    let mut refused = Vec::new();
+    for s in &sessions {
+        let (_, events) = show_session(&w.gh, s["id"].as_str().context("id")?)?;
+        refused.extend(
+            events_of_kind(&events, "port_forward")
+                .into_iter()
+                .filter(|e| e["kind"]["forward"] == "tcpip-forward")
+                .map(|e| e["kind"]["outcome"].clone()),
+        );
+    }
+    assert_eq!(refused, vec![Value::from("refused")]);
+    Ok(())
+}
+
+#[test]
+fn remote_forwarding_allowed_by_policy_reaches_the_agent_and_is_counted() -> Result<()> {
+    let w = SshWorld::start(|c, _| {
+        c.policy(
+            PolicySpec::new("default")
+                .recording("batched")
+                .line("port_forwarding = true"),
+        )
+    })?;
+    let auth = w.token_auth(&w.token("tunnel")?)?;
+    // What the agent serves on its side: a greeting per connection.
+    let agent = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let agent_port = agent.local_addr()?.port();
+    std::thread::spawn(move || {
+        for s in agent.incoming().flatten() {
+            let mut s = s;
+            let _ = s.write_all(b"hello from the agent's side\n");
+            let mut buf = [0u8; 64];
+            let _ = s.read(&mut buf);
+        }
+    });
+    let remote_port = gatehouse_tests::ports::free_loopback_port()?;
+    let mut cmd = Command::new("ssh");
+    auth.apply(&mut cmd);
+    let mut child = cmd
+        .args(["-p", &w.port.to_string(), "-o", "ExitOnForwardFailure=yes"])
+        .args([
+            "-R",
+            &format!("127.0.0.1:{remote_port}:127.0.0.1:{agent_port}"),
+        ])
+        .arg(format!("{SSH_CONNECTION}@127.0.0.1"))
+        .arg("sleep 8")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    // The target (sshd on this host) listens on remote_port once the
+    // gateway passed the request on; a connection there reaches the
+    // agent's service through the gateway.
+    let deadline = Instant::now() + WAIT;
+    let mut s = loop {
+        if let Ok(s) = TcpStream::connect(("127.0.0.1", remote_port)) {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!(
+                "the target never listened on the remote port\n{}",
+                w.gh.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut greeting = Vec::new();
+    let mut buf = [0u8; 64];
+    while !greeting.ends_with(b"\n") {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        greeting.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(greeting, b"hello from the agent's side\n");
+    s.write_all(b"thanks\n")?;
+    drop(s);
+    let _ = child.wait();
+    let sessions = ssh_sessions(&w, 1)?;
+    let (_, events) = show_session(&w.gh, sessions[0]["id"].as_str().context("id")?)?;
+    let forwards: Vec<&Value> = events_of_kind(&events, "port_forward")
+        .into_iter()
+        .map(|e| &e["kind"])
+        .filter(|f| f["forward"] == "tcpip-forward")
+        .collect();
+    let listen = format!("target 127.0.0.1:{remote_port}");
+    assert!(
+        forwards
+            .iter()
+            .any(|f| f["from"] == listen.as_str() && f["outcome"] == "opened"),
+        "{forwards:#?}"
+    );
+    let closed = forwards
+        .iter()
+        .find(|f| f["outcome"] == "closed")
+        .with_context(|| format!("no closed connection: {forwards:#?}"))?;
+    assert_eq!(closed["to"], format!("agent via 127.0.0.1:{remote_port}"));
+    // The greeting came from the agent; "thanks" went to it.
+    assert_eq!(closed["bytes_in"].as_u64(), Some(28), "{closed}");
+    assert_eq!(closed["bytes_out"].as_u64(), Some(7), "{closed}");
     Ok(())
 }
 

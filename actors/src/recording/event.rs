@@ -388,8 +388,11 @@ pub enum EventKind {
     },
     /// A forwarded port: `forward` is `direct-tcpip` (agent to a host the
     /// target reaches) or `tcpip-forward` (a port on the target back to
-    /// the agent); `outcome` `ok`, `refused` or the error; byte counts are
-    /// those relayed until the forward closed.
+    /// the agent: the listen, `from` `target ADDR:PORT`, and each
+    /// connection to it, `to` `agent via ADDR:PORT`); `outcome` `opened`,
+    /// `closed`, `cancelled`, `refused…` or `failed: …`; byte counts are
+    /// those relayed until the connection closed (`bytes_in` from the
+    /// agent).
     PortForward {
         channel: Option<u32>,
         forward: String,

@@ -288,7 +288,7 @@ impl ServerHandler {
                 .await;
             return;
         }
-        if let Err(e) = forward::opening(&relays, id, &ends).await {
+        if let Err(e) = forward::opening(&relays, Some(id), &ends).await {
             tracing::error!(peer = %self.peer, "forward refused: it could not be recorded ({e})");
             reply
                 .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
@@ -313,12 +313,18 @@ impl ServerHandler {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
                 tracing::info!(peer = %self.peer, to = %ends.to.escape_debug(), "forward failed: the target refused it ({e})");
-                forward::failed(&relays, id, &ends, &format!("failed: {e}")).await;
+                forward::record(&relays, Some(id), &ends, &format!("failed: {e}")).await;
                 reply.reject(russh::ChannelOpenFailure::ConnectFailed).await;
                 return;
             }
             Err(_) => {
-                forward::failed(&relays, id, &ends, "failed: the target did not answer").await;
+                forward::record(
+                    &relays,
+                    Some(id),
+                    &ends,
+                    "failed: the target did not answer",
+                )
+                .await;
                 reply.reject(russh::ChannelOpenFailure::ConnectFailed).await;
                 return;
             }
@@ -327,10 +333,12 @@ impl ServerHandler {
         let (tx, rx) = mpsc::channel(CHANNEL_QUEUE);
         self.channels.insert(id, tx);
         reply.accept().await;
+        // The agent's bytes come through the handler, in order.
+        let (_, client_wr) = channel.split();
         self.tasks.push(forward::spawn(
             relays,
             id,
-            channel,
+            client_wr,
             target_channel,
             rx,
             ends,
@@ -471,7 +479,15 @@ impl russh::server::Handler for ServerHandler {
                     server: session.handle(),
                     terminate: self.terminate.clone(),
                     stats: self.stats.clone(),
+                    remote_ports: Default::default(),
                 }));
+                let incoming = self
+                    .upstream
+                    .as_ref()
+                    .and_then(|u| u.incoming.lock().ok().and_then(|mut i| i.take()));
+                if let (Some(relays), Some(incoming)) = (self.relays.clone(), incoming) {
+                    self.tasks.push(forward::remote(relays, incoming));
+                }
                 self.note(Note::Established {
                     target: target.name.clone(),
                 });
@@ -554,6 +570,7 @@ impl russh::server::Handler for ServerHandler {
             && relays.target.policy.port_forwarding
         {
             let ends = forward::Endpoints {
+                forward: "direct-tcpip",
                 from: format!("{originator_address}:{originator_port}"),
                 to: format!("{host_to_connect}:{port_to_connect}"),
             };
@@ -753,10 +770,98 @@ impl russh::server::Handler for ServerHandler {
         port: &mut u32,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
+        if let (Some(up), Some(relays)) = (self.upstream.clone(), self.relays.clone())
+            && relays.target.policy.port_forwarding
+        {
+            return Ok(self.remote_forward(&up, &relays, address, port).await);
+        }
         tracing::info!(peer = %self.peer, "remote port forwarding refused");
         self.forward_refused("tcpip-forward", format!("{address}:{port}"), "agent".into())
             .await;
         Ok(false)
+    }
+
+    async fn cancel_tcpip_forward(
+        &mut self,
+        address: &str,
+        port: u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let (Some(up), Some(relays)) = (self.upstream.clone(), self.relays.clone()) else {
+            return Ok(false);
+        };
+        let known = relays
+            .remote_ports
+            .lock()
+            .is_ok_and(|mut ports| ports.remove(&port));
+        if !known {
+            return Ok(false);
+        }
+        let cancelled = tokio::time::timeout(
+            channel::REQUEST_TIMEOUT,
+            up.handle.cancel_tcpip_forward(address, port),
+        )
+        .await;
+        let ends = forward::Endpoints {
+            forward: "tcpip-forward",
+            from: format!("target {address}:{port}"),
+            to: "agent".into(),
+        };
+        forward::record(&relays, None, &ends, "cancelled").await;
+        Ok(matches!(cancelled, Ok(Ok(()))))
+    }
+}
+
+impl ServerHandler {
+    /// Ask the target to listen for the agent's `-R`; the port it listens
+    /// on (chosen by the target when the agent asked for 0) goes back to
+    /// the agent, and connections to it are relayed by `forward::remote`.
+    async fn remote_forward(
+        &self,
+        up: &Upstream,
+        relays: &Relays,
+        address: &str,
+        port: &mut u32,
+    ) -> bool {
+        let listen = format!("{address}:{port}");
+        let asked = tokio::time::timeout(
+            channel::REQUEST_TIMEOUT,
+            up.handle.tcpip_forward(address, *port),
+        )
+        .await;
+        let outcome = match asked {
+            Ok(Ok(bound)) => {
+                if *port == 0 {
+                    *port = bound;
+                }
+                if let Ok(mut ports) = relays.remote_ports.lock() {
+                    ports.insert(*port);
+                }
+                "listening".to_owned()
+            }
+            Ok(Err(e)) => format!("failed: the target refused it ({e})"),
+            Err(_) => "failed: the target did not answer".to_owned(),
+        };
+        tracing::info!(peer = %self.peer, listen = %listen.escape_debug(), port = *port, "remote port forward: {outcome}");
+        let ok = outcome == "listening";
+        let ends = forward::Endpoints {
+            forward: "tcpip-forward",
+            from: format!("target {address}:{port}"),
+            to: "agent".into(),
+        };
+        if ok {
+            if let Err(e) = forward::opening(relays, None, &ends).await {
+                tracing::error!("remote forward refused: it could not be recorded ({e})");
+                let _ = up.handle.cancel_tcpip_forward(address, *port).await;
+                if let Ok(mut ports) = relays.remote_ports.lock() {
+                    ports.remove(port);
+                }
+                return false;
+            }
+        } else {
+            forward::record(relays, None, &ends, &outcome).await;
+        }
+        ok
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use russh::client::{self, AuthResult};
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey};
+use tokio::sync::mpsc;
 
 use super::{SshCredential, SshTarget};
 use crate::error::SessionError;
@@ -26,10 +27,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_MAX: usize = 4;
 
-/// The client side's russh handler: checks the pinned key, and refuses
-/// what the target may try to open towards the gateway (remote forwards,
-/// `forwarded-tcpip`, are not relayed).
+/// Connections the target accepted for the agent's remote forwards wait
+/// here for the gateway to open the agent's side; more than this many
+/// waiting and the target's opens are refused.
+const INCOMING_QUEUE: usize = 16;
+
+/// The client side's russh handler: checks the pinned key, and hands
+/// `forwarded-tcpip` opens (connections to ports the target listens on
+/// for the agent's `-R`) to the session, which refuses them unless the
+/// agent asked for that forward and the policy allows it.
 pub struct TargetHandler {
+    incoming: mpsc::Sender<Incoming>,
     pinned: PublicKey,
     /// Set when the target presented another key, for the error message.
     mismatch: Arc<AtomicBool>,
@@ -56,11 +64,122 @@ impl client::Handler for TargetHandler {
         }
         Ok(ok)
     }
+
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        channel: russh::Channel<client::Msg>,
+        connected_address: &str,
+        connected_port: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        let incoming = Incoming {
+            channel,
+            listening: format!("{connected_address}:{connected_port}"),
+            originator: format!("{originator_address}:{originator_port}"),
+            reply,
+        };
+        // Full or gone: dropping the reply refuses the target's open.
+        if let Err(e) = self.incoming.try_send(incoming) {
+            tracing::warn!("a connection to a remote forward refused: {e}");
+        }
+        Ok(())
+    }
+
+    // Everything else a target may open towards the gateway is refused
+    // (russh's defaults accept): the gateway asks for none of it, and a
+    // target must not get a way to the agent or to the appliance.
+
+    async fn server_channel_open_session(
+        &mut self,
+        _: russh::Channel<client::Msg>,
+        reply: client::ChannelOpenHandle,
+        _: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        refuse(reply, "session").await
+    }
+
+    async fn server_channel_open_direct_tcpip(
+        &mut self,
+        _: russh::Channel<client::Msg>,
+        _: &str,
+        _: u32,
+        _: &str,
+        _: u32,
+        reply: client::ChannelOpenHandle,
+        _: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        refuse(reply, "direct-tcpip").await
+    }
+
+    async fn server_channel_open_x11(
+        &mut self,
+        _: russh::Channel<client::Msg>,
+        _: &str,
+        _: u32,
+        reply: client::ChannelOpenHandle,
+        _: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        refuse(reply, "x11").await
+    }
+
+    async fn server_channel_open_agent_forward(
+        &mut self,
+        _: russh::Channel<client::Msg>,
+        reply: client::ChannelOpenHandle,
+        _: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        refuse(reply, "auth-agent").await
+    }
+
+    async fn server_channel_open_forwarded_streamlocal(
+        &mut self,
+        _: russh::Channel<client::Msg>,
+        _: &str,
+        reply: client::ChannelOpenHandle,
+        _: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        refuse(reply, "forwarded-streamlocal").await
+    }
+
+    async fn server_channel_open_direct_streamlocal(
+        &mut self,
+        _: russh::Channel<client::Msg>,
+        _: &str,
+        reply: client::ChannelOpenHandle,
+        _: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        refuse(reply, "direct-streamlocal").await
+    }
+}
+
+async fn refuse(reply: client::ChannelOpenHandle, kind: &str) -> Result<(), russh::Error> {
+    tracing::warn!("the target opened a {kind} channel towards the gateway: refused");
+    reply
+        .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+        .await;
+    Ok(())
+}
+
+/// A connection the target accepted on a port it listens on for the
+/// agent's remote forward; the target's open is answered once the agent's
+/// side is open (or refused).
+pub struct Incoming {
+    pub channel: russh::Channel<client::Msg>,
+    /// The address and port the target listens on (`ADDR:PORT`).
+    pub listening: String,
+    /// Who connected to it, as the target saw them.
+    pub originator: String,
+    pub reply: client::ChannelOpenHandle,
 }
 
 /// A logged-in connection to the target.
 pub struct Upstream {
     pub handle: client::Handle<TargetHandler>,
+    /// Taken once by the session, which answers them.
+    pub incoming: std::sync::Mutex<Option<mpsc::Receiver<Incoming>>>,
 }
 
 /// Connect to `target` and log in with its credential.
@@ -95,7 +214,9 @@ async fn connect_inner(target: &SshTarget) -> Result<Upstream, SessionError> {
     });
     let mismatch = Arc::new(AtomicBool::new(false));
     let presented = Arc::new(std::sync::Mutex::new(None));
+    let (incoming, incoming_rx) = mpsc::channel(INCOMING_QUEUE);
     let handler = TargetHandler {
+        incoming,
         pinned: target.host_key.clone(),
         mismatch: mismatch.clone(),
         presented: presented.clone(),
@@ -143,7 +264,10 @@ async fn connect_inner(target: &SshTarget) -> Result<Upstream, SessionError> {
     }
     .map_err(|e| refused(e.to_string()))?;
     match result {
-        AuthResult::Success => Ok(Upstream { handle }),
+        AuthResult::Success => Ok(Upstream {
+            handle,
+            incoming: std::sync::Mutex::new(Some(incoming_rx)),
+        }),
         AuthResult::Failure { .. } => Err(refused(format!(
             "the target refused {:?}'s credential",
             target.user

@@ -107,6 +107,9 @@ pub struct Relays {
     pub terminate: watch::Receiver<Option<String>>,
     /// The session's live counters: bytes, commands, waiting.
     pub stats: Arc<SessionStats>,
+    /// Ports the target listens on for the agent's remote forwards: the
+    /// only ones whose connections reach the agent.
+    pub remote_ports: std::sync::Mutex<std::collections::HashSet<u32>>,
 }
 
 /// The session shown as waiting for approval while this lives (several
