@@ -222,3 +222,84 @@ message = "key material stays on the host"
     );
     Ok(())
 }
+
+#[test]
+fn legacy_scp_records_every_file_with_its_size_and_hash() -> Result<()> {
+    let w = SshWorld::start(|c, _| c.policy(PolicySpec::new("default").recording("batched")))?;
+    let auth = w.token_auth(&w.token("copier")?)?;
+    let scratch = w.sshd.scratch()?;
+    let dir = scratch.path().display().to_string();
+    let local = tempfile::tempdir()?;
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    std::fs::write(local.path().join("big.bin"), &big)?;
+    std::fs::create_dir_all(local.path().join("tree/sub"))?;
+    std::fs::write(local.path().join("tree/a.txt"), b"alpha\n")?;
+    std::fs::write(local.path().join("tree/sub/b.txt"), b"")?;
+    let remote = |p: &str| format!("{SSH_CONNECTION}@127.0.0.1:{dir}/{p}");
+    let lp = |p: &str| local.path().join(p).display().to_string();
+
+    // A file up, the same file down again, a tree up: all with -O.
+    w.scp(&auth, &["-O"], &lp("big.bin"), &remote("big.bin"))?
+        .success_text()?;
+    w.scp(&auth, &["-O"], &remote("big.bin"), &lp("back.bin"))?
+        .success_text()?;
+    w.scp(&auth, &["-O", "-r"], &lp("tree"), &remote(""))?
+        .success_text()?;
+    assert_eq!(std::fs::read(local.path().join("back.bin"))?, big);
+    assert_eq!(
+        std::fs::read(scratch.path().join("tree/a.txt"))?,
+        b"alpha\n"
+    );
+
+    let ops = file_ops(&w, 3)?;
+    let files: Vec<(String, String, u64, String, String)> = ops
+        .iter()
+        .filter(|o| o["protocol"] == "scp" && o["outcome"] != "started")
+        .map(|o| {
+            (
+                o["op"].as_str().unwrap_or_default().to_owned(),
+                o["path"].as_str().unwrap_or_default().to_owned(),
+                o["bytes"].as_u64().unwrap_or(0),
+                o["sha256"].as_str().unwrap_or_default().to_owned(),
+                o["outcome"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let big_hash = hex(&Sha256::digest(&big));
+    let expected = vec![
+        (
+            "upload".to_owned(),
+            format!("{dir}/big.bin"),
+            big.len() as u64,
+            big_hash.clone(),
+            "ok".to_owned(),
+        ),
+        (
+            "download".to_owned(),
+            format!("{dir}/big.bin"),
+            big.len() as u64,
+            big_hash,
+            "ok".to_owned(),
+        ),
+        (
+            "upload".to_owned(),
+            format!("{dir}/tree/a.txt"),
+            6,
+            hex(&Sha256::digest(b"alpha\n")),
+            "ok".to_owned(),
+        ),
+        (
+            "upload".to_owned(),
+            format!("{dir}/tree/sub/b.txt"),
+            0,
+            hex(&Sha256::digest(b"")),
+            "ok".to_owned(),
+        ),
+    ];
+    let mut got = files.clone();
+    got.sort();
+    let mut want = expected;
+    want.sort();
+    assert_eq!(got, want, "{ops:#?}");
+    Ok(())
+}

@@ -183,6 +183,29 @@ impl Relay {
         let _ = client.close().await;
     }
 
+    /// Follow a legacy scp transfer's source (the agent's bytes for an
+    /// upload, the target's for a download): each file is recorded as it
+    /// completes.
+    pub(super) async fn scp_source(&self, source: ScpDirection, data: &[u8]) {
+        let ops = match self.scp.lock() {
+            Ok(mut s) => match s.as_mut() {
+                Some(stream) if stream.direction() == source => stream.feed(data),
+                _ => return,
+            },
+            Err(_) => return,
+        };
+        self.file_ops("scp", ops).await;
+    }
+
+    /// The channel ended: a file cut short is recorded as such.
+    pub(super) async fn scp_finish(&self) {
+        let ops = match self.scp.lock() {
+            Ok(mut s) => s.as_mut().map(|stream| stream.finish()).unwrap_or_default(),
+            Err(_) => return,
+        };
+        self.file_ops("scp", ops).await;
+    }
+
     /// Judge a legacy scp command's paths; record the transfer it starts.
     pub(super) async fn judge_scp(
         &self,

@@ -35,7 +35,8 @@ use super::SshTarget;
 use super::policy::Verdict;
 use super::record::{ChannelTap, Stream};
 use super::sftp::SftpFilter;
-use super::sftp::scp;
+use super::sftp::scp::{self, ScpDirection};
+use super::sftp::scp_stream::ScpStream;
 use crate::approval::{ApprovalOutcome, BrokerHandle, PendingApproval, Submit, Withdraw};
 use crate::auth::Identity;
 use crate::mask::stream::StreamMasker;
@@ -178,6 +179,7 @@ pub fn spawn(
             pending,
             output: Arc::new(Mutex::new(Output::Text)),
             sftp: Arc::new(Mutex::new(None)),
+            scp: Mutex::new(None),
             inject,
             pty: Mutex::new(None),
             shell: Mutex::new(None),
@@ -197,6 +199,7 @@ pub fn spawn(
         let up = relay.up(inbox, &up_wr, &client_wr);
         let down = relay.down(up_rd, injected, &client_wr);
         tokio::join!(up, down);
+        relay.scp_finish().await;
         let (events, close) = {
             let Ok(mut t) = tap.lock() else { return };
             let close = t.event(
@@ -229,6 +232,8 @@ struct Relay {
     output: Arc<Mutex<Output>>,
     /// The SFTP conversation, once the channel runs the `sftp` subsystem.
     sftp: Arc<Mutex<Option<SftpFilter>>>,
+    /// A legacy scp transfer's stream, once the channel runs one.
+    scp: Mutex<Option<ScpStream>>,
     /// Replies the gateway gives in the target's place (SFTP refusals),
     /// written by the down pump between whole packets of the target's.
     inject: mpsc::Sender<Bytes>,
@@ -363,6 +368,7 @@ impl Relay {
                     if let Some(e) = self.data_event(Stream::Stdin, &data) {
                         self.send_events(vec![e]).await;
                     }
+                    self.scp_source(ScpDirection::Upload, &data).await;
                     if self.is_sftp() {
                         self.sftp_up(data, up, client).await
                     } else if self.watching() {
@@ -573,6 +579,7 @@ impl Relay {
                 if let Some(parsed) = scp::parse(&line) {
                     // Only a plain scp switches masking off: `scp -f x;
                     // cat .env` is not a transfer.
+                    let stream = parsed.as_ref().ok().map(ScpStream::new);
                     if parsed.is_ok() {
                         self.set_output(Output::Protocol);
                         self.record_streams(false);
@@ -582,6 +589,10 @@ impl Relay {
                         tracing::info!(command = %line.escape_debug(), "scp refused: {why}");
                         self.block(client, &rule, why).await;
                         return true;
+                    }
+                    // Its files are recorded one by one as they pass.
+                    if let Ok(mut s) = self.scp.lock() {
+                        *s = stream;
                     }
                 } else if policy.has_path_rules() && scp::is_file_server(&line) {
                     let _ = reply.send(true);
@@ -876,6 +887,7 @@ impl Relay {
                     self.sftp_down(data, client, &mut terminate).await
                 }
                 ChannelMsg::Data { data } => {
+                    self.scp_source(ScpDirection::Download, &data).await;
                     let data = match maskers.as_mut() {
                         Some([out, _]) => Bytes::from(out.feed(&data)),
                         None => data,

@@ -43,7 +43,7 @@ pub struct FileOp {
 }
 
 impl FileOp {
-    fn new(op: &str, path: &str) -> FileOp {
+    pub(crate) fn new(op: &str, path: &str) -> FileOp {
         FileOp {
             op: op.into(),
             path: path.into(),

@@ -9,10 +9,12 @@
 //! - [`filter`] one channel's conversation: path rules, refusals answered
 //!   in the target's place, requests matched to replies, file records.
 //! - [`scp`] the legacy scp protocol's command line (`scp -t`/`-f`),
-//!   judged by the same path rules.
+//!   judged by the same path rules; [`scp_stream`] its stream, read for
+//!   each file's path, size and SHA-256.
 
 pub mod codec;
 pub mod filter;
 pub mod scp;
+pub mod scp_stream;
 
 pub use filter::{FileOp, SftpFilter};

@@ -23,6 +23,8 @@ pub struct ScpCommand {
     pub paths: Vec<String>,
     /// `-r`: whole trees, whose file names travel in the scp stream.
     pub recursive: bool,
+    /// `-d`: the upload's path must be a directory (several files).
+    pub into_dir: bool,
 }
 
 /// The program a command line runs, without its directory.
@@ -73,6 +75,7 @@ pub fn parse(command: &str) -> Option<Result<ScpCommand, String>> {
     };
     let mut direction = None;
     let mut recursive = false;
+    let mut into_dir = false;
     let mut paths = Vec::new();
     let mut options = true;
     for word in words.into_iter().skip(1) {
@@ -84,8 +87,9 @@ pub fn parse(command: &str) -> Option<Result<ScpCommand, String>> {
                     't' => direction = Some(ScpDirection::Upload),
                     'f' => direction = Some(ScpDirection::Download),
                     'r' => recursive = true,
-                    // -p, -d, -v, -q: no effect on which paths are used.
-                    'p' | 'd' | 'v' | 'q' => {}
+                    'd' => into_dir = true,
+                    // -p, -v, -q: no effect on which paths are used.
+                    'p' | 'v' | 'q' => {}
                     other => return Some(Err(format!("scp option -{other} is not understood"))),
                 }
             }
@@ -98,6 +102,7 @@ pub fn parse(command: &str) -> Option<Result<ScpCommand, String>> {
             direction,
             paths,
             recursive,
+            into_dir,
         }),
         Some(_) => Err("scp without a path".into()),
         None => Err("scp without -t or -f is not a file transfer".into()),
@@ -183,6 +188,7 @@ mod tests {
                 direction: ScpDirection::Upload,
                 paths: vec!["/srv/app/x.tar".into()],
                 recursive: false,
+                into_dir: false,
             }))
         );
         assert_eq!(
@@ -191,6 +197,7 @@ mod tests {
                 direction: ScpDirection::Download,
                 paths: vec!["/etc/my dir".into(), "/var/log/a b".into()],
                 recursive: true,
+                into_dir: false,
             }))
         );
         assert_eq!(parse("ls -l"), None);
