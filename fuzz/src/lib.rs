@@ -18,7 +18,8 @@
 //! - [`oidc_header`] the token checks before any signature;
 //!   [`config_load`] the config loader (both from the appliance's library).
 //! - [`sftp`] an SSH channel's SFTP filter under path rules, both
-//!   directions interleaved.
+//!   directions interleaved; [`scp_stream`] the legacy scp stream's file
+//!   records, however the stream is cut.
 //! - [`ssh_line`] the interactive-shell line reader against a model
 //!   shell's echo.
 //! - [`wire`] an independent encoder the targets compare the decoders with.
@@ -33,6 +34,7 @@ pub mod oidc_header;
 pub mod pg_frames;
 pub mod pg_startup;
 pub mod pg_target;
+pub mod scp_stream;
 pub mod sftp;
 pub mod sql_splice;
 pub mod sql_text;
@@ -52,6 +54,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("mask_rows", mask_rows::check),
     ("mask_copy", mask_copy::check),
     ("sftp", sftp::check),
+    ("scp_stream", scp_stream::check),
     ("ssh_line", ssh_line::check),
     #[cfg(feature = "appliance")]
     ("oidc_header", oidc_header::check),

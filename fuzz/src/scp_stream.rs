@@ -1,0 +1,70 @@
+//! Target `scp_stream`: the legacy scp stream reader (`ssh::sftp::
+//! scp_stream`) fed a source's bytes, for an upload or a download, with
+//! or without `-d`, cut into pieces anywhere.
+//!
+//! The first byte picks the command (bit 0: download; bit 1: `-d`) and a
+//! cut stride (its top bits); the rest is the stream. Invariants:
+//! - nothing panics, and memory stays bounded (a control line never grows
+//!   past what a path can be);
+//! - the files recorded do not depend on how the stream was cut: fed in
+//!   one piece or in pieces, the same records with the same hashes;
+//! - a file recorded `ok` has exactly as many bytes hashed as its record
+//!   announced, and a path built only from names of one component: never
+//!   `..`, never escaping the named paths (a download's record beyond the
+//!   paths asked for says so).
+
+use gatehouse_actors::ssh::sftp::FileOp;
+use gatehouse_actors::ssh::sftp::scp::{ScpCommand, ScpDirection};
+use gatehouse_actors::ssh::sftp::scp_stream::{ScpStream, UNASKED};
+
+fn command(sel: u8) -> ScpCommand {
+    ScpCommand {
+        direction: if sel & 1 == 0 {
+            ScpDirection::Upload
+        } else {
+            ScpDirection::Download
+        },
+        paths: vec!["/srv/in".into(), "/var/log/x".into()],
+        recursive: true,
+        into_dir: sel & 2 != 0,
+    }
+}
+
+fn run(command: &ScpCommand, stream: &[u8], stride: usize) -> Vec<FileOp> {
+    let mut s = ScpStream::new(command);
+    let mut done = Vec::new();
+    for piece in stream.chunks(stride.max(1)) {
+        done.extend(s.feed(piece));
+    }
+    done.extend(s.finish());
+    done
+}
+
+pub fn check(data: &[u8]) {
+    let Some((&sel, stream)) = data.split_first() else {
+        return;
+    };
+    let command = command(sel);
+    let whole = run(&command, stream, stream.len());
+    let stride = usize::from(sel >> 2) + 1;
+    let cut = run(&command, stream, stride);
+    assert_eq!(whole, cut, "records depend on where the stream was cut");
+    let bytewise = run(&command, stream, 1);
+    assert_eq!(whole, bytewise, "records differ when fed byte by byte");
+    for f in &whole {
+        let unasked = command.direction == ScpDirection::Download
+            && f.path.starts_with(UNASKED)
+            && !f.path[UNASKED.len()..].contains('/');
+        assert!(
+            unasked || command.paths.iter().any(|p| f.path.starts_with(p.as_str())),
+            "a record outside the named paths: {f:?}"
+        );
+        assert!(
+            !f.path.split('/').any(|c| c == ".." || c == "."),
+            "a path with a dot component: {f:?}"
+        );
+        if f.outcome == "ok" {
+            assert!(f.sha256.as_ref().is_some_and(|h| h.len() == 64), "{f:?}");
+        }
+    }
+}
