@@ -4,8 +4,9 @@
 # unpacked with `dpkg -x` into the build folder; nothing is installed on
 # the build host. Outputs, in image/out/ (image/out/metal/ for IMAGE=metal):
 #
-#   gatehouse.img     raw disk: BIOS boot (syslinux) and UEFI boot (a unified
-#                     kernel image) from one FAT partition
+#   gatehouse.img     raw disk: BIOS boot (syslinux) and UEFI boot
+#                     (systemd-boot) of one kernel and initramfs, from one
+#                     FAT partition
 #   gatehouse.qcow2   the same disk as qcow2 (uncompressed: compressed
 #                     clusters make every read at boot slow)
 #   vmlinuz, initramfs.img   for direct kernel boot (qemu -kernel/-initrd)
@@ -18,7 +19,7 @@
 #   CARGO_TARGET_DIR   where cargo builds (default /var/tmp/gatehouse-target)
 #
 # Needs on the host (scripts/install-deps.sh installs them): apt-get, dpkg,
-# cpio, zstd, depmod (kmod), objcopy (binutils), mkfs.vfat (dosfstools),
+# cpio, zstd, depmod (kmod), mkfs.vfat (dosfstools),
 # mtools, syslinux, sfdisk (fdisk), qemu-img (qemu-utils) and a Rust
 # toolchain.
 set -euo pipefail
@@ -235,31 +236,31 @@ find "$rootfs" -exec touch -h -d @0 {} +
 zstd -q -19 -T0 -f "$work/initramfs.cpio" -o "$out/initramfs.img"
 install -m 0644 "$kpkg/boot/vmlinuz-$kver" "$out/vmlinuz"
 
-# --- UEFI: unified kernel image ---------------------------------------------
+# --- UEFI: systemd-boot and one boot entry ----------------------------------
 
-step "making the unified kernel image"
-stub=$work/pkgs/systemd-boot-efi/usr/lib/systemd/boot/efi/linuxx64.efi.stub
-printf '%s' "$cmdline" >"$work/cmdline.txt"
+# The kernel and initramfs live once on the disk, for both firmwares:
+# syslinux (BIOS) and systemd-boot (UEFI) read the same two files. A
+# unified kernel image would hold a second copy of both (23 MB of the
+# cloud image). The entry's command line cannot be edited at the boot
+# menu (`editor no`), as a unified image's could not; the menu never
+# shows unless a key is held (`timeout 0`).
+step "setting up systemd-boot"
+loader=$work/pkgs/systemd-boot-efi/usr/lib/systemd/boot/efi/systemd-bootx64.efi
 gh_version=$("$gatehouse" --version | awk '{ print $2 }')
-printf 'NAME="Gatehouse"\nID=gatehouse\nVERSION_ID="%s"\nPRETTY_NAME="Gatehouse %s (%s)"\n' \
-    "$gh_version" "$gh_version" "$IMAGE" >"$work/os-release"
-# Each added section goes after the stub's last one, page aligned.
-image_base=$((0x$(objdump -p "$stub" | awk '/^ImageBase/ { print $2 }')))
-next=0
-while read -r size vma; do
-    end=$((0x$vma + 0x$size - image_base))
-    [ "$end" -gt "$next" ] && next=$end
-done < <(objdump -h "$stub" | awk '$1 ~ /^[0-9]+$/ { print $3, $4 }')
-align() { echo $((($1 + 4095) / 4096 * 4096)); }
-sections=()
-for entry in .osrel:"$work/os-release" .cmdline:"$work/cmdline.txt" .linux:"$out/vmlinuz" .initrd:"$out/initramfs.img"; do
-    name=${entry%%:*}
-    file=${entry#*:}
-    next=$(align "$next")
-    sections+=(--add-section "$name=$file" --change-section-vma "$name=$(printf '0x%x' $((image_base + next)))")
-    next=$((next + $(stat -c %s "$file")))
-done
-objcopy "${sections[@]}" "$stub" "$work/BOOTX64.EFI"
+cat >"$work/loader.conf" <<EOF
+default gatehouse.conf
+timeout 0
+editor no
+auto-entries no
+auto-firmware no
+EOF
+cat >"$work/entry.conf" <<EOF
+title Gatehouse $gh_version ($IMAGE)
+version $gh_version
+linux /vmlinuz
+initrd /initramfs.img
+options $cmdline
+EOF
 
 # --- the disk image ---------------------------------------------------------
 
@@ -276,16 +277,18 @@ LABEL gatehouse
   APPEND $cmdline
 EOF
 # One FAT partition, sized to its files plus room for the file system.
-payload_kib=$(du -k -c "$out/vmlinuz" "$out/initramfs.img" "$work/BOOTX64.EFI" | awk 'END { print $1 }')
+payload_kib=$(du -k -c "$out/vmlinuz" "$out/initramfs.img" "$loader" | awk 'END { print $1 }')
 part_kib=$(((payload_kib * 101 / 100 + 1024 + 1023) / 1024 * 1024))
 part=$work/boot.part
 rm -f "$part"
 mkfs.vfat -C -n GATEHOUSE "$part" "$part_kib" >/dev/null
 export MTOOLS_SKIP_CHECK=1
-mmd -i "$part" ::/EFI ::/EFI/BOOT ::/syslinux
+mmd -i "$part" ::/EFI ::/EFI/BOOT ::/syslinux ::/loader ::/loader/entries
 mcopy -i "$part" "$out/vmlinuz" ::/vmlinuz
 mcopy -i "$part" "$out/initramfs.img" ::/initramfs.img
-mcopy -i "$part" "$work/BOOTX64.EFI" ::/EFI/BOOT/BOOTX64.EFI
+mcopy -i "$part" "$loader" ::/EFI/BOOT/BOOTX64.EFI
+mcopy -i "$part" "$work/loader.conf" ::/loader/loader.conf
+mcopy -i "$part" "$work/entry.conf" ::/loader/entries/gatehouse.conf
 mcopy -i "$part" "$work/syslinux.cfg" ::/syslinux/syslinux.cfg
 syslinux --install --directory /syslinux "$part"
 # MBR: syslinux's boot code, one active partition starting at 1 MiB.

@@ -8,7 +8,7 @@
 # files), PgBouncer (benchmark baseline), Python with pinned psycopg
 # releases (their binary wheels bundle libpq 17 and 18, the drivers agents
 # run), and for the appliance image the tools image/build.sh assembles it
-# with (cpio, zstd, kmod's depmod, binutils' objcopy, dosfstools, mtools,
+# with (cpio, zstd, kmod's depmod, dosfstools, mtools,
 # syslinux, sfdisk, qemu-img) and its boot test uses (xorriso for CD seeds,
 # e2fsprogs' debugfs, QEMU and OVMF unpacked by image/fetch-qemu.sh).
 # With WITH_FUZZ=1, also cargo-fuzz. Idempotent; root only.
@@ -37,7 +37,6 @@ done <<'TOOLS'
 cpio cpio
 zstd zstd
 depmod kmod
-objcopy binutils
 mkfs.vfat dosfstools
 mcopy mtools
 syslinux syslinux

@@ -1,7 +1,7 @@
 //! The appliance image booted in QEMU (software emulation: no KVM here).
 //!
 //! A [`Vm`] boots the image `image/build.sh` made — from its disk under
-//! BIOS (SeaBIOS, syslinux) or UEFI (OVMF, the unified kernel image), or
+//! BIOS (SeaBIOS, syslinux) or UEFI (OVMF, systemd-boot), or
 //! its kernel and initramfs directly — with the disks a test made, user
 //! networking in `restrict=on` mode (the guest reaches nothing but what the
 //! test forwards in with `guestfwd`), host ports on 127.0.0.1 forwarded to
@@ -51,7 +51,8 @@ pub enum Boot {
     Direct,
     /// SeaBIOS reads the disk's MBR; syslinux loads the kernel.
     Bios,
-    /// OVMF starts `EFI/BOOT/BOOTX64.EFI`, the unified kernel image.
+    /// OVMF starts `EFI/BOOT/BOOTX64.EFI`: systemd-boot, which loads the
+    /// same kernel and initramfs as syslinux.
     Uefi,
 }
 
