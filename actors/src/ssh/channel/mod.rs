@@ -131,6 +131,15 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// How long the target's EOF waits for its exit status. sshd sends EOF,
+/// then the exit status, then CLOSE; an agent whose own input has ended
+/// answers EOF with CLOSE at once, and russh answers that CLOSE for the
+/// gateway, so an exit status arriving after it could no longer be sent
+/// (OpenSSH's ControlMaster then exits 255 with no output). Held, the EOF
+/// goes right after the exit status (or with the target's CLOSE, or after
+/// this long when neither comes).
+const EOF_HOLD: Duration = Duration::from_secs(2);
+
 /// Replies the target owes, oldest first.
 type Pending = Arc<Mutex<VecDeque<oneshot::Sender<bool>>>>;
 
@@ -845,6 +854,10 @@ impl Relay {
         let mut terminate = self.relays.terminate.clone();
         // stdout and stderr maskers, made once output is known to be text.
         let mut maskers: Option<[StreamMasker; 2]> = None;
+        // The target's EOF, held until its exit status (see EOF_HOLD).
+        let eof_hold = tokio::time::sleep(Duration::MAX);
+        tokio::pin!(eof_hold);
+        let mut eof_held = false;
         loop {
             let holding = maskers
                 .as_ref()
@@ -867,6 +880,13 @@ impl Relay {
                     self.terminated(client, &why).await;
                     return;
                 }
+                _ = &mut eof_hold, if eof_held => {
+                    eof_held = false;
+                    if client.eof().await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
             };
             if maskers.is_none()
                 && self.masked_output()
@@ -876,6 +896,10 @@ impl Relay {
             }
             let Some(msg) = msg else {
                 // The target's connection is gone.
+                tracing::info!(
+                    channel = self.channel(),
+                    "the target's side of the channel is gone"
+                );
                 self.flush_masked(&mut maskers, client, &mut terminate)
                     .await;
                 let _ = client.eof().await;
@@ -902,13 +926,19 @@ impl Relay {
                     self.emit(client, Some(ext), data, &mut terminate).await
                 }
                 ChannelMsg::Eof => {
+                    eof_held = true;
+                    eof_hold
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + EOF_HOLD);
                     self.flush_masked(&mut maskers, client, &mut terminate)
                         .await
-                        && client.eof().await.is_ok()
                 }
                 ChannelMsg::Close => {
                     self.flush_masked(&mut maskers, client, &mut terminate)
                         .await;
+                    if eof_held {
+                        let _ = client.eof().await;
+                    }
                     let _ = client.close().await;
                     return;
                 }
@@ -925,6 +955,7 @@ impl Relay {
                     )
                     .await;
                     client.exit_status(exit_status).await.is_ok()
+                        && (!std::mem::take(&mut eof_held) || client.eof().await.is_ok())
                 }
                 ChannelMsg::ExitSignal {
                     signal_name,
@@ -954,6 +985,7 @@ impl Relay {
                         )
                         .await
                         .is_ok()
+                        && (!std::mem::take(&mut eof_held) || client.eof().await.is_ok())
                 }
                 ChannelMsg::Success | ChannelMsg::Failure => {
                     let answer = matches!(msg, ChannelMsg::Success);
