@@ -10,7 +10,6 @@ use std::fs;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -143,20 +142,49 @@ fn stdout_suffix(stdout: &[u8]) -> String {
 
 /// Reads a pipe to its end on a thread, so a chatty child never blocks on a
 /// full pipe while we wait for it to exit.
-fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> mpsc::Receiver<Vec<u8>> {
-    let (tx, rx) = mpsc::channel();
-    if let Some(mut pipe) = pipe {
-        thread::spawn(move || {
-            let mut buf = Vec::new();
-            // A read error just truncates what we report; the exit status
-            // still tells the caller whether the program succeeded.
-            let _ = pipe.read_to_end(&mut buf);
-            let _ = tx.send(buf);
-        });
+/// What a pipe delivered so far, and whether it reached its end.
+type Drained = std::sync::Arc<std::sync::Mutex<(Vec<u8>, bool)>>;
+
+fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> Drained {
+    let out: Drained = Default::default();
+    match pipe {
+        Some(mut pipe) => {
+            let sink = out.clone();
+            thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                // A read error just truncates what we report; the exit
+                // status still tells the caller whether it succeeded.
+                loop {
+                    let n = pipe.read(&mut buf).unwrap_or(0);
+                    let Ok(mut o) = sink.lock() else { return };
+                    if n == 0 {
+                        o.1 = true;
+                        return;
+                    }
+                    o.0.extend_from_slice(&buf[..n]);
+                }
+            });
+        }
+        None => {
+            if let Ok(mut o) = out.lock() {
+                o.1 = true;
+            }
+        }
     }
-    rx
+    out
 }
 
-fn collect(rx: mpsc::Receiver<Vec<u8>>) -> Vec<u8> {
-    rx.recv_timeout(PIPE_DRAIN_GRACE).unwrap_or_default()
+/// Everything the pipe delivers until its end, or what it delivered within
+/// the grace period: a grandchild holding the pipe open (ssh's background
+/// ControlMaster) must not hide what the child itself printed.
+fn collect(drained: Drained) -> Vec<u8> {
+    let deadline = Instant::now() + PIPE_DRAIN_GRACE;
+    loop {
+        if let Ok(o) = drained.lock()
+            && (o.1 || Instant::now() >= deadline)
+        {
+            return o.0.clone();
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
 }
