@@ -7,7 +7,9 @@
 //! - nothing panics, and memory stays bounded (a control line never grows
 //!   past what a path can be);
 //! - the files recorded do not depend on how the stream was cut: fed in
-//!   one piece or in pieces, the same records with the same hashes;
+//!   one piece or in pieces (the receiver accepting what is owed after
+//!   each), the same records with the same hashes — except that a source
+//!   running further ahead of the receiver may be stopped sooner;
 //! - a file recorded `ok` has exactly as many bytes hashed as its record
 //!   announced, and a path built only from names of one component: never
 //!   `..`, never escaping the named paths (a download's record beyond the
@@ -30,14 +32,44 @@ fn command(sel: u8) -> ScpCommand {
     }
 }
 
+/// The stream in pieces of `stride`, a receiver that accepts everything
+/// answering after each piece (an honest source waits for the answers;
+/// this one runs ahead by up to a piece, which is the same to the reader).
 fn run(command: &ScpCommand, stream: &[u8], stride: usize) -> Vec<FileOp> {
     let mut s = ScpStream::new(command);
-    let mut done = Vec::new();
+    let mut done = s.answer(&[0]);
     for piece in stream.chunks(stride.max(1)) {
         done.extend(s.feed(piece));
+        let acks = vec![0u8; s.owed()];
+        done.extend(s.answer(&acks));
     }
     done.extend(s.finish());
     done
+}
+
+/// Records as a set, where a file the receiver confirmed and one still
+/// waiting for it when the stream was lost count as the same: how far
+/// the source ran ahead decides which it is.
+fn comparable(records: &[FileOp]) -> Vec<String> {
+    let mut out: Vec<String> = records
+        .iter()
+        .map(|f| {
+            let mut f = f.clone();
+            if f.outcome == "ok" || f.outcome.ends_with("not confirmed by the receiver") {
+                f.outcome = "ok or unconfirmed".into();
+            }
+            format!("{f:?}")
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Fed further ahead of the receiver than it allows, the reader stops.
+fn ran_ahead(records: &[FileOp]) -> bool {
+    records
+        .iter()
+        .any(|f| f.outcome.starts_with("not followed: the source ran ahead"))
 }
 
 pub fn check(data: &[u8]) {
@@ -45,13 +77,21 @@ pub fn check(data: &[u8]) {
         return;
     };
     let command = command(sel);
-    let whole = run(&command, stream, stream.len());
-    let stride = usize::from(sel >> 2) + 1;
-    let cut = run(&command, stream, stride);
-    assert_eq!(whole, cut, "records depend on where the stream was cut");
     let bytewise = run(&command, stream, 1);
-    assert_eq!(whole, bytewise, "records differ when fed byte by byte");
-    for f in &whole {
+    let stride = usize::from(sel >> 2) + 1;
+    for (what, other) in [
+        ("whole", run(&command, stream, stream.len())),
+        ("in pieces", run(&command, stream, stride)),
+    ] {
+        if !ran_ahead(&other) {
+            assert_eq!(
+                comparable(&bytewise),
+                comparable(&other),
+                "records differ fed {what} and byte by byte"
+            );
+        }
+    }
+    for f in &bytewise {
         // A tree the target sent beyond what was asked for stays marked.
         let unasked = command.direction == ScpDirection::Download && f.path.starts_with(UNASKED);
         assert!(

@@ -183,14 +183,25 @@ impl Relay {
         let _ = client.close().await;
     }
 
-    /// Follow a legacy scp transfer's source (the agent's bytes for an
-    /// upload, the target's for a download): each file is recorded as it
-    /// completes.
-    pub(super) async fn scp_source(&self, source: ScpDirection, data: &[u8]) {
+    /// Follow a legacy scp transfer, before its bytes are passed on: the
+    /// source's (the agent's for an upload, the target's for a download)
+    /// and the receiver's answers. Each file is recorded once the receiver
+    /// confirmed it.
+    pub(super) async fn scp_bytes(&self, from_agent: bool, data: &[u8]) {
         let ops = match self.scp.lock() {
             Ok(mut s) => match s.as_mut() {
-                Some(stream) if stream.direction() == source => stream.feed(data),
-                _ => return,
+                Some(stream) => {
+                    let source = match stream.direction() {
+                        ScpDirection::Upload => from_agent,
+                        ScpDirection::Download => !from_agent,
+                    };
+                    if source {
+                        stream.feed(data)
+                    } else {
+                        stream.answer(data)
+                    }
+                }
+                None => return,
             },
             Err(_) => return,
         };

@@ -35,7 +35,7 @@ use super::SshTarget;
 use super::policy::Verdict;
 use super::record::{ChannelTap, Stream};
 use super::sftp::SftpFilter;
-use super::sftp::scp::{self, ScpDirection};
+use super::sftp::scp;
 use super::sftp::scp_stream::ScpStream;
 use crate::approval::{ApprovalOutcome, BrokerHandle, PendingApproval, Submit, Withdraw};
 use crate::auth::Identity;
@@ -377,7 +377,7 @@ impl Relay {
                     if let Some(e) = self.data_event(Stream::Stdin, &data) {
                         self.send_events(vec![e]).await;
                     }
-                    self.scp_source(ScpDirection::Upload, &data).await;
+                    self.scp_bytes(true, &data).await;
                     if self.is_sftp() {
                         self.sftp_up(data, up, client).await
                     } else if self.watching() {
@@ -550,6 +550,8 @@ impl Relay {
                 // SFTP is parsed and held to path rules; another subsystem
                 // could not be, so under path rules it is refused.
                 if name != "sftp" && policy.has_path_rules() {
+                    // What was asked for, then why it was refused.
+                    let _ = self.record_start("subsystem", &name).await;
                     self.tap_note(
                         Direction::Gateway,
                         EventKind::Blocked {
@@ -595,6 +597,7 @@ impl Relay {
                     }
                     if let Err((rule, why)) = self.judge_scp(parsed).await {
                         let _ = reply.send(true);
+                        let _ = self.record_start("exec", &line).await;
                         tracing::info!(command = %line.escape_debug(), "scp refused: {why}");
                         self.block(client, &rule, why).await;
                         return true;
@@ -605,6 +608,7 @@ impl Relay {
                     }
                 } else if policy.has_path_rules() && scp::is_file_server(&line) {
                     let _ = reply.send(true);
+                    let _ = self.record_start("exec", &line).await;
                     let why = format!(
                         "{} is refused under policy \"{}\", which has path rules: use sftp or scp",
                         line.split_whitespace().next().unwrap_or_default(),
@@ -911,7 +915,7 @@ impl Relay {
                     self.sftp_down(data, client, &mut terminate).await
                 }
                 ChannelMsg::Data { data } => {
-                    self.scp_source(ScpDirection::Download, &data).await;
+                    self.scp_bytes(false, &data).await;
                     let data = match maskers.as_mut() {
                         Some([out, _]) => Bytes::from(out.feed(&data)),
                         None => data,

@@ -1,10 +1,15 @@
 //! The legacy scp protocol's stream, read to record each file a transfer
 //! carries: its path, size and SHA-256.
 //!
-//! Only the source's side is read — the agent's bytes for an upload
-//! (`scp -t`), the target's for a download (`scp -f`) — and nothing is
-//! changed: the sink's acknowledgements are not needed to follow it. The
-//! source sends control lines and file contents:
+//! Both sides are read and nothing is changed. The source — the agent for
+//! an upload (`scp -t`), the target for a download (`scp -f`) — sends
+//! control lines and file contents; the receiver answers each record and
+//! each file with `\0`, or with an error line when it refused the record
+//! or could not write the file. A file is recorded `ok` only once the
+//! receiver confirmed it. A refused record makes the source skip what it
+//! announced, so the stream is no longer followed from there (recorded
+//! once as such): a receiver's refusal cannot make later contents pass
+//! for another file. The source sends:
 //!
 //! - `C<mode> <size> <name>\n`, then `size` bytes, then `\0` (or an error
 //!   line when reading the file failed);
@@ -39,6 +44,15 @@ pub const UNASKED: &str = "(not asked for) ";
 /// Longer control lines are not scp's (a name is at most PATH_MAX).
 const MAX_LINE: usize = 4096 + 64;
 
+/// Deeper trees, or longer paths, are not followed (a path is at most
+/// PATH_MAX; the depth keeps the directory stack small).
+const MAX_DEPTH: usize = 64;
+const MAX_PATH: usize = 4096;
+
+/// Answers owed by the receiver, oldest first, beyond which the stream is
+/// not followed (an honest source waits for each).
+const MAX_OWED: usize = 64;
+
 enum State {
     /// Collecting a control line.
     Line(Vec<u8>),
@@ -50,8 +64,18 @@ enum State {
     },
     /// After a file's contents: the source's `\0`, or an error.
     Ack(FileOp, String),
+    /// The source could not read the file: its error line.
+    AckError(FileOp, Vec<u8>),
     /// The stream is no longer followed.
     Lost,
+}
+
+/// What a receiver's answer confirms.
+enum Owed {
+    /// A record (or the start): nothing to write down.
+    Record,
+    /// A file whose contents passed: recorded when the receiver confirms.
+    File(FileOp),
 }
 
 pub struct ScpStream {
@@ -67,6 +91,13 @@ pub struct ScpStream {
     /// A download's top-level records used so far.
     used: usize,
     state: State,
+    /// Answers the receiver owes, oldest first.
+    owed: std::collections::VecDeque<Owed>,
+    /// A receiver's error line being read.
+    refusal: Option<Vec<u8>>,
+    /// The stream is no longer followed (the state is `Lost` too, except
+    /// while `feed` holds it).
+    lost: bool,
     done: Vec<FileOp>,
 }
 
@@ -80,8 +111,64 @@ impl ScpStream {
             otherwise: None,
             used: 0,
             state: State::Line(Vec::new()),
+            // The receiver speaks first: `\0` when it is ready.
+            owed: std::collections::VecDeque::from([Owed::Record]),
+            refusal: None,
+            lost: false,
             done: Vec::new(),
         }
+    }
+
+    /// Answers the receiver owes so far.
+    pub fn owed(&self) -> usize {
+        self.owed.len()
+    }
+
+    fn owe(&mut self, what: Owed) {
+        if self.owed.len() >= MAX_OWED {
+            return self.lose("the source ran ahead of the receiver's answers");
+        }
+        self.owed.push_back(what);
+    }
+
+    /// Follow the receiver's answers; returns the files it confirmed.
+    pub fn answer(&mut self, data: &[u8]) -> Vec<FileOp> {
+        for &b in data {
+            if self.lost {
+                break;
+            }
+            if let Some(line) = self.refusal.as_mut() {
+                if b != b'\n' && line.len() < MAX_LINE {
+                    line.push(b);
+                    continue;
+                }
+                let line = self.refusal.take().unwrap_or_default();
+                let why = String::from_utf8_lossy(&line).trim().to_owned();
+                match self.owed.pop_front() {
+                    // A write that failed: the source goes on with the
+                    // next record, so the stream is still followed.
+                    Some(Owed::File(mut f)) => {
+                        f.outcome = format!("failed: the receiver: {why}");
+                        self.done.push(f);
+                    }
+                    _ => self.lose(&format!("the receiver refused a record ({why})")),
+                }
+                continue;
+            }
+            match b {
+                0 => match self.owed.pop_front() {
+                    Some(Owed::File(mut f)) => {
+                        f.outcome = "ok".into();
+                        self.done.push(f);
+                    }
+                    Some(Owed::Record) => {}
+                    None => self.lose("the receiver answered what was not sent"),
+                },
+                1 | 2 => self.refusal = Some(Vec::new()),
+                _ => self.lose("the receiver sent what scp does not"),
+            }
+        }
+        std::mem::take(&mut self.done)
     }
 
     /// Which way the files go (whose bytes to feed).
@@ -121,20 +208,34 @@ impl ScpStream {
                     &data[n..]
                 }
                 State::Ack(mut file, digest) => {
+                    self.state = State::Line(Vec::new());
                     if data[0] == 0 {
                         file.sha256 = Some(digest);
-                        file.outcome = "ok".into();
-                        self.done.push(file);
-                        self.state = State::Line(Vec::new());
-                        &data[1..]
+                        self.owe(Owed::File(file));
                     } else {
                         // Reading the file failed part way: what was sent
-                        // is not the file.
-                        file.outcome = "failed: the source could not read it".into();
+                        // is not the file; the error line says why.
+                        self.state = State::AckError(file, Vec::new());
+                    }
+                    &data[1..]
+                }
+                State::AckError(mut file, mut line) => {
+                    let end = data.iter().position(|&b| b == b'\n');
+                    let take = end.map_or(data.len(), |i| i + 1);
+                    if line.len() < MAX_LINE {
+                        line.extend_from_slice(&data[..take.min(MAX_LINE)]);
+                    }
+                    if end.is_some() {
+                        let why = String::from_utf8_lossy(&line).trim().to_owned();
+                        file.outcome = format!("failed: the source could not read it ({why})");
                         self.done.push(file);
                         self.state = State::Line(Vec::new());
-                        data
+                        // The receiver still answers the file.
+                        self.owe(Owed::Record);
+                    } else {
+                        self.state = State::AckError(file, line);
                     }
+                    &data[take..]
                 }
                 State::Line(mut line) => {
                     let end = data.iter().position(|&b| b == b'\n');
@@ -148,6 +249,9 @@ impl ScpStream {
                         self.state = State::Line(Vec::new());
                         line.pop();
                         self.control(&line);
+                        if self.lost {
+                            return std::mem::take(&mut self.done);
+                        }
                     } else {
                         self.state = State::Line(line);
                     }
@@ -158,28 +262,46 @@ impl ScpStream {
         std::mem::take(&mut self.done)
     }
 
-    /// The stream ended: a file cut short is recorded as such.
+    /// The stream ended: a file cut short, or never confirmed, is recorded
+    /// as such.
     pub fn finish(&mut self) -> Vec<FileOp> {
         match std::mem::replace(&mut self.state, State::Lost) {
             State::Data { mut file, left, .. } => {
                 file.outcome = format!("incomplete: {left} bytes missing");
                 self.done.push(file);
             }
-            State::Ack(mut file, _) => {
+            State::Ack(mut file, _) | State::AckError(mut file, _) => {
                 file.outcome = "incomplete: not confirmed by the source".into();
                 self.done.push(file);
             }
             State::Line(_) | State::Lost => {}
         }
+        self.unconfirmed("incomplete: not confirmed by the receiver");
         std::mem::take(&mut self.done)
     }
 
+    /// Files still waiting for the receiver, recorded with `outcome`.
+    fn unconfirmed(&mut self, outcome: &str) {
+        for owed in std::mem::take(&mut self.owed) {
+            if let Owed::File(mut f) = owed {
+                f.outcome = outcome.into();
+                self.done.push(f);
+            }
+        }
+    }
+
     fn lose(&mut self, why: &str) {
+        if self.lost {
+            return;
+        }
+        self.lost = true;
+        self.unconfirmed("not confirmed by the receiver");
         let path = self.paths.first().cloned().unwrap_or_default();
         let mut op = FileOp::new(self.op(), &path);
         op.outcome = format!("not followed: {why}");
         self.done.push(op);
         self.state = State::Lost;
+        self.refusal = None;
     }
 
     /// Where a record named `name` at the current depth lands, and where
@@ -231,6 +353,13 @@ impl ScpStream {
                     return self.lose("a record scp does not send");
                 };
                 let (path, other) = self.place(&name, kind == b'D');
+                if path.len() > MAX_PATH || self.dirs.len() >= MAX_DEPTH {
+                    return self.lose("a tree deeper or a path longer than a file system holds");
+                }
+                self.owe(Owed::Record);
+                if self.lost {
+                    return;
+                }
                 if kind == b'D' {
                     self.dirs.push(path);
                     return;
@@ -260,10 +389,11 @@ impl ScpStream {
             }
             b'E' => {
                 if self.dirs.pop().is_none() {
-                    self.lose("a directory left that was not entered");
+                    return self.lose("a directory left that was not entered");
                 }
+                self.owe(Owed::Record);
             }
-            b'T' => {}
+            b'T' => self.owe(Owed::Record),
             1 | 2 => {
                 // The source could not send a path it was asked for.
                 if self.direction == ScpDirection::Download && self.dirs.is_empty() {
@@ -322,6 +452,14 @@ mod tests {
         })
     }
 
+    /// Source bytes, then the receiver accepting everything owed.
+    fn pass(s: &mut ScpStream, data: &[u8]) -> Vec<FileOp> {
+        let mut done = s.feed(data);
+        let acks = vec![0u8; s.owed()];
+        done.extend(s.answer(&acks));
+        done
+    }
+
     #[test]
     fn files_are_recorded_with_size_and_hash_however_the_stream_is_cut() {
         let mut stream = Vec::new();
@@ -330,8 +468,8 @@ mod tests {
         stream.extend_from_slice(b"C0600 0 empty\n\0");
         for cut in 0..=stream.len() {
             let mut s = upload(&["/srv/in"], true);
-            let mut done = s.feed(&stream[..cut]);
-            done.extend(s.feed(&stream[cut..]));
+            let mut done = pass(&mut s, &stream[..cut]);
+            done.extend(pass(&mut s, &stream[cut..]));
             done.extend(s.finish());
             assert_eq!(done.len(), 2, "cut {cut}: {done:?}");
             assert_eq!(done[0].path, "/srv/in/a.txt");
@@ -348,9 +486,53 @@ mod tests {
     }
 
     #[test]
+    fn a_file_is_ok_only_once_the_receiver_confirmed_it() {
+        let mut s = upload(&["/srv/in/"], false);
+        assert!(s.answer(b"\0").is_empty());
+        assert!(s.feed(b"C0644 2 a\nhi\0").is_empty());
+        // Record accepted, file not yet confirmed.
+        assert!(s.answer(b"\0").is_empty());
+        let done = s.answer(b"\x01scp: /srv/in/a: No space left on device\n");
+        assert_eq!(
+            done[0].outcome,
+            "failed: the receiver: scp: /srv/in/a: No space left on device"
+        );
+        // Still followed: the next file passes.
+        let done = pass(&mut s, b"C0644 1 b\nx\0");
+        assert_eq!(
+            (done[0].path.as_str(), done[0].outcome.as_str()),
+            ("/srv/in/b", "ok")
+        );
+        // Never confirmed: said so at the end.
+        assert!(s.feed(b"C0644 1 c\ny\0").is_empty());
+        let done = s.finish();
+        assert_eq!(done[0].outcome, "incomplete: not confirmed by the receiver");
+    }
+
+    #[test]
+    fn a_refused_record_stops_the_stream_being_followed() {
+        // The receiver refuses `decoy`; a source that sends on regardless
+        // (its "contents" being another record) gets no record but one
+        // saying the stream is no longer followed.
+        let mut s = upload(&["/srv/in/"], false);
+        s.answer(b"\0");
+        let mut done = s.feed(b"C0644 20 decoy\nC0644 4 evil\nbad!\0");
+        done.extend(s.answer(b"\x01scp: /srv/in/decoy: Is a directory\n"));
+        done.extend(s.feed(b"C0644 1 later\nx\0"));
+        done.extend(s.answer(b"\0\0"));
+        done.extend(s.finish());
+        assert_eq!(done.len(), 1, "{done:?}");
+        assert!(
+            done[0]
+                .outcome
+                .starts_with("not followed: the receiver refused a record")
+        );
+    }
+
+    #[test]
     fn an_upload_says_where_else_it_went_when_the_path_could_be_either() {
         let mut s = upload(&["/srv/app/x.tar"], false);
-        let done = s.feed(b"C0644 3 local-name.tar\nabc\0");
+        let done = pass(&mut s, b"C0644 3 local-name.tar\nabc\0");
         assert_eq!(done[0].path, "/srv/app/x.tar");
         assert_eq!(
             done[0].flags.as_deref(),
@@ -360,12 +542,15 @@ mod tests {
         );
         // A trailing slash: a directory for sure.
         let mut s = upload(&["/srv/app/"], false);
-        let done = s.feed(b"C0644 3 y\nabc\0");
+        let done = pass(&mut s, b"C0644 3 y\nabc\0");
         assert_eq!(done[0].path, "/srv/app/y");
         assert_eq!(done[0].flags.as_deref(), Some("mode 0644, sent as y"));
         // A tree: inside the path, or in its place.
         let mut s = upload(&["/srv"], false);
-        let done = s.feed(b"D0755 0 site\nD0755 0 css\nC0644 1 a.css\nx\0E\nE\n");
+        let done = pass(
+            &mut s,
+            b"D0755 0 site\nD0755 0 css\nC0644 1 a.css\nx\0E\nE\n",
+        );
         assert_eq!(done[0].path, "/srv/site/css/a.css");
         assert_eq!(
             done[0].flags.as_deref(),
@@ -384,10 +569,16 @@ mod tests {
             recursive: true,
             into_dir: false,
         });
-        done.extend(s.feed(b"D0755 0 app\nC0644 2 a\nhi\0D0700 0 sub\nC0600 1 b\nz\0E\nE\n"));
-        done.extend(s.feed(b"\x01scp: /missing: No such file or directory\n"));
-        done.extend(s.feed(b"C0644 4 x\nlogs\0"));
-        done.extend(s.feed(b"C0644 2 extra\nhi\0"));
+        done.extend(pass(
+            &mut s,
+            b"D0755 0 app\nC0644 2 a\nhi\0D0700 0 sub\nC0600 1 b\nz\0E\nE\n",
+        ));
+        done.extend(pass(
+            &mut s,
+            b"\x01scp: /missing: No such file or directory\n",
+        ));
+        done.extend(pass(&mut s, b"C0644 4 x\nlogs\0"));
+        done.extend(pass(&mut s, b"C0644 2 extra\nhi\0"));
         done.extend(s.finish());
         let got: Vec<(&str, &str)> = done
             .iter()
@@ -409,6 +600,32 @@ mod tests {
     }
 
     #[test]
+    fn a_read_failure_part_way_is_that_file_s_not_the_next() {
+        let mut s = ScpStream::new(&ScpCommand {
+            direction: ScpDirection::Download,
+            paths: vec!["/a".into(), "/b".into()],
+            recursive: false,
+            into_dir: false,
+        });
+        let mut done = pass(&mut s, b"C0644 3 a\nxyz\x01scp: /a: Input/output error\n");
+        done.extend(pass(&mut s, b"C0644 1 b\nq\0"));
+        let got: Vec<(&str, &str)> = done
+            .iter()
+            .map(|f| (f.path.as_str(), f.outcome.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "/a",
+                    "failed: the source could not read it (scp: /a: Input/output error)"
+                ),
+                ("/b", "ok"),
+            ]
+        );
+    }
+
+    #[test]
     fn a_stream_that_is_not_scp_is_no_longer_followed() {
         for bad in [
             &b"C0644 1 ../escape\nx\0"[..],
@@ -419,27 +636,47 @@ mod tests {
             b"E\n",
         ] {
             let mut s = upload(&["/tmp"], true);
-            let mut done = s.feed(bad);
+            let mut done = pass(&mut s, bad);
             done.extend(s.finish());
             assert_eq!(done.len(), 1, "{bad:?}: {done:?}");
             assert!(done[0].outcome.starts_with("not followed: "), "{done:?}");
             // Nothing after is read.
-            assert!(s.feed(b"C0644 1 b\nx\0").is_empty());
+            assert!(pass(&mut s, b"C0644 1 b\nx\0").is_empty());
         }
         let mut s = upload(&["/tmp"], true);
         let long = vec![b'C'; MAX_LINE + 1];
         let done = s.feed(&long);
+        assert!(done[0].outcome.starts_with("not followed: "), "{done:?}");
+        // Deep trees stop being followed before they cost memory.
+        let mut s = upload(&["/tmp"], true);
+        let mut done = Vec::new();
+        for _ in 0..MAX_DEPTH + 1 {
+            done.extend(pass(&mut s, b"D0755 0 dddddddddddddddddddddddddddddd\n"));
+        }
+        assert!(
+            done[0].outcome.starts_with("not followed: a tree deeper"),
+            "{done:?}"
+        );
+        // A source that runs ahead of the receiver.
+        let mut s = upload(&["/tmp"], true);
+        let done = s.feed(&b"T1 0 1 0\n".repeat(MAX_OWED + 1));
+        assert!(
+            done[0]
+                .outcome
+                .starts_with("not followed: the source ran ahead"),
+            "{done:?}"
+        );
+        // A receiver that answers what nobody asked.
+        let mut s = upload(&["/tmp"], true);
+        let done = s.answer(b"\0\0");
         assert!(done[0].outcome.starts_with("not followed: "), "{done:?}");
     }
 
     #[test]
     fn a_file_cut_short_says_so() {
         let mut s = upload(&["/tmp"], true);
-        assert!(s.feed(b"C0644 10 a\nhalf").is_empty());
+        assert!(pass(&mut s, b"C0644 10 a\nhalf").is_empty());
         let done = s.finish();
         assert_eq!(done[0].outcome, "incomplete: 6 bytes missing");
-        let mut s = upload(&["/tmp"], true);
-        let done = s.feed(b"C0644 1 a\nx\x02read error\n");
-        assert_eq!(done[0].outcome, "failed: the source could not read it");
     }
 }
