@@ -32,6 +32,11 @@ pub const MAX_REMOTE_CONNECTIONS: usize = 32;
 /// Bytes from the agent's side of a remote forward waiting for the target.
 const REMOTE_QUEUE: usize = 64;
 
+/// Refused `forwarded-tcpip` opens recorded per session; a target that
+/// keeps opening gets one more record saying so, then only a count at the
+/// end, so it cannot fill the recording.
+const REFUSALS_RECORDED: u32 = 16;
+
 /// The two ends of a forward, as the recording names them.
 pub struct Endpoints {
     /// `direct-tcpip` or `tcpip-forward`.
@@ -124,7 +129,14 @@ pub fn spawn(
                 let ok = match input {
                     Some(ChannelInput::Data(d)) => {
                         bytes += d.len() as u64;
-                        up_wr.data_bytes(d).await.is_ok()
+                        relays.stats.add_from_client(d.len());
+                        // A target that never opens its window must not
+                        // hold this forward past the session's end.
+                        tokio::select! {
+                            r = up_wr.data_bytes(d) => r.is_ok(),
+                            _ = terminated(&mut stop_up) => false,
+                            _ = down_done.notified() => false,
+                        }
                     }
                     Some(ChannelInput::Eof) => up_wr.eof().await.is_ok(),
                     Some(ChannelInput::Request(_, reply)) => {
@@ -162,6 +174,7 @@ pub fn spawn(
                 let ok = match msg {
                     Some(ChannelMsg::Data { data }) => {
                         bytes += data.len() as u64;
+                        relays.stats.add_to_client(data.len());
                         // A client that stopped reading never opens its
                         // window: the session's end is the way out.
                         tokio::select! {
@@ -205,6 +218,7 @@ pub fn remote(
     tokio::spawn(async move {
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_REMOTE_CONNECTIONS));
         let mut stop = relays.terminate.clone();
+        let mut refused = 0u32;
         loop {
             let inc = tokio::select! {
                 i = incoming.recv() => match i {
@@ -224,16 +238,27 @@ pub fn remote(
                 .and_then(|(_, p)| p.parse::<u32>().ok());
             let asked = relays.target.policy.port_forwarding
                 && port.is_some_and(|p| relays.remote_ports.lock().is_ok_and(|s| s.contains(&p)));
-            if !asked {
-                tracing::warn!(listening = %inc.listening.escape_debug(), "the target opened a forward the agent did not ask for: refused");
-                record(&relays, None, &ends, "refused: not asked for").await;
-                continue;
-            }
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                tracing::warn!(
-                    "a connection to a remote forward refused: {MAX_REMOTE_CONNECTIONS} already open"
-                );
-                record(&relays, None, &ends, "refused: too many connections").await;
+            let slot = if asked {
+                slots.clone().try_acquire_owned().ok()
+            } else {
+                None
+            };
+            let Some(slot) = slot else {
+                let why = if asked {
+                    format!("refused: {MAX_REMOTE_CONNECTIONS} connections already open")
+                } else {
+                    "refused: not asked for".to_owned()
+                };
+                refused += 1;
+                if refused <= REFUSALS_RECORDED {
+                    tracing::warn!(listening = %inc.listening.escape_debug(), "a forwarded-tcpip open from the target: {why}");
+                    let why = if refused == REFUSALS_RECORDED {
+                        format!("{why} (later refusals are counted, not recorded)")
+                    } else {
+                        why
+                    };
+                    record(&relays, None, &ends, &why).await;
+                }
                 continue;
             };
             if let Err(e) = opening(&relays, None, &ends).await {
@@ -245,6 +270,16 @@ pub fn remote(
                 let _slot = slot;
                 serve(relays, inc, ends).await;
             });
+        }
+        if refused > REFUSALS_RECORDED {
+            let ends = Endpoints {
+                forward: "tcpip-forward",
+                from: "target".into(),
+                to: "agent".into(),
+            };
+            let n = refused - REFUSALS_RECORDED;
+            let why = format!("refused: {n} more opens, not recorded one by one");
+            record(&relays, None, &ends, &why).await;
         }
     })
 }

@@ -807,7 +807,12 @@ impl russh::server::Handler for ServerHandler {
             from: format!("target {address}:{port}"),
             to: "agent".into(),
         };
-        forward::record(&relays, None, &ends, "cancelled").await;
+        let outcome = match &cancelled {
+            Ok(Ok(())) => "cancelled".to_owned(),
+            Ok(Err(e)) => format!("cancel failed: the target refused it ({e})"),
+            Err(_) => "cancel failed: the target did not answer".to_owned(),
+        };
+        forward::record(&relays, None, &ends, &outcome).await;
         Ok(matches!(cancelled, Ok(Ok(()))))
     }
 }

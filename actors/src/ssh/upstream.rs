@@ -38,6 +38,9 @@ const INCOMING_QUEUE: usize = 16;
 /// agent asked for that forward and the policy allows it.
 pub struct TargetHandler {
     incoming: mpsc::Sender<Incoming>,
+    /// Channels the target tried to open and was refused (logged up to a
+    /// point: a looping target must not fill the log).
+    refused: u32,
     pinned: PublicKey,
     /// Set when the target presented another key, for the error message.
     mismatch: Arc<AtomicBool>,
@@ -98,7 +101,7 @@ impl client::Handler for TargetHandler {
         reply: client::ChannelOpenHandle,
         _: &mut client::Session,
     ) -> Result<(), Self::Error> {
-        refuse(reply, "session").await
+        self.refuse(reply, "session").await
     }
 
     async fn server_channel_open_direct_tcpip(
@@ -111,7 +114,7 @@ impl client::Handler for TargetHandler {
         reply: client::ChannelOpenHandle,
         _: &mut client::Session,
     ) -> Result<(), Self::Error> {
-        refuse(reply, "direct-tcpip").await
+        self.refuse(reply, "direct-tcpip").await
     }
 
     async fn server_channel_open_x11(
@@ -122,7 +125,7 @@ impl client::Handler for TargetHandler {
         reply: client::ChannelOpenHandle,
         _: &mut client::Session,
     ) -> Result<(), Self::Error> {
-        refuse(reply, "x11").await
+        self.refuse(reply, "x11").await
     }
 
     async fn server_channel_open_agent_forward(
@@ -131,7 +134,7 @@ impl client::Handler for TargetHandler {
         reply: client::ChannelOpenHandle,
         _: &mut client::Session,
     ) -> Result<(), Self::Error> {
-        refuse(reply, "auth-agent").await
+        self.refuse(reply, "auth-agent").await
     }
 
     async fn server_channel_open_forwarded_streamlocal(
@@ -141,7 +144,7 @@ impl client::Handler for TargetHandler {
         reply: client::ChannelOpenHandle,
         _: &mut client::Session,
     ) -> Result<(), Self::Error> {
-        refuse(reply, "forwarded-streamlocal").await
+        self.refuse(reply, "forwarded-streamlocal").await
     }
 
     async fn server_channel_open_direct_streamlocal(
@@ -151,16 +154,25 @@ impl client::Handler for TargetHandler {
         reply: client::ChannelOpenHandle,
         _: &mut client::Session,
     ) -> Result<(), Self::Error> {
-        refuse(reply, "direct-streamlocal").await
+        self.refuse(reply, "direct-streamlocal").await
     }
 }
 
-async fn refuse(reply: client::ChannelOpenHandle, kind: &str) -> Result<(), russh::Error> {
-    tracing::warn!("the target opened a {kind} channel towards the gateway: refused");
-    reply
-        .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
-        .await;
-    Ok(())
+impl TargetHandler {
+    async fn refuse(
+        &mut self,
+        reply: client::ChannelOpenHandle,
+        kind: &str,
+    ) -> Result<(), russh::Error> {
+        self.refused += 1;
+        if self.refused <= 16 {
+            tracing::warn!("the target opened a {kind} channel towards the gateway: refused");
+        }
+        reply
+            .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
 }
 
 /// A connection the target accepted on a port it listens on for the
@@ -217,6 +229,7 @@ async fn connect_inner(target: &SshTarget) -> Result<Upstream, SessionError> {
     let (incoming, incoming_rx) = mpsc::channel(INCOMING_QUEUE);
     let handler = TargetHandler {
         incoming,
+        refused: 0,
         pinned: target.host_key.clone(),
         mismatch: mismatch.clone(),
         presented: presented.clone(),
