@@ -20,6 +20,20 @@ use gatehouse_actors::recording::EventKind;
 /// copy per this much output.
 pub const KEYFRAME_BYTES: usize = 64 << 10;
 
+/// At most this many keyframes per recording (each is a copy of a screen
+/// of up to 500×200 cells): a long recording spaces them further apart.
+pub const MAX_KEYFRAMES: usize = 64;
+
+/// What a resize costs to replay, counted like output bytes.
+const RESIZE_COST: usize = 4 << 10;
+
+fn cost(data: &TermData) -> usize {
+    match data {
+        TermData::Output(b) => b.len(),
+        TermData::Resize { .. } => RESIZE_COST,
+    }
+}
+
 /// Output fed per tick at maximum speed, so a huge recording still draws
 /// while it plays.
 const MAX_SPEED_BYTES_PER_TICK: usize = 256 << 10;
@@ -31,10 +45,11 @@ pub enum TermData {
     Resize { cols: u16, rows: u16 },
 }
 
-/// Picks an SSH session's terminal out of its events: the first channel
-/// that asked for a pseudo-terminal is the terminal (its output as the
-/// agent's terminal drew it, its window changes); until a channel has one,
-/// the output of every channel is shown, with bare line feeds made CRLF as
+/// Picks an SSH session's terminal out of its events: the channel that
+/// most recently asked for a pseudo-terminal is the terminal (its output
+/// as the agent's terminal drew it, its window changes) — so a throwaway
+/// terminal opened first cannot hide the one the agent works in — until it
+/// closes; without one, the output of every channel is shown, with bare line feeds made CRLF as
 /// a terminal's `onlcr` would (a command run without a terminal writes
 /// `\n`). Input (stdin) is never shown: the terminal echoes what the agent
 /// typed when it should, and a password typed with echo off stays off the
@@ -60,9 +75,13 @@ impl TermSource {
                 cols,
                 rows,
                 ..
-            } if self.pty.is_none_or(|c| c == *channel) => {
+            } => {
                 self.pty = Some(*channel);
                 Some(resize(*cols, *rows))
+            }
+            EventKind::SshChannelClose { channel, .. } if self.pty == Some(*channel) => {
+                self.pty = None;
+                None
             }
             EventKind::SshResize {
                 channel,
@@ -208,14 +227,13 @@ impl Player {
             next: 0,
             screen: emulator.screen().clone(),
         }];
+        let total: usize = frames.iter().map(|f| cost(&f.data)).sum();
+        let spacing = KEYFRAME_BYTES.max(total / MAX_KEYFRAMES + 1);
         let mut since = 0usize;
         for (i, f) in frames.iter().enumerate() {
             feed(&mut emulator, &f.data);
-            since += match &f.data {
-                TermData::Output(b) => b.len(),
-                TermData::Resize { .. } => KEYFRAME_BYTES,
-            };
-            if since >= KEYFRAME_BYTES {
+            since += cost(&f.data);
+            if since >= spacing {
                 keyframes.push(Keyframe {
                     next: i + 1,
                     screen: emulator.screen().clone(),
@@ -398,16 +416,45 @@ mod tests {
             Some(TermData::Output(b"x\ny".to_vec()))
         );
         assert_eq!(src.data(&data(1, "stdout", b"other")), None);
-        assert_eq!(src.data(&pty(4, 80, 24)), None);
-        assert_eq!(
-            src.data(&EventKind::SshResize {
-                channel: 4,
-                cols: 1,
-                rows: 1
-            }),
-            None
-        );
         assert_eq!(src.data(&data(3, "stdin", b"typed")), None);
+        // A newer terminal takes over; the older one's output is not
+        // drawn into it.
+        assert_eq!(
+            src.data(&pty(4, 80, 24)),
+            Some(TermData::Resize { cols: 80, rows: 24 })
+        );
+        assert_eq!(src.data(&data(3, "stdout", b"old")), None);
+        assert_eq!(
+            src.data(&data(4, "stdout", b"new")),
+            Some(TermData::Output(b"new".to_vec()))
+        );
+        // Once it closes, every channel's output shows again.
+        src.data(&EventKind::SshChannelClose {
+            channel: 4,
+            bytes_in: 0,
+            bytes_out: 0,
+        });
+        assert_eq!(
+            src.data(&data(1, "stdout", b"x\n")),
+            Some(TermData::Output(b"x\r\n".to_vec()))
+        );
+    }
+
+    #[test]
+    fn resizes_cannot_make_the_player_keep_a_screen_each() {
+        // An agent may send window changes without end; each keyframe is
+        // a screen copy, so their number stays bounded.
+        let frames: Vec<TermFrame> = (0..20_000)
+            .map(|i| TermFrame {
+                at: 1_000_000 + i,
+                data: TermData::Resize {
+                    cols: 500 - (i % 2) as u16,
+                    rows: 200,
+                },
+            })
+            .collect();
+        let p = Player::new(frames, 1_000_000, 80, 24);
+        assert!(p.keyframes() <= MAX_KEYFRAMES + 1, "{}", p.keyframes());
     }
 
     #[test]

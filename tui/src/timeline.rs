@@ -188,6 +188,13 @@ impl Timeline {
     /// An SSH command (exec, shell, subsystem) or a line typed in a shell:
     /// policy events that follow belong to it; an exec's exit answers it.
     fn command(&mut self, at: i64, text: String, done: bool) -> u64 {
+        // Finished commands no longer take policy events.
+        let (first, steps) = (self.first, &self.steps);
+        self.open.retain(|&n| {
+            n.checked_sub(first)
+                .and_then(|i| steps.get(i as usize))
+                .is_some_and(|s| s.done_at.is_none())
+        });
         let mut step = Step::new(at, text, false);
         if done {
             step.outcome = StepOutcome::Ok {
