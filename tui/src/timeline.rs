@@ -474,74 +474,9 @@ fn describe(kind: &EventKind) -> String {
         EventKind::Sftp {
             op, path, outcome, ..
         } => format!("sftp {op} {path}: {outcome}"),
-        EventKind::SshChannelOpen {
-            channel,
-            channel_type,
-        } => format!("channel {channel}: open {channel_type}"),
-        EventKind::SshPty {
-            channel,
-            term,
-            cols,
-            rows,
-        } => format!("channel {channel}: terminal {term} {cols}x{rows}"),
-        EventKind::SshEnv {
-            channel,
-            name,
-            accepted,
-            ..
-        } => format!(
-            "channel {channel}: env {name}{}",
-            if *accepted { "" } else { " refused" }
-        ),
-        EventKind::SshSignal { channel, signal } => format!("channel {channel}: signal {signal}"),
-        EventKind::SshExit {
-            channel,
-            status,
-            signal,
-        } => match (status, signal) {
-            (_, Some(sig)) => format!("channel {channel}: killed by signal {sig}"),
-            (Some(code), None) => format!("channel {channel}: exit {code}"),
-            (None, None) => format!("channel {channel}: ended"),
-        },
-        EventKind::SshChannelClose {
-            channel,
-            bytes_in,
-            bytes_out,
-        } => format!("channel {channel}: closed, {bytes_in} bytes in, {bytes_out} bytes out"),
-        EventKind::FileOp {
-            protocol,
-            op,
-            path,
-            to,
-            bytes,
-            sha256,
-            outcome,
-            ..
-        } => {
-            let mut text = format!("{protocol} {op} {path}");
-            if let Some(to) = to {
-                text.push_str(&format!(" -> {to}"));
-            }
-            if *bytes > 0 {
-                text.push_str(&format!(", {bytes} bytes"));
-            }
-            if let Some(h) = sha256 {
-                text.push_str(&format!(", sha256 {h}"));
-            }
-            format!("{text}: {outcome}")
-        }
-        EventKind::PortForward {
-            forward,
-            from,
-            to,
-            bytes_in,
-            bytes_out,
-            outcome,
-            ..
-        } => format!(
-            "{forward} {from} -> {to}: {outcome}, {bytes_in} bytes in, {bytes_out} bytes out"
-        ),
-        other => format!("{other:?}"),
+        // The SSH gateway's channel, file and forward events, and any
+        // other kind, as `recordings show` words them.
+        other => gatehouse_actors::recording::describe(other),
     })
 }
 

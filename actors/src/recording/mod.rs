@@ -11,4 +11,4 @@ mod text;
 
 pub use asciicast::write_asciicast;
 pub use event::{Direction, Event, EventKind, Outcome, RecordingId, SessionHeader, SshBytes};
-pub use text::{clean, format_event, format_header, format_time};
+pub use text::{clean, describe, format_event, format_header, format_time};

@@ -69,7 +69,18 @@ pub fn format_header(h: &SessionHeader) -> String {
 
 /// One line per event, as `recordings show` prints it.
 pub fn format_event(e: &Event) -> String {
-    let what = match &e.kind {
+    clean(&format!(
+        "{:>6} {} {:<7} {}",
+        e.seq,
+        format_time(e.at),
+        format!("{:?}", e.dir).to_lowercase(),
+        describe(&e.kind)
+    ))
+}
+
+/// What an event says, in words (not yet cleaned for a terminal).
+pub fn describe(kind: &EventKind) -> String {
+    match kind {
         EventKind::Connected { target } => format!("connected to {target}"),
         EventKind::Query { sql } => format!("query: {sql}"),
         EventKind::Parse { statement, sql } => format!("parse {statement:?}: {sql}"),
@@ -301,14 +312,7 @@ pub fn format_event(e: &Event) -> String {
             Some(r) => format!("end: {} ({r})", outcome.as_str()),
             None => format!("end: {}", outcome.as_str()),
         },
-    };
-    clean(&format!(
-        "{:>6} {} {:<7} {}",
-        e.seq,
-        format_time(e.at),
-        format!("{:?}", e.dir).to_lowercase(),
-        what
-    ))
+    }
 }
 
 #[cfg(test)]
