@@ -8,23 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use gatehouse_tests::ssh_client::SSH_CONNECTION;
+use gatehouse_tests::ssh_client::{AnyHostKey, SSH_CONNECTION};
 use gatehouse_tests::{OutputExt, SshWorld};
 use russh::ChannelMsg;
 use russh::client;
-
-struct Agent;
-
-impl client::Handler for Agent {
-    type Error = russh::Error;
-
-    async fn check_server_key(
-        &mut self,
-        _key: &russh::keys::PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        Ok(true)
-    }
-}
 
 fn rss_kib(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -60,7 +47,7 @@ fn a_thousand_channels_on_one_connection_are_refused_past_the_limit() -> Result<
     let rt = tokio::runtime::Runtime::new()?;
     let (opened, refused, alive) = rt.block_on(async {
         let config = Arc::new(client::Config::default());
-        let mut session = client::connect(config, ("127.0.0.1", w.port), Agent).await?;
+        let mut session = client::connect(config, ("127.0.0.1", w.port), AnyHostKey).await?;
         let login = session
             .authenticate_password(SSH_CONNECTION, &token)
             .await?;

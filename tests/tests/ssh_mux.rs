@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use common::{events_of_kind, show_session};
-use gatehouse_tests::ssh_client::SSH_CONNECTION;
+use gatehouse_tests::ssh_client::{AnyHostKey, SSH_CONNECTION};
 use gatehouse_tests::{OutputExt, SshWorld};
 use russh::ChannelMsg;
 use russh::client;
@@ -49,19 +49,6 @@ fn several_channels_on_one_connection() -> Result<()> {
     Ok(())
 }
 
-struct Agent;
-
-impl client::Handler for Agent {
-    type Error = russh::Error;
-
-    async fn check_server_key(
-        &mut self,
-        _key: &russh::keys::PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        Ok(true)
-    }
-}
-
 #[test]
 fn the_exit_status_reaches_the_agent_before_the_end_of_output() -> Result<()> {
     let w = SshWorld::start(|c, _| c)?;
@@ -69,7 +56,7 @@ fn the_exit_status_reaches_the_agent_before_the_end_of_output() -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     let seen = rt.block_on(async {
         let config = Arc::new(client::Config::default());
-        let mut session = client::connect(config, ("127.0.0.1", w.port), Agent).await?;
+        let mut session = client::connect(config, ("127.0.0.1", w.port), AnyHostKey).await?;
         if !session
             .authenticate_password(SSH_CONNECTION, &token)
             .await?

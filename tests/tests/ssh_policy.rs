@@ -23,6 +23,17 @@ fn ssh_sessions(w: &SshWorld, n: usize) -> Result<Vec<Value>> {
     common::ended_sessions(&w.gh, "ssh", n)
 }
 
+/// A gateway whose policy allows port forwarding.
+fn forwarding_world() -> Result<SshWorld> {
+    SshWorld::start(|c, _| {
+        c.policy(
+            PolicySpec::new("default")
+                .recording("batched")
+                .line("port_forwarding = true"),
+        )
+    })
+}
+
 fn policy_world(lines: &str) -> Result<SshWorld> {
     let lines = lines.to_owned();
     SshWorld::start(move |c, _| {
@@ -385,13 +396,7 @@ fn port_forwarding_is_refused_and_recorded() -> Result<()> {
 
 #[test]
 fn remote_forwarding_allowed_by_policy_reaches_the_agent_and_is_counted() -> Result<()> {
-    let w = SshWorld::start(|c, _| {
-        c.policy(
-            PolicySpec::new("default")
-                .recording("batched")
-                .line("port_forwarding = true"),
-        )
-    })?;
+    let w = forwarding_world()?;
     let auth = w.token_auth(&w.token("tunnel")?)?;
     // What the agent serves on its side: a greeting per connection.
     let agent = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -414,7 +419,7 @@ fn remote_forwarding_allowed_by_policy_reaches_the_agent_and_is_counted() -> Res
             &format!("127.0.0.1:{remote_port}:127.0.0.1:{agent_port}"),
         ])
         .arg(format!("{SSH_CONNECTION}@127.0.0.1"))
-        .arg("sleep 8")
+        .arg("sleep 20")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()?;
@@ -435,7 +440,7 @@ fn remote_forwarding_allowed_by_policy_reaches_the_agent_and_is_counted() -> Res
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.set_read_timeout(Some(WAIT))?;
     let mut greeting = Vec::new();
     let mut buf = [0u8; 64];
     while !greeting.ends_with(b"\n") {
@@ -474,7 +479,8 @@ fn remote_forwarding_allowed_by_policy_reaches_the_agent_and_is_counted() -> Res
     Ok(())
 }
 
-/// `ssh -L LOCAL:127.0.0.1:TARGET_SSHD ... sleep 8` through the gateway;
+/// `ssh -L LOCAL:127.0.0.1:TARGET_SSHD ... sleep 20` through the gateway
+/// (long enough for a loaded machine);
 /// the child and the local port, once it listens.
 fn forward(
     w: &SshWorld,
@@ -489,7 +495,7 @@ fn forward(
             &format!("127.0.0.1:{local_port}:127.0.0.1:{}", w.sshd.port()),
         ])
         .arg(format!("{SSH_CONNECTION}@127.0.0.1"))
-        .arg("sleep 8")
+        .arg("sleep 20")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     let mut child = cmd.spawn()?;
@@ -506,24 +512,20 @@ fn forward(
 
 #[test]
 fn port_forwarding_allowed_by_policy_is_relayed_and_counted() -> Result<()> {
-    let w = SshWorld::start(|c, _| {
-        c.policy(
-            PolicySpec::new("default")
-                .recording("batched")
-                .line("port_forwarding = true"),
-        )
-    })?;
+    let w = forwarding_world()?;
     let auth = w.token_auth(&w.token("tunnel")?)?;
     let (mut child, local_port) = forward(&w, &auth)?;
     // The readiness probe above opened (and closed) one forward already;
     // this one talks to the target's sshd through it.
     let mut s = TcpStream::connect(("127.0.0.1", local_port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.set_read_timeout(Some(WAIT))?;
     s.write_all(b"SSH-2.0-forward-test\r\n")?;
     let mut banner = Vec::new();
     let mut buf = [0u8; 256];
     while !banner.ends_with(b"\n") {
-        let n = s.read(&mut buf)?;
+        let n = s
+            .read(&mut buf)
+            .with_context(|| format!("reading sshd's banner through the forward\n{}\n--- sshd ---\n{}", w.gh.log(), w.sshd.log()))?;
         if n == 0 {
             break;
         }
@@ -570,7 +572,7 @@ fn garbage_and_stalled_handshakes_end_only_their_session() -> Result<()> {
     // Garbage instead of an SSH version line.
     let mut s = TcpStream::connect(("127.0.0.1", w.port))?;
     s.write_all(b"GET / HTTP/1.1\r\n\r\n")?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.set_read_timeout(Some(WAIT))?;
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
     // A client that connects and says nothing is dropped.

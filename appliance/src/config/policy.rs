@@ -389,12 +389,6 @@ pub(super) fn ssh_policy(
             });
         }
     }
-    if policy.port_forwarding == Some(true) {
-        c.warn(
-            spanned,
-            format!("policies.{name}.port_forwarding = true: allowing port forwarding is not implemented in this version; forwards are still refused"),
-        );
-    }
     let env = policy
         .env
         .clone()
