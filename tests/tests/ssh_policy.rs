@@ -523,9 +523,13 @@ fn port_forwarding_allowed_by_policy_is_relayed_and_counted() -> Result<()> {
     let mut banner = Vec::new();
     let mut buf = [0u8; 256];
     while !banner.ends_with(b"\n") {
-        let n = s
-            .read(&mut buf)
-            .with_context(|| format!("reading sshd's banner through the forward\n{}\n--- sshd ---\n{}", w.gh.log(), w.sshd.log()))?;
+        let n = s.read(&mut buf).with_context(|| {
+            format!(
+                "reading sshd's banner through the forward\n{}\n--- sshd ---\n{}",
+                w.gh.log(),
+                w.sshd.log()
+            )
+        })?;
         if n == 0 {
             break;
         }
