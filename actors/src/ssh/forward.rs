@@ -343,7 +343,7 @@ async fn serve(relays: Arc<Relays>, inc: Incoming, ends: Endpoints) {
 }
 
 /// `ADDR:PORT` as the two fields SSH carries.
-fn split(end: &str) -> (String, u32) {
+pub(super) fn split(end: &str) -> (String, u32) {
     match end.rsplit_once(':') {
         Some((h, p)) => (h.to_owned(), p.parse().unwrap_or(0)),
         None => (end.to_owned(), 0),

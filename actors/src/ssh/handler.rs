@@ -295,14 +295,8 @@ impl ServerHandler {
                 .await;
             return;
         }
-        let (host, port) = match ends.to.rsplit_once(':') {
-            Some((h, p)) => (h.to_owned(), p.parse::<u32>().unwrap_or(0)),
-            None => (ends.to.clone(), 0),
-        };
-        let (orig, orig_port) = match ends.from.rsplit_once(':') {
-            Some((h, p)) => (h.to_owned(), p.parse::<u32>().unwrap_or(0)),
-            None => (ends.from.clone(), 0),
-        };
+        let (host, port) = forward::split(&ends.to);
+        let (orig, orig_port) = forward::split(&ends.from);
         let opened = tokio::time::timeout(
             channel::REQUEST_TIMEOUT,
             up.handle

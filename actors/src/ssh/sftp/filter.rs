@@ -558,7 +558,7 @@ impl SftpFilter {
                     op.flags = f.flags.map(flags_text);
                     op.bytes = f.bytes;
                     if f.flags.is_some() {
-                        op.sha256 = f.hasher.map(|h| hex(&h.finalize()));
+                        op.sha256 = f.hasher.map(|h| hex::encode(h.finalize()));
                     }
                     op.outcome = outcome;
                     out.ops.push(op);
@@ -609,10 +609,6 @@ fn extension_op(name: &str) -> &str {
         "fsync@openssh.com" => "fsync",
         other => other,
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -200,7 +200,7 @@ impl ScpStream {
                     hash.update(&data[..n]);
                     let left = left - n as u64;
                     self.state = if left == 0 {
-                        let digest = hex(&hash.finalize());
+                        let digest = hex::encode(hash.finalize());
                         State::Ack(file, digest)
                     } else {
                         State::Data { file, left, hash }
@@ -378,7 +378,7 @@ impl ScpStream {
                     ),
                 });
                 self.state = if size == 0 {
-                    State::Ack(file, hex(&Sha256::new().finalize()))
+                    State::Ack(file, hex::encode(Sha256::new().finalize()))
                 } else {
                     State::Data {
                         file,
@@ -431,16 +431,12 @@ fn join(dir: &str, name: &str) -> String {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn sha(data: &[u8]) -> String {
-        hex(&Sha256::digest(data))
+        hex::encode(Sha256::digest(data))
     }
 
     fn upload(paths: &[&str], into_dir: bool) -> ScpStream {
