@@ -715,16 +715,33 @@ fn digits_end(v: &[u8], mut i: usize, e: usize) -> usize {
 }
 
 /// `v[s..e]` is a maximal run: digit groups separated by single separators.
+/// Each detector walks it on its own, exactly as it does when it is the
+/// only one enabled: an SSN's last group may begin a card number
+/// (`123-45-4781-9181-1111-1111`), and skipping past the SSN would leave
+/// most of that card in clear.
 fn analyze_run(v: &[u8], s: usize, e: usize, card: bool, ssn: bool, out: &mut Vec<Hit>) {
+    if ssn {
+        walk_run(v, s, e, Detector::UsSsn, ssn_at, out);
+    }
+    if card {
+        walk_run(v, s, e, Detector::CreditCard, card_at, out);
+    }
+}
+
+/// Matches of one detector in the run, each group tried as a start once
+/// the previous match has ended.
+fn walk_run(
+    v: &[u8],
+    s: usize,
+    e: usize,
+    detector: Detector,
+    at: fn(&[u8], usize, usize) -> Option<usize>,
+    out: &mut Vec<Hit>,
+) {
     let mut gs = s;
     while gs < e {
-        if ssn && let Some(end) = ssn_at(v, gs, e) {
-            out.push(hit(gs, end, Detector::UsSsn));
-            gs = end + 1;
-            continue;
-        }
-        if card && let Some(end) = card_at(v, gs, e) {
-            out.push(hit(gs, end, Detector::CreditCard));
+        if let Some(end) = at(v, gs, e) {
+            out.push(hit(gs, end, detector));
             gs = end + 1;
             continue;
         }
@@ -1170,6 +1187,26 @@ mod tests {
                 assert!(found(d, &s).is_empty(), "{s}");
             }
         }
+    }
+
+    /// Found by `fuzz/mask_rows`: with both detectors on, an SSN whose
+    /// last group begins a card number hid only the SSN.
+    #[test]
+    fn a_card_sharing_a_group_with_an_ssn_is_found_with_both_on() {
+        let v = b"GB123-45-4781-918111-1111-1111";
+        let both = Scanner::new(&[Detector::UsSsn, Detector::CreditCard], Vec::new()).unwrap();
+        let mut hits = Vec::new();
+        both.scan(v, &mut hits);
+        let mut got: Vec<Range<usize>> = hits.iter().map(|h| h.start..h.end).collect();
+        got.sort_by_key(|r| (r.start, r.end));
+        let mut alone = detect(Detector::UsSsn, v);
+        alone.extend(detect(Detector::CreditCard, v));
+        alone.sort_by_key(|r| (r.start, r.end));
+        assert_eq!(got, alone);
+        assert!(
+            got.iter().any(|r| v[r.clone()].starts_with(b"4781-918111")),
+            "{got:?}"
+        );
     }
 
     #[test]
