@@ -110,16 +110,25 @@ tps() { # name port password user db sslmode [sslrootcert]
 }
 
 compare_tps() { # baseline candidate: connections (and labels) on the running gateway
-    local a=$1 b=$2 sa=0 sb=0 r x y
+    local a=$1 b=$2 sa=0 sb=0 ca_=0 cb_=0 r x y t0 t1 t2
+    local hz
+    hz=$(getconf CLK_TCK)
     echo "== pgbench -S -c ${CLIENTS:-8} -j 2 -T $DURATION through Gatehouse, $a vs $b, $ROUNDS interleaved rounds, all TLS"
     for r in $(seq "$ROUNDS"); do
+        t0=$(cpu_ticks "$gh_pid")
         x=$(tps "$a" "$GH_PORT" "$token" bench "$a" verify-full "$ca")
+        t1=$(cpu_ticks "$gh_pid")
         y=$(tps "$b" "$GH_PORT" "$token" bench "$b" verify-full "$ca")
+        t2=$(cpu_ticks "$gh_pid")
         printf "round %d: %s %.0f  %s %.0f tps\n" "$r" "$a" "$x" "$b" "$y"
         sa=$(python3 -c "print($sa + $x)")
         sb=$(python3 -c "print($sb + $y)")
+        # Gatehouse CPU per transaction, µs, summed over rounds.
+        ca_=$(python3 -c "print($ca_ + ($t1 - $t0) / $hz / ($x * $DURATION) * 1e6)")
+        cb_=$(python3 -c "print($cb_ + ($t2 - $t1) / $hz / ($y * $DURATION) * 1e6)")
     done
     python3 -c "
 a, b = $sa / $ROUNDS, $sb / $ROUNDS
-print(f'mean tps: $a {a:.0f}  $b {b:.0f}  ratio $b/$a {b/a:.2f}')"
+print(f'mean tps: $a {a:.0f}  $b {b:.0f}  ratio $b/$a {b/a:.2f}')
+print(f'gatehouse CPU per transaction: $a {$ca_ / $ROUNDS:.1f} us  $b {$cb_ / $ROUNDS:.1f} us')"
 }

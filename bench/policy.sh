@@ -10,6 +10,8 @@
 #   ROUNDS     interleaved pgbench rounds     (default 3)
 #   DURATION   seconds per pgbench run        (default 20)
 #   COPY_ROWS  rows of ~1 KiB for the COPY    (default 1000000, ≈1 GB)
+#   PROFILE=1  also sample Gatehouse's CPU with perf, one run per side
+#              (PERF_KEEP=PREFIX keeps the perf.data files)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -64,6 +66,19 @@ TOML
 start_gatehouse
 
 compare_tps plain guarded
+
+if [ "${PROFILE:-0}" = 1 ] && command -v perf >/dev/null; then
+    for conn in plain guarded; do
+        echo "== where Gatehouse's CPU goes on $conn (perf, cpu-clock samples, top symbols)"
+        perf record -q -F 499 -e cpu-clock --call-graph "${PERF_CALLGRAPH:-fp}" -p "$gh_pid" -o "$work/perf-$conn.data" -- sleep "$DURATION" 2>/dev/null &
+        perf_pid=$!
+        tps "$conn" "$GH_PORT" "$token" bench "$conn" verify-full "$ca" >/dev/null
+        wait "$perf_pid" || true
+        perf report -i "$work/perf-$conn.data" --no-children --sort symbol --stdio 2>/dev/null \
+            | grep -E '^ +[0-9.]+%' | head -40 || true
+        [ -n "${PERF_KEEP:-}" ] && cp "$work/perf-$conn.data" "$PERF_KEEP-$conn.data"
+    done
+fi
 
 echo "== COPY TO STDOUT, $COPY_ROWS rows of ~1 KiB with e-mails and card numbers"
 copy_sql="\\copy (select g, 'user' || g || '@example.com', '4111 1111 1111 1111', repeat('x', 960) from generate_series(1, $COPY_ROWS) g) to '/dev/null'"
