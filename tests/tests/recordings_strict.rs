@@ -16,7 +16,7 @@ fn strict_config(issuer: &Issuer, pg: &PgCluster, mode: &str) -> ConfigBuilder {
 
 /// Sessions writing at once when the daemon is killed: each psql streams
 /// its own numbers, so every acknowledged INSERT names its session.
-const KILLED_SESSIONS: usize = 6;
+const KILLED_SESSIONS: usize = 12;
 
 #[test]
 fn sigkill_loses_no_statement_the_client_saw_succeed() -> Result<()> {
