@@ -506,3 +506,48 @@ fn approvers_and_the_log_are_shown_masked_statements() -> Result<()> {
     assert_absent(w.log().as_bytes(), &SENT, "the daemon's log");
     Ok(())
 }
+
+/// `PREPARE … AS` in SQL and a later `EXECUTE name(…)`: the arguments are
+/// masked by the columns of the prepared statement's parameters, here an
+/// SSN that no enabled detector recognises, so only the column rule can
+/// hide it. The target gets the original value.
+#[test]
+fn executed_arguments_are_masked_by_the_prepared_statements_columns() -> Result<()> {
+    let w = world("allow")?;
+    const EXECUTED_SSN: &str = "634-11-2290";
+    let statements = [
+        "insert into customers (id, name) values (7, 'Exec')".to_owned(),
+        "prepare set_ssn(int, text) as update customers set ssn = $2 where id = $1".to_owned(),
+        format!("execute set_ssn(7, '{EXECUTED_SSN}')"),
+    ];
+    let mut args = vec!["-A", "-t"];
+    for sql in &statements {
+        args.extend(["-c", sql.as_str()]);
+    }
+    // One session, one message per -c: the statement the second prepares
+    // is known when the third executes it.
+    let token = w.token("psql-executor")?;
+    let out = w
+        .tls_target("app-db", "psql-executor", &token)
+        .psql_args(&args)?;
+    assert!(out.status.success(), "{}", out.stderr_text());
+    assert_eq!(
+        w.pg.psql_direct("app", "select ssn from customers where id = 7")?,
+        EXECUTED_SSN,
+        "the target got the original value"
+    );
+
+    let (events, raw) = recorded(&w, "psql-executor")?;
+    assert_absent(&raw, &[EXECUTED_SSN], "the EXECUTE's recording");
+    let queries: Vec<&str> = events_of_kind(&events, "query")
+        .iter()
+        .filter_map(|e| e["kind"]["sql"].as_str())
+        .collect();
+    let want = format!("execute set_ssn(7, '{}')", partial(EXECUTED_SSN));
+    assert!(
+        queries.iter().any(|q| q.contains(&want)),
+        "{want} in {queries:#?}"
+    );
+    assert_stored_recordings_lack(&w.gh, &[EXECUTED_SSN], &[b"Exec"])?;
+    Ok(())
+}

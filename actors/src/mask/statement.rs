@@ -21,17 +21,23 @@
 //! a schema matches `schema.table.col` rules; an `INSERT` without a column
 //! list masks all its values when any column rule could apply to its
 //! table; a statement the parser cannot read, or too long to parse, that
-//! names a masked column (or its table) has all its literals and
-//! parameters masked by that rule. Not followed: `PREPARE … AS` parameters given by a later
-//! `EXECUTE` (detectors still run on its literals), and statements inside
-//! `DO` bodies (detectors run on the body).
+//! names a masked column (or is an INSERT naming its table) has all its
+//! literals and parameters masked by that rule.
+//! - `EXECUTE name(…)`: each argument is masked by the column of the
+//!   prepared statement's parameter in its place, known from the session's
+//!   earlier `PREPARE name AS …` or Parse (one namespace in PostgreSQL);
+//!   for a name not known, every argument is masked by the first column
+//!   rule. A message that prepares several statements gives each the
+//!   parameter rules of all of them.
+//!
+//! Not followed: statements inside `DO` bodies (detectors run on the body).
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    AssignmentTarget, Expr, InTarget, ObjectName, OnConflictAction, OnInsert, SelectItem, SetExpr,
-    Statement, TableFactor, TableObject, Value, visit_expressions, visit_statements,
+    AssignmentTarget, Expr, Ident, InTarget, ObjectName, OnConflictAction, OnInsert, SelectItem,
+    SetExpr, Statement, TableFactor, TableObject, Value, visit_expressions, visit_statements,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer, Whitespace};
@@ -66,9 +72,26 @@ enum Place {
     Param(u32),
 }
 
-/// Values of one statement paired with the column they go to.
+/// Where a value goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum To {
+    Column(Written),
+    /// Argument `index` (from 0) of `EXECUTE statement(…)`: the column of
+    /// that prepared statement's `$index+1`, as remembered by the session
+    /// (`None`: a name that cannot be a prepared statement's).
+    Param {
+        statement: Option<String>,
+        index: usize,
+    },
+}
+
+/// Values of one statement paired with where they go, and the names the
+/// statement prepares (`PREPARE name AS …`).
 #[derive(Default)]
-struct Sites(Vec<(Place, Written)>);
+struct Sites {
+    values: Vec<(Place, To)>,
+    prepares: Vec<String>,
+}
 
 /// For each `$n` of a prepared statement (index n - 1), the column rule its
 /// value is written to or compared with.
@@ -86,19 +109,42 @@ impl ParamRules {
 pub struct MaskedSql {
     /// The masked text; `None` when nothing changed.
     pub text: Option<String>,
-    /// What masks the values of its parameters.
+    /// What masks the values of its parameters (for a `PREPARE`, those of
+    /// the statement it prepares).
     pub params: ParamRules,
+    /// Statement names it prepares in SQL (`PREPARE name AS …`), folded as
+    /// PostgreSQL folds them; `params` applies to their parameters.
+    pub prepares: Vec<String>,
 }
+
+/// What a session knows of its prepared statements: each name's parameter
+/// rules, to mask the arguments of a later `EXECUTE name(…)`.
+pub type Prepared = HashMap<Vec<u8>, ParamRules>;
 
 impl Masker {
     /// Mask the literals of `sql` (see the module docs) and find which
-    /// column rule each of its parameters falls under.
+    /// column rule each of its parameters falls under. Without a session's
+    /// [`Prepared`] statements, every argument of an `EXECUTE` is masked
+    /// under column rules.
     pub fn mask_sql(&self, sql: &str, stats: &mut MaskStats) -> MaskedSql {
+        self.mask_sql_in(sql, None, stats)
+    }
+
+    /// [`Masker::mask_sql`] in a session that prepared `prepared`: the
+    /// arguments of `EXECUTE name(…)` are masked by the columns of
+    /// `name`'s parameters (every argument, under column rules, for a name
+    /// it does not know).
+    pub fn mask_sql_in(
+        &self,
+        sql: &str,
+        prepared: Option<&Prepared>,
+        stats: &mut MaskStats,
+    ) -> MaskedSql {
         if self.is_empty() {
             return MaskedSql::default();
         }
         let mut out = MaskedSql::default();
-        let rewritten = self.mask_literals(sql, &mut out.params, stats);
+        let rewritten = self.mask_literals(sql, prepared, &mut out, stats);
         let text = rewritten.as_deref().unwrap_or(sql);
         out.text = self.mask_text(text, stats).or(rewritten);
         out
@@ -258,9 +304,11 @@ impl Masker {
     fn mask_literals(
         &self,
         sql: &str,
-        params: &mut ParamRules,
+        prepared: Option<&Prepared>,
+        out: &mut MaskedSql,
         stats: &mut MaskStats,
     ) -> Option<String> {
+        let params = &mut out.params;
         let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
             .with_unescape(true)
             .tokenize_with_location()
@@ -278,13 +326,26 @@ impl Masker {
             let Some(sites) = parsed else {
                 return self.replace_literals(sql, &tokens, &columns, Some(named), params, stats);
             };
-            for (place, written) in sites.iter().flat_map(|s| s.0.iter()) {
-                let rule = match &written.column[..] {
-                    "" => written
-                        .table
-                        .as_deref()
-                        .and_then(|t| self.any_rule_for_table(t)),
-                    _ => self.written_rule(written),
+            out.prepares = sites.iter().flat_map(|s| s.prepares.clone()).collect();
+            for (place, to) in sites.iter().flat_map(|s| s.values.iter()) {
+                let rule = match to {
+                    To::Column(written) => match &written.column[..] {
+                        "" => written
+                            .table
+                            .as_deref()
+                            .and_then(|t| self.any_rule_for_table(t)),
+                        _ => self.written_rule(written),
+                    },
+                    To::Param { statement, index } => {
+                        let known = statement
+                            .as_ref()
+                            .and_then(|s| prepared.and_then(|p| p.get(s.as_bytes())));
+                        match known {
+                            Some(rules) => rules.0.get(*index).copied().flatten(),
+                            // Never seen prepared: its columns are unknown.
+                            None => self.first_column_rule(),
+                        }
+                    }
                 };
                 let Some(rule) = rule else { continue };
                 match place {
@@ -393,6 +454,22 @@ impl Masker {
                             && p.table.as_ref().is_none_or(|t| lower.contains(t.as_str())))
                 })
             })
+            .map(|i| i as u32)
+            // EXECUTE's arguments go to columns its text does not name.
+            .or_else(|| {
+                lower
+                    .contains("execute")
+                    .then(|| self.first_column_rule())
+                    .flatten()
+            })
+    }
+
+    /// The first rule with columns: what masks a value whose column is
+    /// unknown.
+    fn first_column_rule(&self) -> Option<u32> {
+        self.rules
+            .iter()
+            .position(|r| !r.columns.is_empty())
             .map(|i| i as u32)
     }
 }
@@ -509,7 +586,7 @@ fn written_by(statement: &Statement, sites: &mut Sites) {
                     SetExpr::Values(values) => {
                         for row in &values.rows {
                             for (i, expr) in row.content.iter().enumerate() {
-                                values_in(expr, &written(i), sites);
+                                values_in(expr, &To::Column(written(i)), sites);
                             }
                         }
                     }
@@ -518,7 +595,7 @@ fn written_by(statement: &Statement, sites: &mut Sites) {
                             if let SelectItem::UnnamedExpr(e)
                             | SelectItem::ExprWithAlias { expr: e, .. } = item
                             {
-                                values_in(e, &written(i), sites);
+                                values_in(e, &To::Column(written(i)), sites);
                             }
                         }
                     }
@@ -542,15 +619,44 @@ fn written_by(statement: &Statement, sites: &mut Sites) {
                 assigned(&a.target, &a.value, table.as_deref(), sites);
             }
         }
+        Statement::Prepare { name, .. } => sites.prepares.push(folded(name)),
+        Statement::Execute {
+            name: Some(name),
+            parameters,
+            ..
+        } => {
+            let statement = match &name.0[..] {
+                [part] => part.as_ident().map(folded),
+                _ => None,
+            };
+            for (index, expr) in parameters.iter().enumerate() {
+                let to = To::Param {
+                    statement: statement.clone(),
+                    index,
+                };
+                values_in(expr, &to, sites);
+            }
+        }
         _ => {}
+    }
+}
+
+/// A statement name as PostgreSQL keeps it: unquoted names folded to lower
+/// case.
+fn folded(name: &Ident) -> String {
+    match name.quote_style {
+        Some(_) => name.value.clone(),
+        None => name.value.to_lowercase(),
     }
 }
 
 /// `SET target = value`.
 fn assigned(target: &AssignmentTarget, value: &Expr, table: Option<&str>, sites: &mut Sites) {
-    let written = |name: &ObjectName| Written {
-        table: table.map(str::to_owned),
-        column: last_part(name),
+    let written = |name: &ObjectName| {
+        To::Column(Written {
+            table: table.map(str::to_owned),
+            column: last_part(name),
+        })
     };
     match target {
         AssignmentTarget::ColumnName(name) => values_in(value, &written(name), sites),
@@ -599,10 +705,10 @@ fn compared(expr: &Expr, sites: &mut Sites) {
         let mut columns = Vec::new();
         columns_in(side, &mut columns);
         for column in columns {
-            let written = Written {
+            let written = To::Column(Written {
                 table: None,
                 column,
-            };
+            });
             for other in &others {
                 values_in(other, &written, sites);
             }
@@ -629,7 +735,7 @@ fn columns_in(expr: &Expr, out: &mut Vec<String>) {
 
 /// Every literal and parameter inside `expr` (function arguments, casts and
 /// subqueries included), as written to `written`.
-fn values_in(expr: &Expr, written: &Written, sites: &mut Sites) {
+fn values_in(expr: &Expr, to: &To, sites: &mut Sites) {
     let _ = visit_expressions(expr, |e| {
         if let Expr::Value(v) = e {
             let place = match &v.value {
@@ -640,7 +746,7 @@ fn values_in(expr: &Expr, written: &Written, sites: &mut Sites) {
                 Value::Null | Value::Boolean(_) => return ControlFlow::Continue(()),
                 _ => Place::Literal(v.span.start),
             };
-            sites.0.push((place, written.clone()));
+            sites.values.push((place, to.clone()));
         }
         ControlFlow::<()>::Continue(())
     });

@@ -5,10 +5,9 @@
 //! always gets the original bytes.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 use super::encoding::ClientEncoding;
-use crate::mask::{MaskStats, Masker, ParamRules};
+use crate::mask::{MaskStats, Masker, ParamRules, Prepared};
 
 /// Prepared statements whose parameter rules are remembered. Beyond it, a
 /// new name's Binds are treated like a statement never seen (see
@@ -21,8 +20,8 @@ pub const REDACTED: &str = "[redacted]";
 
 pub struct ClientMask {
     masker: &'static Masker,
-    /// Parameter rules by statement name as sent.
-    prepared: HashMap<Vec<u8>, ParamRules>,
+    /// Parameter rules by statement name as sent (SQL names folded).
+    prepared: Prepared,
     stats: MaskStats,
 }
 
@@ -30,7 +29,7 @@ impl ClientMask {
     pub fn new(masker: &'static Masker) -> Self {
         ClientMask {
             masker,
-            prepared: HashMap::new(),
+            prepared: Prepared::new(),
             stats: MaskStats::default(),
         }
     }
@@ -40,13 +39,21 @@ impl ClientMask {
     }
 
     /// A Query's or Parse's SQL as recorded; a Parse's parameter rules are
-    /// remembered under its name.
+    /// remembered under its name, and so are those of a `PREPARE name AS`
+    /// in SQL (PostgreSQL keeps both in one namespace: a Bind or an
+    /// `EXECUTE` may use either).
     pub fn sql<'a>(&mut self, parse_of: Option<&[u8]>, sql: &'a str) -> Cow<'a, str> {
-        let masked = self.masker.mask_sql(sql, &mut self.stats);
-        if let Some(name) = parse_of
-            && (self.prepared.len() < MAX_PREPARED || self.prepared.contains_key(name))
-        {
-            self.prepared.insert(name.to_vec(), masked.params);
+        let masked = self
+            .masker
+            .mask_sql_in(sql, Some(&self.prepared), &mut self.stats);
+        let names = parse_of
+            .map(<[u8]>::to_vec)
+            .into_iter()
+            .chain(masked.prepares.iter().map(|n| n.as_bytes().to_vec()));
+        for name in names {
+            if self.prepared.len() < MAX_PREPARED || self.prepared.contains_key(&name) {
+                self.prepared.insert(name, masked.params.clone());
+            }
         }
         match masked.text {
             Some(text) => Cow::Owned(text),
@@ -126,6 +133,56 @@ impl ClientMask {
 mod tests {
     use super::*;
     use crate::mask::{MaskRule, Strategy};
+
+    fn pii() -> &'static Masker {
+        let masker = Masker::new(
+            vec![MaskRule {
+                name: "pii".into(),
+                columns: vec!["ssn".into()],
+                detectors: vec![],
+                regex: vec![],
+                strategy: Strategy::Redact,
+            }],
+            [1; 32],
+        )
+        .unwrap();
+        Box::leak(Box::new(masker))
+    }
+
+    #[test]
+    fn execute_arguments_are_masked_by_the_prepared_statements_columns() {
+        let mut m = ClientMask::new(pii());
+        let enc = ClientEncoding::UTF8;
+        // Before it is prepared, every argument (the columns are unknown).
+        assert_eq!(
+            m.sql(None, "EXECUTE p(5, '111-22-3333')"),
+            "EXECUTE p('[redacted]', '[redacted]')"
+        );
+        m.sql(
+            None,
+            "PREPARE P(int, text) AS UPDATE customers SET ssn = $2 WHERE id = $1",
+        );
+        assert_eq!(
+            m.sql(None, "execute p(5, '111-22-3333')"),
+            "execute p(5, '[redacted]')"
+        );
+        // A quoted name is another statement.
+        assert_eq!(
+            m.sql(None, r#"EXECUTE "P"(5, 'x')"#),
+            r#"EXECUTE "P"('[redacted]', '[redacted]')"#
+        );
+        // Binds to it (one namespace with Parse) follow its columns too.
+        assert_eq!(m.param(enc, b"p", 0, false, b"5"), None);
+        assert_eq!(
+            m.param(enc, b"p", 1, false, b"111-22-3333").as_deref(),
+            Some(REDACTED)
+        );
+        // Arguments that are expressions: every literal inside.
+        assert_eq!(
+            m.sql(None, "EXECUTE p(5, upper('111-22-3333'))"),
+            "EXECUTE p(5, upper('[redacted]'))"
+        );
+    }
 
     #[test]
     fn a_closed_statement_is_forgotten() {
