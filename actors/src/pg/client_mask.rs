@@ -186,18 +186,7 @@ mod tests {
 
     #[test]
     fn a_closed_statement_is_forgotten() {
-        let masker = Masker::new(
-            vec![MaskRule {
-                name: "pii".into(),
-                columns: vec!["ssn".into()],
-                detectors: vec![],
-                regex: vec![],
-                strategy: Strategy::Redact,
-            }],
-            [1; 32],
-        )
-        .unwrap();
-        let mut m = ClientMask::new(Box::leak(Box::new(masker)));
+        let mut m = ClientMask::new(pii());
         let enc = ClientEncoding::UTF8;
         m.sql(
             Some(b"s1"),
