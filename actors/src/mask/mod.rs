@@ -173,7 +173,7 @@ use aws_lc_rs::hmac;
 pub use copy::{CopyFormat, CopyMasker};
 pub use detail::TextContext;
 pub use detectors::{Detector, detect};
-pub use statement::{MaskedSql, ParamRules, Prepared};
+pub use statement::{MaskedSql, ParamRules, Prepared, followed_name};
 
 use detectors::{Hit, Scanner, Source};
 

@@ -90,7 +90,11 @@ enum To {
 #[derive(Default)]
 struct Sites {
     values: Vec<(Place, To)>,
-    prepares: Vec<String>,
+    /// Names prepared (`None`: one the gateway cannot follow, see
+    /// [`folded`]).
+    prepares: Vec<Option<String>>,
+    /// Names deallocated (`None`: `ALL`, or one it cannot follow).
+    deallocates: Vec<Option<String>>,
 }
 
 /// For each `$n` of a prepared statement (index n - 1), the column rule its
@@ -101,6 +105,18 @@ pub struct ParamRules(Vec<Option<u32>>);
 impl ParamRules {
     pub fn is_empty(&self) -> bool {
         self.0.iter().all(Option::is_none)
+    }
+
+    /// Fold in `other`, keeping whichever masks each parameter: a name
+    /// prepared again (which PostgreSQL may refuse, keeping the first) is
+    /// never masked less than before.
+    pub fn merge_stricter(&mut self, other: &ParamRules) {
+        if self.0.len() < other.0.len() {
+            self.0.resize(other.0.len(), None);
+        }
+        for (mine, theirs) in self.0.iter_mut().zip(&other.0) {
+            *mine = mine.or(*theirs);
+        }
     }
 }
 
@@ -115,6 +131,11 @@ pub struct MaskedSql {
     /// Statement names it prepares in SQL (`PREPARE name AS …`), folded as
     /// PostgreSQL folds them; `params` applies to their parameters.
     pub prepares: Vec<String>,
+    /// It may prepare statements whose parameters could not be followed
+    /// (it names a masked column but could not be parsed, or prepares a
+    /// name the gateway cannot follow): a session must treat every
+    /// statement it knows as unknown from now on.
+    pub prepares_unread: bool,
 }
 
 /// What a session knows of its prepared statements: each name's parameter
@@ -309,10 +330,13 @@ impl Masker {
         stats: &mut MaskStats,
     ) -> Option<String> {
         let params = &mut out.params;
-        let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
+        let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql)
             .with_unescape(true)
             .tokenize_with_location()
-            .ok()?;
+        else {
+            out.prepares_unread = mentions_prepare(sql);
+            return None;
+        };
         // Column rules need the tree; skip the parse when no rule's column
         // is even named in the text. A statement too long to parse, or one
         // the parser cannot read, that names a masked column has every
@@ -324,9 +348,20 @@ impl Masker {
                 .then(|| parse_each(sql, sites).ok())
                 .flatten();
             let Some(sites) = parsed else {
+                out.prepares_unread = mentions_prepare(sql);
                 return self.replace_literals(sql, &tokens, &columns, Some(named), params, stats);
             };
-            out.prepares = sites.iter().flat_map(|s| s.prepares.clone()).collect();
+            let prepared_here = sites.iter().flat_map(|s| s.prepares.iter());
+            out.prepares_unread = prepared_here.clone().any(Option::is_none);
+            out.prepares = prepared_here.flatten().cloned().collect();
+            // A name this message prepares or deallocates is not the one
+            // the session knew when an EXECUTE of it runs: unknown.
+            let mut touched: Vec<&Option<String>> = sites
+                .iter()
+                .flat_map(|s| s.prepares.iter().chain(&s.deallocates))
+                .collect();
+            let touched_all = touched.iter().any(|n| n.is_none());
+            touched.retain(|n| n.is_some());
             for (place, to) in sites.iter().flat_map(|s| s.values.iter()) {
                 let rule = match to {
                     To::Column(written) => match &written.column[..] {
@@ -339,6 +374,9 @@ impl Masker {
                     To::Param { statement, index } => {
                         let known = statement
                             .as_ref()
+                            .filter(|s| {
+                                !touched_all && !touched.iter().any(|t| t.as_ref() == Some(*s))
+                            })
                             .and_then(|s| prepared.and_then(|p| p.get(s.as_bytes())));
                         match known {
                             Some(rules) => rules.0.get(*index).copied().flatten(),
@@ -455,10 +493,10 @@ impl Masker {
                 })
             })
             .map(|i| i as u32)
-            // EXECUTE's arguments go to columns its text does not name.
+            // EXECUTE's arguments go to columns its text does not name, and
+            // a `U&"…"` identifier may spell a masked column's name.
             .or_else(|| {
-                lower
-                    .contains("execute")
+                (lower.contains("execute") || lower.contains("u&"))
                     .then(|| self.first_column_rule())
                     .flatten()
             })
@@ -620,13 +658,16 @@ fn written_by(statement: &Statement, sites: &mut Sites) {
             }
         }
         Statement::Prepare { name, .. } => sites.prepares.push(folded(name)),
+        Statement::Deallocate { name, .. } => sites
+            .deallocates
+            .push(folded(name).filter(|n| !(name.quote_style.is_none() && n == "all"))),
         Statement::Execute {
             name: Some(name),
             parameters,
             ..
         } => {
             let statement = match &name.0[..] {
-                [part] => part.as_ident().map(folded),
+                [part] => part.as_ident().and_then(folded),
                 _ => None,
             };
             for (index, expr) in parameters.iter().enumerate() {
@@ -641,13 +682,31 @@ fn written_by(statement: &Statement, sites: &mut Sites) {
     }
 }
 
-/// A statement name as PostgreSQL keeps it: unquoted names folded to lower
-/// case.
-fn folded(name: &Ident) -> String {
-    match name.quote_style {
+/// A statement name as PostgreSQL keeps it, unquoted names folded to
+/// lower case (ASCII only, as PostgreSQL does on a UTF-8 server); `None`
+/// for a name it may keep differently: one of [`MAX_FOLLOWED_NAME`] bytes
+/// or more (PostgreSQL cuts names to 63 bytes, so two long names can be
+/// one statement) or with non-ASCII characters.
+fn folded(name: &Ident) -> Option<String> {
+    let value = match name.quote_style {
         Some(_) => name.value.clone(),
-        None => name.value.to_lowercase(),
-    }
+        None => name.value.to_ascii_lowercase(),
+    };
+    followed_name(value.as_bytes()).then_some(value)
+}
+
+/// Statement names this long or longer are not followed (see [`folded`]).
+pub const MAX_FOLLOWED_NAME: usize = 63;
+
+/// Whether a statement name (SQL, folded, or a Parse's as sent) can be
+/// matched to what PostgreSQL keeps under it.
+pub fn followed_name(name: &[u8]) -> bool {
+    name.len() < MAX_FOLLOWED_NAME && name.is_ascii()
+}
+
+/// Whether unparsed text may contain a `PREPARE` (any case).
+fn mentions_prepare(sql: &str) -> bool {
+    sql.to_ascii_lowercase().contains("prepare")
 }
 
 /// `SET target = value`.
@@ -926,6 +985,11 @@ mod tests {
             m.mask_param(&unread.params, 1, "111-22-3333", &mut stats)
                 .as_deref(),
             Some("[redacted]")
+        );
+        // A U& identifier may spell a masked column: not left to detectors.
+        assert_eq!(
+            masked(r#"update customers set U&"\0073sn" = '111-22-3333' where id = 1"#),
+            r#"update customers set U&"\0073sn" = '[redacted]' where id = '[redacted]'"#
         );
         // Text naming no masked column is left to detectors.
         assert_eq!(masked("selec 'x' frm t"), "selec 'x' frm t");

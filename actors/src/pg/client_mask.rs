@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 
 use super::encoding::ClientEncoding;
-use crate::mask::{MaskStats, Masker, ParamRules, Prepared};
+use crate::mask::{MaskStats, Masker, ParamRules, Prepared, followed_name};
 
 /// Prepared statements whose parameter rules are remembered. Beyond it, a
 /// new name's Binds are treated like a statement never seen (see
@@ -46,13 +46,26 @@ impl ClientMask {
         let masked = self
             .masker
             .mask_sql_in(sql, Some(&self.prepared), &mut self.stats);
+        if masked.prepares_unread {
+            // What it prepares cannot be followed: nothing known stays
+            // known (every parameter of every statement is masked).
+            self.prepared.clear();
+        }
         let names = parse_of
+            .filter(|n| followed_name(n))
             .map(<[u8]>::to_vec)
             .into_iter()
             .chain(masked.prepares.iter().map(|n| n.as_bytes().to_vec()));
         for name in names {
-            if self.prepared.len() < MAX_PREPARED || self.prepared.contains_key(&name) {
-                self.prepared.insert(name, masked.params.clone());
+            let room = self.prepared.len() < MAX_PREPARED;
+            match self.prepared.get_mut(&name) {
+                // Prepared again: PostgreSQL may have refused it and kept
+                // the first, so the stricter rules of the two are kept.
+                Some(rules) => rules.merge_stricter(&masked.params),
+                None if room => {
+                    self.prepared.insert(name, masked.params.clone());
+                }
+                None => {}
             }
         }
         match masked.text {
@@ -88,7 +101,10 @@ impl ClientMask {
         value: &[u8],
     ) -> Option<String> {
         let unknown = ParamRules::default();
-        let rules = match self.prepared.get(statement) {
+        let known = followed_name(statement)
+            .then(|| self.prepared.get(statement))
+            .flatten();
+        let rules = match known {
             Some(rules) => rules,
             None if self.masker.has_column_rules() => {
                 self.masker.count_unmatched(index, &mut self.stats);
@@ -182,6 +198,72 @@ mod tests {
             m.sql(None, "EXECUTE p(5, upper('111-22-3333'))"),
             "EXECUTE p(5, upper('[redacted]'))"
         );
+    }
+
+    /// Found in review: ways a client could have the recording follow a
+    /// weaker statement than the one PostgreSQL runs.
+    #[test]
+    fn a_name_prepared_again_or_unfollowable_is_never_masked_less() {
+        let ssn = "111-22-3333";
+        let strict = "PREPARE p(text) AS UPDATE customers SET ssn = $1 WHERE id = 1";
+        let weak = "PREPARE p(text) AS SELECT $1 -- ssn";
+        // Prepared again (PostgreSQL refuses it and keeps the first).
+        let mut m = ClientMask::new(pii());
+        m.sql(None, strict);
+        m.sql(None, weak);
+        assert_eq!(
+            m.sql(None, &format!("EXECUTE p('{ssn}')")),
+            "EXECUTE p('[redacted]')"
+        );
+        // Deallocated and prepared again in the message that executes it.
+        let mut m = ClientMask::new(pii());
+        m.sql(None, "PREPARE q(text) AS SELECT $1 -- ssn");
+        let message = format!(
+            "DEALLOCATE q; PREPARE q(text) AS UPDATE customers SET ssn = $1 WHERE id = 1; EXECUTE q('{ssn}')"
+        );
+        assert!(!m.sql(None, &message).contains(ssn));
+        // A PREPARE that names a masked column but cannot be parsed.
+        let mut m = ClientMask::new(pii());
+        m.sql(None, "PREPARE r(text) AS SELECT $1 -- ssn");
+        m.sql(
+            None,
+            r#"PREPARE r(text) AS UPDATE customers SET U&"\0073sn" = $1 WHERE id = 1"#,
+        );
+        assert!(!m.sql(None, &format!("EXECUTE r('{ssn}')")).contains(ssn));
+        // Names PostgreSQL may keep differently: non-ASCII, or cut at 63
+        // bytes.
+        let long = "a".repeat(63);
+        for (first, second, executed) in [
+            ("Ä", "\"ä\"", "Ä"),
+            (
+                &*format!("{long}x"),
+                &*format!("{long}y"),
+                &*format!("{long}y"),
+            ),
+        ] {
+            let mut m = ClientMask::new(pii());
+            m.sql(
+                None,
+                &format!("PREPARE {first}(text) AS UPDATE customers SET ssn = $1 WHERE id = 1"),
+            );
+            m.sql(None, &format!("PREPARE {second}(text) AS SELECT $1 -- ssn"));
+            assert!(
+                !m.sql(None, &format!("EXECUTE {executed}('{ssn}')"))
+                    .contains(ssn),
+                "{first} / {second}"
+            );
+            assert_eq!(
+                m.param(
+                    ClientEncoding::UTF8,
+                    executed.as_bytes(),
+                    0,
+                    false,
+                    ssn.as_bytes()
+                )
+                .as_deref(),
+                Some(REDACTED)
+            );
+        }
     }
 
     #[test]
