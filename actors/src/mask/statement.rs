@@ -9,7 +9,8 @@
 //! - Column rules apply to the literals and `$n` parameters a statement
 //!   assigns to or compares with a masked column: `INSERT INTO t (c, …)
 //!   VALUES (…), (…)` and `INSERT … SELECT`, `UPDATE … SET c = …`, `ON
-//!   CONFLICT … DO UPDATE SET c = …`, and comparisons anywhere (`c = …`,
+//!   CONFLICT … DO UPDATE SET c = …`, `MERGE`'s `UPDATE SET` and `INSERT
+//!   (c, …) VALUES`, and comparisons anywhere (`c = …`,
 //!   `c IN (…)`, `c LIKE …`, `c BETWEEN … AND …`, `… = ANY(…)`), looking
 //!   through casts, parentheses and function calls on either side.
 //! - Masked literals are replaced in the text by a quoted marker
@@ -36,8 +37,9 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    AssignmentTarget, Expr, Ident, InTarget, ObjectName, OnConflictAction, OnInsert, SelectItem,
-    SetExpr, Statement, TableFactor, TableObject, Value, visit_expressions, visit_statements,
+    AssignmentTarget, Expr, Ident, InTarget, MergeAction, MergeInsertKind, MergeUpdateKind,
+    ObjectName, OnConflictAction, OnInsert, SelectItem, SetExpr, Statement, TableFactor,
+    TableObject, Value, visit_expressions, visit_statements,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer, Whitespace};
@@ -657,6 +659,39 @@ fn written_by(statement: &Statement, sites: &mut Sites) {
                 assigned(&a.target, &a.value, table.as_deref(), sites);
             }
         }
+        Statement::Merge(merge) => {
+            let table = match &merge.table {
+                TableFactor::Table { name, .. } => Some(object_name(name)),
+                _ => None,
+            };
+            for clause in &merge.clauses {
+                match &clause.action {
+                    MergeAction::Update(update) => {
+                        if let MergeUpdateKind::Set(assignments) = &update.kind {
+                            for a in assignments {
+                                assigned(&a.target, &a.value, table.as_deref(), sites);
+                            }
+                        }
+                    }
+                    MergeAction::Insert(insert) => {
+                        if let MergeInsertKind::Values(values) = &insert.kind {
+                            let columns: Vec<String> =
+                                insert.columns.iter().map(last_part).collect();
+                            for row in &values.rows {
+                                for (i, expr) in row.content.iter().enumerate() {
+                                    let to = To::Column(Written {
+                                        table: table.clone(),
+                                        column: columns.get(i).cloned().unwrap_or_default(),
+                                    });
+                                    values_in(expr, &to, sites);
+                                }
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
         Statement::Prepare { name, .. } => sites.prepares.push(folded(name)),
         Statement::Deallocate { name, .. } => sites
             .deallocates
@@ -985,6 +1020,24 @@ mod tests {
             m.mask_param(&unread.params, 1, "111-22-3333", &mut stats)
                 .as_deref(),
             Some("[redacted]")
+        );
+        // MERGE's UPDATE SET and INSERT VALUES, with and without a column
+        // list.
+        assert_eq!(
+            masked(
+                "merge into customers c using src s on c.id = s.id \
+                 when matched then update set ssn = '111-22-3333' \
+                 when not matched then insert (id, ssn) values (s.id, '222-33-4444')"
+            ),
+            "merge into customers c using src s on c.id = s.id \
+             when matched then update set ssn = '[redacted]' \
+             when not matched then insert (id, ssn) values (s.id, '[redacted]')"
+        );
+        assert_eq!(
+            masked(
+                "merge into customers using src s on true when not matched then insert values (1, '9')"
+            ),
+            "merge into customers using src s on true when not matched then insert values ('[redacted]', '[redacted]')"
         );
         // A U& identifier may spell a masked column: not left to detectors.
         assert_eq!(
