@@ -42,6 +42,11 @@ fn sigkill_loses_no_statement_the_client_saw_succeed() -> Result<()> {
         })?;
     }
     gh.kill();
+    // Input kept open until now, so every session was still writing; at its
+    // end psql exits (it reports the lost connection and reads on).
+    for (_, psql) in &mut clients {
+        psql.close_stdin();
+    }
 
     gh.serve()?;
     let headers = list_sessions(&gh)?;
