@@ -30,6 +30,10 @@ const KEYS: &[(&str, &str)] = &[
         "space + -",
         "terminal replay: pause, faster, slower (1x 2x 8x max)",
     ),
+    (
+        "t",
+        "terminal session: its commands (replay: Enter plays from one)",
+    ),
     ("End", "live view: follow new events again"),
     ("q Esc", "back from a view; on a screen, leave the console"),
     ("Ctrl-L Ctrl-C", "redraw; leave at once"),

@@ -1,7 +1,9 @@
 //! Replay of a recording. A query session is a timeline of statements
 //! stepped with the arrows, each shown with its recorded results; a
 //! terminal session plays in an emulated terminal at 1×, 2×, 8× or as fast
-//! as it can draw (`space` pauses, `+`/`-` change speed, arrows seek).
+//! as it can draw (`space` pauses, `+`/`-` change speed, arrows seek); `t`
+//! lists its commands (each exec and judged shell line), and Enter on one
+//! plays on from the moment it ran.
 
 use std::time::Duration;
 
@@ -30,9 +32,19 @@ pub enum ReplayKind {
     Terminal(Box<Player>),
 }
 
+/// A terminal session's commands, listed over its terminal with `t`.
+pub struct Commands {
+    pub timeline: Box<Timeline>,
+    pub selected: usize,
+    /// The list is on screen instead of the terminal.
+    pub shown: bool,
+}
+
 pub struct ReplayState {
     pub header: SessionHeader,
     pub kind: ReplayKind,
+    /// For a terminal session: its commands (`t`).
+    pub commands: Option<Commands>,
     /// The recording was longer than the console loads.
     pub truncated: bool,
     /// The verdict of `v`.
@@ -50,12 +62,19 @@ impl ReplayState {
                     .map(|data| TermFrame { at: e.at, data })
             })
             .collect();
+        let timeline = Box::new(Timeline::from_events(events, REPLAY_STEPS));
+        let mut commands = None;
         let kind = if frames.is_empty() {
             ReplayKind::Steps {
-                timeline: Box::new(Timeline::from_events(events, REPLAY_STEPS)),
+                timeline,
                 selected: 0,
             }
         } else {
+            commands = Some(Commands {
+                timeline,
+                selected: 0,
+                shown: false,
+            });
             let (cols, rows) = (
                 vt100::Parser::DEFAULT_COLS.get(),
                 vt100::Parser::DEFAULT_ROWS.get(),
@@ -65,9 +84,14 @@ impl ReplayState {
         ReplayState {
             header,
             kind,
+            commands,
             truncated,
             verdict: None,
         }
+    }
+
+    fn listing(&self) -> bool {
+        self.commands.as_ref().is_some_and(|c| c.shown)
     }
 
     pub fn playing(&self) -> bool {
@@ -85,16 +109,41 @@ impl ReplayState {
             ReplayKind::Steps { .. } => {
                 vec![("Left/Right", "step"), ("v", "verify"), ("q", "back")]
             }
-            ReplayKind::Terminal(_) => vec![
-                ("space", "pause"),
-                ("+/-", "speed"),
-                ("Left/Right", "seek"),
+            ReplayKind::Terminal(_) if self.listing() => vec![
+                ("Up/Down", "move"),
+                ("Enter", "play from here"),
+                ("t", "terminal"),
                 ("q", "back"),
             ],
+            ReplayKind::Terminal(_) => {
+                let mut keys = vec![("space", "pause"), ("+/-", "speed"), ("Left/Right", "seek")];
+                if self.commands.is_some() {
+                    keys.push(("t", "commands"));
+                }
+                keys.push(("q", "back"));
+                keys
+            }
         }
     }
 
     pub fn handle(&mut self, key: Key) {
+        if let (ReplayKind::Terminal(p), Some(c)) = (&mut self.kind, &mut self.commands) {
+            if key == Key::Char('t') {
+                c.shown = !c.shown;
+                return;
+            }
+            if c.shown {
+                if key == Key::Enter {
+                    if let Some(step) = c.timeline.steps().get(c.selected) {
+                        p.seek_to(step.at - self.header.started_at);
+                    }
+                    c.shown = false;
+                } else if let Some(i) = step(Some(c.selected), c.timeline.len(), key, 10) {
+                    c.selected = i;
+                }
+                return;
+            }
+        }
         match &mut self.kind {
             ReplayKind::Steps { timeline, selected } => {
                 let key = match key {
@@ -195,6 +244,24 @@ impl ReplayState {
                     Layout::vertical([Constraint::Percentage(40), Constraint::Fill(1)]).areas(body);
                 steps::list(timeline.steps(), Some(*selected), t, list, buf);
                 if let Some(step) = timeline.steps().get(*selected) {
+                    steps::detail(step, t, detail, buf);
+                }
+            }
+            ReplayKind::Terminal(_) if self.listing() => {
+                let Some(c) = &self.commands else { return };
+                if c.timeline.is_empty() {
+                    super::message(
+                        body,
+                        buf,
+                        "No command was recorded in this session.",
+                        t.quiet(),
+                    );
+                    return;
+                }
+                let [list, detail] =
+                    Layout::vertical([Constraint::Percentage(60), Constraint::Fill(1)]).areas(body);
+                steps::list(c.timeline.steps(), Some(c.selected), t, list, buf);
+                if let Some(step) = c.timeline.steps().get(c.selected) {
                     steps::detail(step, t, detail, buf);
                 }
             }

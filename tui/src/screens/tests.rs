@@ -685,6 +685,7 @@ fn replay_of_a_terminal_session() {
     let mut replay = ReplayState {
         header: h,
         kind: ReplayKind::Terminal(Box::new(Player::new(frames, start, 80, 24))),
+        commands: None,
         truncated: false,
         verdict: None,
     };
@@ -697,6 +698,42 @@ fn replay_of_a_terminal_session() {
     app.handle_key(Key::Char(' '));
     app.tick(NOW, std::time::Duration::from_secs(1));
     check("replay-terminal-later", &app, 80, 24);
+}
+
+#[test]
+fn replay_of_a_terminal_session_lists_its_commands_and_plays_from_one() {
+    let mut app = app();
+    let start = NOW - 60 * MIN;
+    let mut h = header(9, "deploy-bot", Some(Outcome::Closed), start);
+    h.protocol = "ssh".into();
+    app.detail = Some(Detail::Replay(Box::new(ReplayState::new(
+        h,
+        &ssh_events(start),
+        false,
+    ))));
+    app.handle_key(Key::Char('t'));
+    check("replay-terminal-commands", &app, 80, 24);
+    // The shell line `uptime`, fifth in the list, recorded 8 s in.
+    for _ in 0..4 {
+        app.handle_key(Key::Down);
+    }
+    app.handle_key(Key::Enter);
+    let Some(Detail::Replay(replay)) = &app.detail else {
+        panic!("not a replay");
+    };
+    let ReplayKind::Terminal(player) = &replay.kind else {
+        panic!("not a terminal replay");
+    };
+    assert_eq!(player.position(), 8_000_000);
+    assert!(!replay.commands.as_ref().is_some_and(|c| c.shown));
+    assert!(
+        player
+            .screen()
+            .contents()
+            .contains("blocked by policy rule"),
+        "{}",
+        player.screen().contents()
+    );
 }
 
 #[test]
