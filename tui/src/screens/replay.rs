@@ -230,39 +230,26 @@ impl ReplayState {
         }
         ratatui::widgets::Paragraph::new(vec![title, Line::from(spans)]).render(head, buf);
         match &self.kind {
-            ReplayKind::Steps { timeline, selected } => {
-                if timeline.is_empty() {
-                    super::message(
-                        body,
-                        buf,
-                        "Nothing was recorded in this session.",
-                        t.quiet(),
-                    );
-                    return;
-                }
-                let [list, detail] =
-                    Layout::vertical([Constraint::Percentage(40), Constraint::Fill(1)]).areas(body);
-                steps::list(timeline.steps(), Some(*selected), t, list, buf);
-                if let Some(step) = timeline.steps().get(*selected) {
-                    steps::detail(step, t, detail, buf);
-                }
-            }
+            ReplayKind::Steps { timeline, selected } => list_and_detail(
+                timeline,
+                *selected,
+                40,
+                "Nothing was recorded in this session.",
+                app,
+                body,
+                buf,
+            ),
             ReplayKind::Terminal(_) if self.listing() => {
-                let Some(c) = &self.commands else { return };
-                if c.timeline.is_empty() {
-                    super::message(
+                if let Some(c) = &self.commands {
+                    list_and_detail(
+                        &c.timeline,
+                        c.selected,
+                        60,
+                        "No command was recorded in this session.",
+                        app,
                         body,
                         buf,
-                        "No command was recorded in this session.",
-                        t.quiet(),
                     );
-                    return;
-                }
-                let [list, detail] =
-                    Layout::vertical([Constraint::Percentage(60), Constraint::Fill(1)]).areas(body);
-                steps::list(c.timeline.steps(), Some(c.selected), t, list, buf);
-                if let Some(step) = c.timeline.steps().get(c.selected) {
-                    steps::detail(step, t, detail, buf);
                 }
             }
             ReplayKind::Terminal(p) => {
@@ -274,5 +261,29 @@ impl ReplayState {
                 .render(body, buf);
             }
         }
+    }
+}
+
+/// Steps listed over `list_percent` of `body`, the selected one in full
+/// below; `empty` when there are none.
+fn list_and_detail(
+    timeline: &Timeline,
+    selected: usize,
+    list_percent: u16,
+    empty: &str,
+    app: &App,
+    body: Rect,
+    buf: &mut Buffer,
+) {
+    let t = app.theme;
+    if timeline.is_empty() {
+        super::message(body, buf, empty, t.quiet());
+        return;
+    }
+    let [list, detail] =
+        Layout::vertical([Constraint::Percentage(list_percent), Constraint::Fill(1)]).areas(body);
+    steps::list(timeline.steps(), Some(selected), t, list, buf);
+    if let Some(step) = timeline.steps().get(selected) {
+        steps::detail(step, t, detail, buf);
     }
 }
