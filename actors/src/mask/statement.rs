@@ -39,7 +39,7 @@ use std::ops::ControlFlow;
 use sqlparser::ast::{
     AssignmentTarget, Expr, Ident, InTarget, MergeAction, MergeInsertKind, MergeUpdateKind,
     ObjectName, OnConflictAction, OnInsert, SelectItem, SetExpr, Statement, TableFactor,
-    TableObject, Value, visit_expressions, visit_statements,
+    TableObject, Value, Values, visit_expressions, visit_statements,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer, Whitespace};
@@ -215,11 +215,7 @@ impl Masker {
         if self.is_empty() {
             return None;
         }
-        let rule = self
-            .rules
-            .iter()
-            .position(|r| !r.columns.is_empty())
-            .map(|i| i as u32);
+        let rule = self.first_column_rule();
         let mut mask = |value: &str| match rule {
             Some(r) => Some(self.whole(r, value.as_bytes(), "refusal", stats)),
             None => self.mask_text(value, stats),
@@ -249,7 +245,8 @@ impl Masker {
     /// Count parameter `index` of a statement whose columns are unknown as
     /// masked under the first column rule.
     pub fn count_unmatched(&self, index: usize, stats: &mut MaskStats) {
-        if let Some(rule) = self.rules.iter().find(|r| !r.columns.is_empty()) {
+        if let Some(rule) = self.first_column_rule() {
+            let rule = &self.rules[rule as usize];
             stats.add(&rule.name, &format!("${}", index + 1).as_str().into());
         }
     }
@@ -358,12 +355,13 @@ impl Masker {
             out.prepares = prepared_here.flatten().cloned().collect();
             // A name this message prepares or deallocates is not the one
             // the session knew when an EXECUTE of it runs: unknown.
-            let mut touched: Vec<&Option<String>> = sites
+            // (`None`: ALL, or a name it cannot follow: every name.)
+            let touched: Vec<Option<&str>> = sites
                 .iter()
                 .flat_map(|s| s.prepares.iter().chain(&s.deallocates))
+                .map(Option::as_deref)
                 .collect();
-            let touched_all = touched.iter().any(|n| n.is_none());
-            touched.retain(|n| n.is_some());
+            let touched_all = touched.contains(&None);
             for (place, to) in sites.iter().flat_map(|s| s.values.iter()) {
                 let rule = match to {
                     To::Column(written) => match &written.column[..] {
@@ -376,9 +374,7 @@ impl Masker {
                     To::Param { statement, index } => {
                         let known = statement
                             .as_ref()
-                            .filter(|s| {
-                                !touched_all && !touched.iter().any(|t| t.as_ref() == Some(*s))
-                            })
+                            .filter(|s| !touched_all && !touched.contains(&Some(s.as_str())))
                             .and_then(|s| prepared.and_then(|p| p.get(s.as_bytes())));
                         match known {
                             Some(rules) => rules.0.get(*index).copied().flatten(),
@@ -615,27 +611,15 @@ fn written_by(statement: &Statement, sites: &mut Sites) {
                 _ => None,
             };
             let columns: Vec<String> = insert.columns.iter().map(last_part).collect();
-            let written = |i: usize| Written {
-                table: table.clone(),
-                // No column list: the empty name asks for any rule of the
-                // table.
-                column: columns.get(i).cloned().unwrap_or_default(),
-            };
             if let Some(source) = &insert.source {
                 match source.body.as_ref() {
-                    SetExpr::Values(values) => {
-                        for row in &values.rows {
-                            for (i, expr) in row.content.iter().enumerate() {
-                                values_in(expr, &To::Column(written(i)), sites);
-                            }
-                        }
-                    }
+                    SetExpr::Values(values) => rows_written(values, &table, &columns, sites),
                     SetExpr::Select(select) => {
                         for (i, item) in select.projection.iter().enumerate() {
                             if let SelectItem::UnnamedExpr(e)
                             | SelectItem::ExprWithAlias { expr: e, .. } = item
                             {
-                                values_in(e, &To::Column(written(i)), sites);
+                                values_in(e, &positional(&table, &columns, i), sites);
                             }
                         }
                     }
@@ -677,15 +661,7 @@ fn written_by(statement: &Statement, sites: &mut Sites) {
                         if let MergeInsertKind::Values(values) = &insert.kind {
                             let columns: Vec<String> =
                                 insert.columns.iter().map(last_part).collect();
-                            for row in &values.rows {
-                                for (i, expr) in row.content.iter().enumerate() {
-                                    let to = To::Column(Written {
-                                        table: table.clone(),
-                                        column: columns.get(i).cloned().unwrap_or_default(),
-                                    });
-                                    values_in(expr, &to, sites);
-                                }
-                            }
+                            rows_written(values, &table, &columns, sites);
                         }
                     }
                     _ => {}
@@ -714,6 +690,24 @@ fn written_by(statement: &Statement, sites: &mut Sites) {
             }
         }
         _ => {}
+    }
+}
+
+/// Value `i` of an INSERT's row, written to `columns[i]` of `table`. No
+/// column there (no list): the empty name asks for any rule of the table.
+fn positional(table: &Option<String>, columns: &[String], i: usize) -> To {
+    To::Column(Written {
+        table: table.clone(),
+        column: columns.get(i).cloned().unwrap_or_default(),
+    })
+}
+
+/// Every value of `VALUES (…), (…)` inserted into `columns` of `table`.
+fn rows_written(values: &Values, table: &Option<String>, columns: &[String], sites: &mut Sites) {
+    for row in &values.rows {
+        for (i, expr) in row.content.iter().enumerate() {
+            values_in(expr, &positional(table, columns, i), sites);
+        }
     }
 }
 
