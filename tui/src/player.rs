@@ -48,12 +48,12 @@ pub enum TermData {
 /// Picks an SSH session's terminal out of its events: the channel that
 /// most recently asked for a pseudo-terminal is the terminal (its output
 /// as the agent's terminal drew it, its window changes) — so a throwaway
-/// terminal opened first cannot hide the one the agent works in — until it
-/// closes; without one, the output of every channel is shown, with bare line feeds made CRLF as
-/// a terminal's `onlcr` would (a command run without a terminal writes
-/// `\n`). Input (stdin) is never shown: the terminal echoes what the agent
-/// typed when it should, and a password typed with echo off stays off the
-/// screen. Query and admin sessions carry no terminal data and replay as
+/// terminal opened first cannot hide the one the agent works in — until
+/// it closes; without one, the output of every channel is shown, with
+/// bare line feeds made CRLF as a terminal's `onlcr` would (a command
+/// run without a terminal writes `\n`). Input (stdin) is never shown: the
+/// terminal echoes what the agent typed when it should, and a password
+/// typed with echo off stays off the screen. Query and admin sessions carry no terminal data and replay as
 /// timelines.
 #[derive(Debug, Clone, Default)]
 pub struct TermSource {

@@ -449,6 +449,13 @@ mod tests {
     }
 
     /// Source bytes, then the receiver accepting everything owed.
+    /// Each recorded file's path and outcome.
+    fn outcomes(done: &[FileOp]) -> Vec<(&str, &str)> {
+        done.iter()
+            .map(|f| (f.path.as_str(), f.outcome.as_str()))
+            .collect()
+    }
+
     fn pass(s: &mut ScpStream, data: &[u8]) -> Vec<FileOp> {
         let mut done = s.feed(data);
         let acks = vec![0u8; s.owed()];
@@ -576,10 +583,7 @@ mod tests {
         done.extend(pass(&mut s, b"C0644 4 x\nlogs\0"));
         done.extend(pass(&mut s, b"C0644 2 extra\nhi\0"));
         done.extend(s.finish());
-        let got: Vec<(&str, &str)> = done
-            .iter()
-            .map(|f| (f.path.as_str(), f.outcome.as_str()))
-            .collect();
+        let got = outcomes(&done);
         assert_eq!(
             got,
             vec![
@@ -605,10 +609,7 @@ mod tests {
         });
         let mut done = pass(&mut s, b"C0644 3 a\nxyz\x01scp: /a: Input/output error\n");
         done.extend(pass(&mut s, b"C0644 1 b\nq\0"));
-        let got: Vec<(&str, &str)> = done
-            .iter()
-            .map(|f| (f.path.as_str(), f.outcome.as_str()))
-            .collect();
+        let got = outcomes(&done);
         assert_eq!(
             got,
             vec![
