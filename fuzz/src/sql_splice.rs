@@ -366,6 +366,7 @@ pub fn check(data: &[u8]) {
     }
     let prefix = format!("/*{}*/\n", "x");
     sql_text::prefix_changes_nothing(&sql, &prefix);
+    sql_text::operands_change_nothing(&sql);
 }
 
 /// Statements separated by semicolons, with gaps around them.

@@ -7,9 +7,14 @@
 //! not parse (it stays unreadable, which policy refuses), and SQL that did
 //! parse yields the same statements with at least the same kinds, tables
 //! and functions, still opaque where it was.
+//!
+//! And the one the classification cache rests on: statements of one
+//! shape (see `policy::shape`) classify alike, whatever their integer
+//! operands.
 
 use gatehouse_actors::policy::StatementInfo;
-use gatehouse_actors::policy::classify::classify;
+use gatehouse_actors::policy::classify::{classify, classify_uncached};
+use gatehouse_actors::policy::shape::vary_operands;
 
 /// Statements longer than this are not classified by the gateway either
 /// (it refuses them as unreadable), and sqlparser's trees take about a
@@ -36,6 +41,23 @@ pub fn check(data: &[u8]) {
     let sql = String::from_utf8_lossy(rest);
     let prefix = PREFIXES[usize::from(sel) % PREFIXES.len()];
     prefix_changes_nothing(&sql, prefix);
+    operands_change_nothing(&sql);
+}
+
+/// Classify `sql` and the same shape with other integer operands: the
+/// same statements, or unreadable both.
+pub fn operands_change_nothing(sql: &str) {
+    let base = classify_uncached(sql);
+    for value in ["0", "7", "999999999"] {
+        let Some(other) = vary_operands(sql, value) else {
+            return;
+        };
+        match (&base, classify_uncached(&other)) {
+            (Ok(a), Ok(b)) => assert_eq!(a, &b, "{other:?} classified unlike {sql:?}"),
+            (Err(_), Err(_)) => {}
+            (a, b) => panic!("{sql:?} gave {a:?}, {other:?} gave {b:?}"),
+        }
+    }
 }
 
 /// Classify `sql` with and without `prefix` and compare.

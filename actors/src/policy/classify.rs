@@ -213,7 +213,13 @@ const MAX_BODY_NESTING: usize = 6;
 const MAX_IDENTIFIER_BYTES: usize = 63;
 
 /// Classify every statement of `sql` (PostgreSQL dialect) in order. An empty string or only comments/semicolons → Ok(vec![]).
+/// A statement of a shape already read on this thread is not parsed again (see [`super::shape`]).
 pub fn classify(sql: &str) -> Result<Vec<StatementInfo>, Unparsed> {
+    super::shape::classify_shaped(sql, classify_uncached)
+}
+
+/// [`classify`], always parsing.
+pub fn classify_uncached(sql: &str) -> Result<Vec<StatementInfo>, Unparsed> {
     classify_text(sql, 0)
 }
 

@@ -15,6 +15,8 @@
 //! Layout:
 //! - [`classify`] statement kinds, tables, functions and columns from the
 //!   parsed tree (conservative: when in doubt, more, never fewer).
+//! - [`shape`] statements that differ only in integer operands are
+//!   classified once (per worker thread).
 //! - [`rules`] rules, name patterns and what matches.
 //! - [`tracker`] per-session state: prepared statements and portals, so an
 //!   `EXECUTE p` or a Bind/Execute is judged by what `p` does.
@@ -22,6 +24,7 @@
 pub mod classify;
 pub mod copy_source;
 pub mod rules;
+pub mod shape;
 pub mod tracker;
 
 use std::time::Duration;

@@ -254,11 +254,12 @@ impl PolicyTracker {
         // later statement, including ones already pipelined behind this
         // one: such a statement is itself unreadable, and until the target
         // reports a safe encoding so is everything after it.
-        let lower = sql.to_lowercase();
         if infos.iter().any(|i| {
             i.kinds.contains("set") || i.functions.iter().any(|f| f.ends_with("set_config"))
-        }) && (lower.contains("encoding") || lower.contains("names"))
-        {
+        }) && {
+            let lower = sql.to_lowercase();
+            lower.contains("encoding") || lower.contains("names")
+        } {
             let why = "statement may change client_encoding".to_owned();
             self.hazards.insert("client_encoding".into(), why.clone());
             return Err(super::Unparsed(why));
