@@ -329,6 +329,16 @@ impl Masker {
         stats: &mut MaskStats,
     ) -> Option<String> {
         let params = &mut out.params;
+        // Without a column rule to follow, only detectors act on literals,
+        // and only on strings: text with no quote and no `$` but parameters
+        // holds none, and the pass over the whole text covers it.
+        let named = self.named_column_rule(sql);
+        if named.is_none()
+            && !mentions_prepare(sql)
+            && (!self.has_detectors() || !may_hold_strings(sql))
+        {
+            return None;
+        }
         let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql)
             .with_unescape(true)
             .tokenize_with_location()
@@ -342,7 +352,7 @@ impl Masker {
         // value masked by that column's rule: which of them go to it is
         // unknown.
         let mut columns: HashMap<Location, u32> = HashMap::new();
-        if let Some(named) = self.named_column_rule(sql) {
+        if let Some(named) = named {
             let parsed = (sql.len() <= MAX_PARSED_SQL)
                 .then(|| parse_each(sql, sites).ok())
                 .flatten();
@@ -734,6 +744,18 @@ pub fn followed_name(name: &[u8]) -> bool {
 }
 
 /// Whether unparsed text may contain a `PREPARE` (any case).
+/// Whether `sql` may hold a string literal: it has a quote, or a `$` that
+/// is not a parameter's (`$1`) and so may open a dollar quote.
+fn may_hold_strings(sql: &str) -> bool {
+    let b = sql.as_bytes();
+    b.contains(&b'\'')
+        || b.iter().enumerate().any(|(i, &c)| {
+            c == b'$'
+                && (!b.get(i + 1).is_some_and(u8::is_ascii_digit)
+                    || (i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_')))
+        })
+}
+
 fn mentions_prepare(sql: &str) -> bool {
     sql.to_ascii_lowercase().contains("prepare")
 }
@@ -914,6 +936,26 @@ mod tests {
             "selec 'x' frm [redacted]"
         );
         assert_eq!(masked("select 'plain'"), "select 'plain'");
+    }
+
+    #[test]
+    fn strings_in_every_form_are_seen_before_the_literal_pass_is_skipped() {
+        for sql in [
+            "select 'x'",
+            "select $$x$$",
+            "select $t$x$t$",
+            "select E'x'",
+            "select a$$x$$",
+        ] {
+            assert!(may_hold_strings(sql), "{sql}");
+        }
+        for sql in ["select 1", "select $1, $12 from t where a = $2"] {
+            assert!(!may_hold_strings(sql), "{sql}");
+        }
+        assert_eq!(
+            masked("select $q$4242 4242 4242 4242$q$"),
+            "select '[redacted]'"
+        );
     }
 
     #[test]
