@@ -1,10 +1,17 @@
 //! Median classification time for a short and a ~10 KB statement: `cargo run --release --example classify_bench`.
+//! The short statement is timed parsed each time and as the gateway meets it again with another integer (one
+//! parse per shape, see `policy::shape`).
 
 use std::time::Instant;
 
-use gatehouse_actors::policy::classify::classify;
+use gatehouse_actors::policy::StatementInfo;
+use gatehouse_actors::policy::classify::{Unparsed, classify, classify_uncached};
 
-fn median_micros(sql: &str, iterations: usize) -> f64 {
+fn median_micros(
+    classify: fn(&str) -> Result<Vec<StatementInfo>, Unparsed>,
+    sql: &str,
+    iterations: usize,
+) -> f64 {
     // warm up
     for _ in 0..iterations / 10 + 1 {
         std::hint::black_box(
@@ -62,14 +69,15 @@ fn main() {
     let long = long_statement();
     let mib = "SELECT 1;".repeat((1 << 20) / 9);
     println!(
-        "short ({} bytes): median {:.1} µs",
+        "short ({} bytes): median {:.1} µs parsed, {:.1} µs by its shape",
         short.len(),
-        median_micros(short, 20_000)
+        median_micros(classify_uncached, short, 20_000),
+        median_micros(classify, short, 20_000)
     );
     println!(
         "long ({} bytes): median {:.1} µs",
         long.len(),
-        median_micros(&long, 2_000)
+        median_micros(classify, &long, 2_000)
     );
     let t = Instant::now();
     let n = classify(&mib).expect("parses").len();
