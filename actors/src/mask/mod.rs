@@ -640,7 +640,8 @@ impl Masker {
                 || r.columns.iter().any(|p| {
                     mentioned.iter().any(|m| {
                         let last = m.rsplit('.').next().unwrap_or(m);
-                        last.eq_ignore_ascii_case(&p.column) || last.to_lowercase() == p.column
+                        last.eq_ignore_ascii_case(&p.column)
+                            || (!last.is_ascii() && last.to_lowercase() == p.column)
                     })
                 })
         });

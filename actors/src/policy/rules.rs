@@ -75,7 +75,11 @@ impl NamePattern {
     /// matches a qualified pattern on its name part alone: `customers`
     /// matches `public.customers`. This over-matches on purpose.
     pub fn matches(&self, qualified: &str) -> bool {
-        let lower = qualified.to_lowercase();
+        let lower: std::borrow::Cow<str> = if qualified.chars().any(char::is_uppercase) {
+            qualified.to_lowercase().into()
+        } else {
+            qualified.into()
+        };
         let mut parts = lower.rsplitn(3, '.');
         let name = parts.next().unwrap_or_default();
         let schema = parts.next();
@@ -91,16 +95,15 @@ impl NamePattern {
 
 /// `*` matches any run of characters; everything else literally.
 pub(crate) fn glob(pattern: &str, text: &str) -> bool {
-    let mut parts = pattern.split('*');
+    let Some((head, last)) = pattern.rsplit_once('*') else {
+        return pattern == text;
+    };
+    let mut parts = head.split('*');
     let first = parts.next().unwrap_or_default();
     let Some(mut rest) = text.strip_prefix(first) else {
         return false;
     };
-    let pieces: Vec<&str> = parts.collect();
-    let Some((last, middle)) = pieces.split_last() else {
-        return rest.is_empty();
-    };
-    for piece in middle {
+    for piece in parts {
         match rest.find(piece) {
             Some(at) => rest = &rest[at + piece.len()..],
             None => return false,
@@ -181,6 +184,8 @@ mod tests {
         assert!(glob("ab", "ab"));
         assert!(!glob("ab", "abc"));
         assert!(!glob("a*a", "a"));
+        assert!(glob("**", "x") && glob("a**b", "ab") && glob("*a", "ba") && glob("a*", "ab"));
+        assert!(!glob("*a", "ab") && !glob("a*", "ba") && !glob("", "a") && glob("", ""));
     }
 
     #[test]
