@@ -743,19 +743,27 @@ pub fn followed_name(name: &[u8]) -> bool {
     name.len() < MAX_FOLLOWED_NAME && name.is_ascii()
 }
 
-/// Whether unparsed text may contain a `PREPARE` (any case).
 /// Whether `sql` may hold a string literal: it has a quote, or a `$` that
-/// is not a parameter's (`$1`) and so may open a dollar quote.
+/// is not a parameter's (`$` and digits, with no identifier byte or `$`
+/// on either side) and so may open a dollar quote. Tokenizers differ on
+/// which bytes a tag may hold (sqlparser takes `$1é$`), so any byte
+/// outside ASCII counts as one.
 fn may_hold_strings(sql: &str) -> bool {
     let b = sql.as_bytes();
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || !c.is_ascii();
     b.contains(&b'\'')
         || b.iter().enumerate().any(|(i, &c)| {
-            c == b'$'
-                && (!b.get(i + 1).is_some_and(u8::is_ascii_digit)
-                    || (i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_')))
+            if c != b'$' {
+                return false;
+            }
+            let digits = b[i + 1..].iter().take_while(|d| d.is_ascii_digit()).count();
+            digits == 0
+                || (i > 0 && ident(b[i - 1]))
+                || b.get(i + 1 + digits).is_some_and(|&n| ident(n))
         })
 }
 
+/// Whether unparsed text may contain a `PREPARE` (any case).
 fn mentions_prepare(sql: &str) -> bool {
     sql.to_ascii_lowercase().contains("prepare")
 }
@@ -946,6 +954,9 @@ mod tests {
             "select $t$x$t$",
             "select E'x'",
             "select a$$x$$",
+            "SELECT $1é$123456789 $1é$",
+            "select $1$x$1$",
+            "select $1a",
         ] {
             assert!(may_hold_strings(sql), "{sql}");
         }

@@ -26,7 +26,9 @@
 //! `LIMIT 5` and every other number stay in the shape verbatim.
 //!
 //! Unreadable results are not kept: an unparsed statement is parsed
-//! again each time, so its error message is its own.
+//! again each time, so its error message is its own. Nor are large ones
+//! (more than four statements or 64 names): the cache's memory is bounded
+//! by what it keeps as well as by its keys.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -41,6 +43,11 @@ const MAX_SHAPED_SQL: usize = 2048;
 /// Shapes per generation; see [`Cache`].
 const GENERATION: usize = 512;
 
+/// Largest classification kept: statements, and names in all of them
+/// (kinds, tables, functions, columns). A few KiB per shape at most.
+const MAX_KEPT_STATEMENTS: usize = 4;
+const MAX_KEPT_NAMES: usize = 64;
+
 /// Longest integer abstracted: nine digits fit every integer type a
 /// parser reads a number into, so no value of a shape fails to parse
 /// where another parses. Longer integers stay in the shape.
@@ -53,7 +60,7 @@ const PLACEHOLDER: char = '\u{80}';
 /// tokens are plain (see the module docs) or too long to keep.
 pub fn shape(sql: &str) -> Option<String> {
     let b = sql.as_bytes();
-    if b.len() > MAX_SHAPED_SQL || !sql.is_ascii() {
+    if b.len() > MAX_SHAPED_SQL || !sql.is_ascii() || b.contains(&b'\\') {
         return None;
     }
     let mut key = String::with_capacity(b.len());
@@ -62,7 +69,6 @@ pub fn shape(sql: &str) -> Option<String> {
     while i < b.len() {
         let c = b[i];
         match c {
-            b'\\' => return None,
             b'-' if b.get(i + 1) == Some(&b'-') => return None,
             b'/' if b.get(i + 1) == Some(&b'*') => return None,
             b'\'' | b'"' => {
@@ -174,6 +180,18 @@ impl Cache {
     }
 }
 
+/// Whether a classification is small enough to keep: 2 KiB of text can
+/// hold hundreds of statements (`END;END;…`), and the cache's memory must
+/// be bounded by what it keeps, not only by its keys.
+fn small(infos: &[StatementInfo]) -> bool {
+    infos.len() <= MAX_KEPT_STATEMENTS
+        && infos
+            .iter()
+            .map(|i| i.kinds.len() + i.tables.len() + i.functions.len() + i.columns.len())
+            .sum::<usize>()
+            <= MAX_KEPT_NAMES
+}
+
 thread_local! {
     static CACHE: RefCell<Cache> = RefCell::default();
 }
@@ -191,7 +209,9 @@ pub fn classify_shaped(
         return Ok(hit);
     }
     let infos = classify(sql)?;
-    CACHE.with(|c| c.borrow_mut().insert(key, infos.clone()));
+    if small(&infos) {
+        CACHE.with(|c| c.borrow_mut().insert(key, infos.clone()));
+    }
     Ok(infos)
 }
 
@@ -241,6 +261,7 @@ mod tests {
             "SELECT $tag$ x = 5 $tag$",
             "SELECT 'unterminated = 5",
             "SELECT 'é' = 5",
+            "SELECT 'a\\' = 5",
             "SELECT a$1 = 5",
         ] {
             assert_eq!(shape(sql), None, "{sql}");
@@ -290,6 +311,20 @@ mod tests {
         // Errors are not kept and stay each statement's own.
         assert!(classify("SELEC x FROM t WHERE id = 1").is_err());
         assert!(classify("SELEC x FROM t WHERE id = 2").is_err());
+    }
+
+    #[test]
+    fn large_classifications_are_not_kept() {
+        let many = "END;".repeat(400);
+        assert!(shape(&many).is_some());
+        assert_eq!(classify(&many).unwrap().len(), 400);
+        let kept = CACHE.with(|c| {
+            let c = c.borrow();
+            c.new.contains_key(&many) || c.old.contains_key(&many)
+        });
+        assert!(!kept);
+        classify("SELECT 1; SELECT 2").unwrap();
+        assert!(CACHE.with(|c| c.borrow().new.contains_key("SELECT 1; SELECT 2")));
     }
 
     #[test]
