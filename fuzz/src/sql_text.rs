@@ -48,8 +48,8 @@ pub fn check(data: &[u8]) {
 /// same statements, or unreadable both.
 pub fn operands_change_nothing(sql: &str) {
     let base = classify_uncached(sql);
-    for value in ["0", "7", "999999999"] {
-        let Some(other) = vary_operands(sql, value) else {
+    for digit in ['0', '7', '9'] {
+        let Some(other) = vary_operands(sql, digit) else {
             return;
         };
         match (&base, classify_uncached(&other)) {

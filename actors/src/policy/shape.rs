@@ -12,10 +12,14 @@
 //! no comments, dollar quotes, backslashes, prefixed strings (`E''`,
 //! `U&''`, `B''`, `X''`, `N''`) or `$` other than parameters — so where
 //! each token starts and ends is plain, and the same for sqlparser,
-//! PostgreSQL and this scanner. A placeholder stands only for a run of
-//! digits that follows an operator character (`= < > + - * /`) and is
-//! followed by neither a word character nor `.`, nine digits at most: a whole integer
-//! constant, an operand in an expression. No classification depends on
+//! PostgreSQL and this scanner. Placeholders stand only for a run of
+//! digits that follows an operator character (`= < > + - * /`) and then
+//! whitespace, and is followed by neither a word character nor `.`, nine
+//! digits at most: a whole integer constant, an operand in an expression.
+//! There is one placeholder per digit, so statements of one shape have
+//! integers of the same lengths there. (Both rules answer what fuzzing
+//! found: sqlparser 0.64 drops a lone digit glued to some operators, so
+//! `a &>0& b` and `a &>10& b` are different token streams.) No classification depends on
 //! such a value: the classifier reads numbers only as utility option
 //! values (`EXPLAIN (ANALYZE 0)`, after a word) and checks that dynamic
 //! SQL arguments are constants of some kind. Two statements of one shape
@@ -97,11 +101,17 @@ pub fn shape(sql: &str) -> Option<String> {
             }
             b'0'..=b'9' if i == 0 || !(word(b[i - 1]) || b[i - 1] == b'.') => {
                 let end = i + b[i..].iter().take_while(|d| d.is_ascii_digit()).count();
+                // After whitespace only: sqlparser 0.64 drops a lone digit
+                // glued to some operators (`a &>0& b` reads as `a &> & b`),
+                // which the fuzz target found; and the placeholder keeps
+                // the integer's length, which that lexer's bugs may see.
                 let operand = b"=<>+-*/".contains(&prev)
+                    && i > 0
+                    && b[i - 1].is_ascii_whitespace()
                     && end - i <= MAX_OPERAND_DIGITS
                     && !b.get(end).is_some_and(|&n| word(n) || n == b'.');
                 if operand {
-                    key.push(PLACEHOLDER);
+                    key.extend(std::iter::repeat_n(PLACEHOLDER, end - i));
                 } else {
                     key.push_str(&sql[i..end]);
                 }
@@ -143,13 +153,13 @@ fn quoted_end(b: &[u8], start: usize) -> Option<usize> {
     None
 }
 
-/// `sql` with every integer operand its shape abstracts replaced by
-/// `value`: the same shape, other numbers. For the fuzz target's check
-/// that a shape's statements classify alike.
-pub fn vary_operands(sql: &str, value: &str) -> Option<String> {
+/// `sql` with every digit of the integer operands its shape abstracts
+/// replaced by `digit`: the same shape, other numbers. For the fuzz
+/// target's check that a shape's statements classify alike.
+pub fn vary_operands(sql: &str, digit: char) -> Option<String> {
     let key = shape(sql)?;
     key.contains(PLACEHOLDER)
-        .then(|| key.replace(PLACEHOLDER, value))
+        .then(|| key.replace(PLACEHOLDER, &digit.to_string()))
 }
 
 /// Two generations of shapes: lookups promote from the old to the new;
@@ -228,11 +238,11 @@ mod tests {
     fn integer_operands_are_abstracted_and_nothing_else() {
         assert_eq!(
             abstracted("SELECT abalance FROM pgbench_accounts WHERE aid = 48213;"),
-            "SELECT abalance FROM pgbench_accounts WHERE aid = ?;"
+            "SELECT abalance FROM pgbench_accounts WHERE aid = ?????;"
         );
         assert_eq!(
-            abstracted("UPDATE t SET a = a + -12 WHERE id=7 AND b<>3"),
-            "UPDATE t SET a = a + -? WHERE id=? AND b<>?"
+            abstracted("UPDATE t SET a = a + - 12 WHERE id= 7 AND b<> 3 AND c=4"),
+            "UPDATE t SET a = a + - ?? WHERE id= ? AND b<> ? AND c=4"
         );
         // Numbers that are not an operator's integer operand stay.
         for sql in [
@@ -245,6 +255,7 @@ mod tests {
             "SELECT * FROM t WHERE a = 'x = 5' AND \"c = 5\" = 1x",
             "SELECT $1, a[2] FROM t WHERE b = $2",
             "SELECT * FROM t WHERE a = 1234567890",
+            "SELECT scut &>0& scut &>0",
         ] {
             assert_eq!(abstracted(sql), sql, "{sql}");
         }
@@ -289,8 +300,8 @@ mod tests {
         ];
         for sql in statements {
             let base = classify_uncached(sql).unwrap();
-            for value in ["0", "1", "999999999"] {
-                let other = vary_operands(sql, value).unwrap();
+            for digit in ['0', '1', '9'] {
+                let other = vary_operands(sql, digit).unwrap();
                 assert_eq!(classify_uncached(&other), Ok(base.clone()), "{other}");
             }
         }
