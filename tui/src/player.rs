@@ -53,8 +53,8 @@ pub enum TermData {
 /// bare line feeds made CRLF as a terminal's `onlcr` would (a command
 /// run without a terminal writes `\n`). Input (stdin) is never shown: the
 /// terminal echoes what the agent typed when it should, and a password
-/// typed with echo off stays off the screen. Query and admin sessions carry no terminal data and replay as
-/// timelines.
+/// typed with echo off stays off the screen. Query and admin sessions
+/// carry no terminal data and replay as timelines.
 #[derive(Debug, Clone, Default)]
 pub struct TermSource {
     pty: Option<u32>,

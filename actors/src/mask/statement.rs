@@ -47,6 +47,7 @@ use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer, Whitespace
 use super::strategy;
 use super::{MaskStats, Masker, Strategy};
 use crate::policy::classify::parse_each;
+use crate::policy::shape::parameter_len;
 
 /// Statements longer than this are not parsed for masking (the policy does
 /// not classify them either): detectors still run over their whole text.
@@ -744,23 +745,14 @@ pub fn followed_name(name: &[u8]) -> bool {
 }
 
 /// Whether `sql` may hold a string literal: it has a quote, or a `$` that
-/// is not a parameter's (`$` and digits, with no identifier byte or `$`
-/// on either side) and so may open a dollar quote. Tokenizers differ on
-/// which bytes a tag may hold (sqlparser takes `$1é$`), so any byte
-/// outside ASCII counts as one.
+/// is not a parameter's and so may open a dollar quote (sqlparser takes
+/// `$1é$` for a tag).
 fn may_hold_strings(sql: &str) -> bool {
     let b = sql.as_bytes();
-    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || !c.is_ascii();
     b.contains(&b'\'')
-        || b.iter().enumerate().any(|(i, &c)| {
-            if c != b'$' {
-                return false;
-            }
-            let digits = b[i + 1..].iter().take_while(|d| d.is_ascii_digit()).count();
-            digits == 0
-                || (i > 0 && ident(b[i - 1]))
-                || b.get(i + 1 + digits).is_some_and(|&n| ident(n))
-        })
+        || b.iter()
+            .enumerate()
+            .any(|(i, &c)| c == b'$' && parameter_len(b, i).is_none())
 }
 
 /// Whether unparsed text may contain a `PREPARE` (any case).

@@ -19,10 +19,10 @@
 //! There is one placeholder per digit, so statements of one shape have
 //! integers of the same lengths there. (Both rules answer what fuzzing
 //! found: sqlparser 0.64 drops a lone digit glued to some operators, so
-//! `a &>0& b` and `a &>10& b` are different token streams.) No classification depends on
-//! such a value: the classifier reads numbers only as utility option
-//! values (`EXPLAIN (ANALYZE 0)`, after a word) and checks that dynamic
-//! SQL arguments are constants of some kind. Two statements of one shape
+//! `a &>0& b` and `a &>10& b` are different token streams.) No
+//! classification depends on such a value: the classifier reads numbers
+//! only as utility option values (`EXPLAIN (ANALYZE 0)`, after a word)
+//! and checks that dynamic SQL arguments are constants of some kind. Two statements of one shape
 //! therefore have the same tokens but for integer values at those places,
 //! the same tree but for those values, and the same classification; the
 //! `sql_text` fuzz target checks that on every input (see
@@ -90,13 +90,10 @@ pub fn shape(sql: &str) -> Option<String> {
             }
             b'$' => {
                 // Only `$N` parameters; anything else may open a dollar quote.
-                let digits = b[i + 1..].iter().take_while(|d| d.is_ascii_digit()).count();
-                if digits == 0 || (i > 0 && word(b[i - 1])) {
-                    return None;
-                }
-                key.push_str(&sql[i..i + 1 + digits]);
+                let end = i + parameter_len(b, i)?;
+                key.push_str(&sql[i..end]);
                 prev = b'0';
-                i += 1 + digits;
+                i = end;
                 continue;
             }
             b'0'..=b'9' if i == 0 || !(word(b[i - 1]) || b[i - 1] == b'.') => {
@@ -133,6 +130,20 @@ pub fn shape(sql: &str) -> Option<String> {
 /// A byte that continues an identifier or a number in PostgreSQL's lexer.
 fn word(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_' || c == b'$'
+}
+
+/// Length of the parameter (`$` and digits) at `b[at]`, or `None` when the
+/// `$` there may instead open a dollar quote or belong to an identifier:
+/// no digits, or an identifier byte (any byte outside ASCII among them,
+/// as tokenizers differ on which a tag may hold) or `$` beside them.
+pub(crate) fn parameter_len(b: &[u8], at: usize) -> Option<usize> {
+    let ident = |c: u8| word(c) || !c.is_ascii();
+    let digits = b[at + 1..]
+        .iter()
+        .take_while(|d| d.is_ascii_digit())
+        .count();
+    let glued = (at > 0 && ident(b[at - 1])) || b.get(at + 1 + digits).is_some_and(|&n| ident(n));
+    (digits > 0 && !glued).then_some(1 + digits)
 }
 
 /// End (exclusive) of the quoted string or identifier opening at `start`,

@@ -448,7 +448,6 @@ mod tests {
         })
     }
 
-    /// Source bytes, then the receiver accepting everything owed.
     /// Each recorded file's path and outcome.
     fn outcomes(done: &[FileOp]) -> Vec<(&str, &str)> {
         done.iter()
@@ -456,6 +455,7 @@ mod tests {
             .collect()
     }
 
+    /// Source bytes, then the receiver accepting everything owed.
     fn pass(s: &mut ScpStream, data: &[u8]) -> Vec<FileOp> {
         let mut done = s.feed(data);
         let acks = vec![0u8; s.owed()];
