@@ -13,6 +13,7 @@ use gatehouse_actors::recorder::{
     PendingEvent, Recorder, RecorderConfig, RecorderHandle, RecorderMsg,
 };
 use gatehouse_actors::recording::{Direction, EventKind, Outcome, RecordingId, SessionHeader};
+use gatehouse_actors::store::retention::Criteria;
 use gatehouse_actors::store::{RecordingStore, SigningKey, Verdict};
 
 fn header(id: RecordingId) -> SessionHeader {
@@ -133,7 +134,10 @@ async fn acknowledged_strict_events_survive_a_crash_exactly_once() {
     assert_eq!(sql, expected(5));
     assert_eq!(outcome, Some(Outcome::Interrupted));
     assert!(verdict.is_ok(), "{verdict}");
-    assert_eq!(std::fs::metadata(b.wal()).unwrap().len(), 0, "log emptied");
+    // The replay marked the log folded: another restart adds nothing.
+    let (sql, _, verdict) = recovered(&b, id).await;
+    assert_eq!(sql, expected(5));
+    assert!(verdict.is_ok(), "{verdict}");
 
     // Crash after redb already folded everything: nothing is doubled.
     let c = Dir::new();
@@ -171,4 +175,46 @@ impl Dir {
     fn key_path(&self) -> PathBuf {
         self.path.join("key")
     }
+}
+
+/// The log is written in place, so a folded generation's records stay in
+/// the file. Replaying them on a later start would bring back a recording
+/// purged since: sealed, removed, and then resurrected from the log.
+#[tokio::test]
+async fn folded_log_records_do_not_bring_back_a_purged_recording() {
+    let id = RecordingId::new();
+    let a = Dir::new();
+    let recorder = a.start();
+    recorder
+        .send(RecorderMsg::Header(Box::new(header(id))))
+        .await;
+    recorder.record_durably(id, queries(0..3)).await.unwrap();
+    recorder
+        .send(RecorderMsg::Close {
+            id,
+            outcome: Outcome::Closed,
+            reason: None,
+            at: 200,
+        })
+        .await;
+    recorder.flush().await;
+    let criteria = Criteria {
+        ended_before: Some(i64::MAX),
+        max_bytes: None,
+    };
+    let purge = recorder.purge(criteria, "test".into()).await.unwrap();
+    assert_eq!(purge.sessions, vec![id]);
+    recorder.shutdown().await;
+    let log = std::fs::read(a.wal()).unwrap();
+    let needle = b"insert into ledger values (2)";
+    assert!(
+        log.windows(needle.len()).any(|w| w == needle),
+        "the folded records are still in the file"
+    );
+
+    // A restart, clean or not, finds them and must leave them be.
+    a.start().shutdown().await;
+    let store = RecordingStore::open_read_only(&a.store()).unwrap();
+    assert!(store.header(id).is_err(), "the purged recording came back");
+    assert!(store.sessions().unwrap().is_empty());
 }

@@ -16,7 +16,7 @@ use crate::feed::{Feed, publish};
 use crate::recording::{Direction, Event, EventKind, Outcome, RecordingId, SessionHeader};
 use crate::store::StoreError;
 use crate::store::retention::{self, Criteria, PurgeRecord};
-use crate::store::schema::{CHUNKS, Chunk, SEALS, SESSIONS, chain_hash};
+use crate::store::schema::{CHUNKS, Chunk, LOG_FOLDED, RECORDER_META, SEALS, SESSIONS, chain_hash};
 use crate::store::seal::{Seal, SigningKey, header_hash};
 use crate::store::verify::{ChainState, walk_chain};
 
@@ -185,6 +185,14 @@ impl Recorder {
             .create(path)?;
         let (wal, logged) = Wal::open(&Wal::path_for(path))
             .map_err(|e| StoreError::Storage(redb::StorageError::Io(e)))?;
+        let folded = {
+            let txn = redb::ReadableDatabase::begin_read(&db)?;
+            match txn.open_table(RECORDER_META) {
+                Ok(meta) => redb::ReadableTable::get(&meta, LOG_FOLDED)?.map_or(0, |v| v.value()),
+                Err(redb::TableError::TableDoesNotExist(_)) => 0,
+                Err(e) => return Err(e.into()),
+            }
+        };
         let mut recorder = Recorder {
             db,
             key,
@@ -201,14 +209,18 @@ impl Recorder {
         };
         // What strict sessions were promised goes into redb before anything
         // else looks at the store; then those sessions are sealed as
-        // interrupted like any other left open.
-        if !logged.is_empty() {
-            recorder.replay(logged)?;
+        // interrupted like any other left open. Records of folded
+        // generations are stale bytes of a log written in place.
+        let newest = logged.iter().map(|(g, _)| *g).max().unwrap_or(0);
+        let unfolded: Vec<WalRecord> = logged
+            .into_iter()
+            .filter(|(g, _)| *g > folded)
+            .map(|(_, r)| r)
+            .collect();
+        if !unfolded.is_empty() {
+            recorder.replay(unfolded, newest)?;
         }
-        recorder
-            .wal
-            .reset()
-            .map_err(|e| StoreError::Storage(redb::StorageError::Io(e)))?;
+        recorder.wal.restart(folded.max(newest) + 1);
         recorder.mark_interrupted()?;
         recorder.apply_retention();
         let (tx, rx) = flume::bounded(INBOX_CAPACITY);
@@ -223,7 +235,9 @@ impl Recorder {
 
     /// Append the log's events that redb does not hold yet (a crash came
     /// before the batched commit that would have folded them in).
-    fn replay(&mut self, records: Vec<WalRecord>) -> Result<(), StoreError> {
+    /// The log's generations up to `folded` are marked folded in the same
+    /// transaction.
+    fn replay(&mut self, records: Vec<WalRecord>, folded: u64) -> Result<(), StoreError> {
         // Per session, in log order: its latest header and all its events.
         let mut sessions: Vec<(SessionHeader, Vec<Event>)> = Vec::new();
         let mut index: HashMap<RecordingId, usize> = HashMap::new();
@@ -295,6 +309,7 @@ impl Recorder {
                 }
                 replayed += fresh.len() as u64;
             }
+            txn.open_table(RECORDER_META)?.insert(LOG_FOLDED, folded)?;
         }
         txn.commit()?;
         if replayed > 0 {
@@ -599,7 +614,7 @@ impl Recorder {
                 header: live.header.clone(),
                 events: events.to_vec(),
             };
-            if let Err(e) = wal::encode(&record, &mut bytes) {
+            if let Err(e) = wal::encode(self.wal.generation(), &record, &mut bytes) {
                 encoded = Err(std::io::Error::other(e));
                 break;
             }
@@ -656,25 +671,34 @@ impl Recorder {
         for reply in self.durable.drain(..) {
             let _ = reply.send(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
         }
+        let next = self.wal.generation() + 1;
         if result.is_ok() {
             self.live.retain(|_, l| !l.closed);
-            // Everything the log held is in redb now.
+            // Everything the log held is in redb now, its generation
+            // marked folded.
             for live in self.live.values_mut() {
                 live.logged_upto = live.next_seq;
             }
-            if let Err(e) = self.wal.reset() {
-                tracing::warn!(error = %e, "recording log could not be emptied; it is replayed idempotently");
+            if self.wal.len() > 0 {
+                self.wal.restart(next);
             }
+        } else if self.wal.len() > 0 {
+            // The failed commit may still have marked this generation
+            // folded; what is logged from now on must not be mistaken
+            // for it.
+            self.wal.continue_as(next);
         }
     }
 
     /// Write what is pending in one transaction; false when there was
     /// nothing to write.
     fn commit(&mut self) -> Result<bool, StoreError> {
-        if !self
-            .live
-            .values()
-            .any(|l| l.header_dirty || !l.pending.is_empty())
+        let log = self.wal.len() > 0;
+        if !log
+            && !self
+                .live
+                .values()
+                .any(|l| l.header_dirty || !l.pending.is_empty())
         {
             return Ok(false);
         }
@@ -722,6 +746,10 @@ impl Recorder {
                         seals.insert(key, seal.as_slice())?;
                     }
                 }
+            }
+            if log {
+                txn.open_table(RECORDER_META)?
+                    .insert(LOG_FOLDED, self.wal.generation())?;
             }
         }
         txn.commit()?;

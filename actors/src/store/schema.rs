@@ -5,6 +5,8 @@
 //! chunks   : (u128 RecordingId, u32 n) -> Chunk (postcard)
 //! seals    : u128 (RecordingId)        -> JSON Seal (written once, at the end)
 //! purges   : i64 (unix µs)              -> JSON PurgeRecord (append-only audit log)
+//! recorder_meta : &str               -> u64 ("log_folded": the last generation of
+//!                                        the strict log folded into this store)
 //! ```
 //!
 //! A chunk is a batch of consecutive events of one session, serialised as a
@@ -31,6 +33,11 @@ pub const CHUNKS: TableDefinition<(u128, u32), &[u8]> = TableDefinition::new("ch
 pub const SEALS: TableDefinition<u128, &[u8]> = TableDefinition::new("seals");
 /// Every purge, manual or by retention. No code path deletes from it.
 pub const PURGES: TableDefinition<i64, &[u8]> = TableDefinition::new("purges");
+
+/// The recorder's own state. `LOG_FOLDED` is the last generation of the
+/// strict sessions' log (`recorder/wal.rs`) whose records this store holds.
+pub const RECORDER_META: TableDefinition<&str, u64> = TableDefinition::new("recorder_meta");
+pub const LOG_FOLDED: &str = "log_folded";
 
 /// Version of the event encoding inside chunks.
 pub const FORMAT_VERSION: u16 = 2;
