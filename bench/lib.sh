@@ -132,3 +132,22 @@ a, b = $sa / $ROUNDS, $sb / $ROUNDS
 print(f'mean tps: $a {a:.0f}  $b {b:.0f}  ratio $b/$a {b/a:.2f}')
 print(f'gatehouse CPU per transaction: $a {$ca_ / $ROUNDS:.1f} us  $b {$cb_ / $ROUNDS:.1f} us')"
 }
+
+# Where Gatehouse's CPU goes on each named connection: one pgbench run per
+# side under perf (cpu-clock samples), top symbols. PERF_CALLGRAPH picks
+# perf's --call-graph mode (fp); PERF_KEEP=PREFIX keeps the data files.
+profile_cpu() { # connection...
+    command -v perf >/dev/null || { echo "(perf not installed: no profile)"; return 0; }
+    local conn perf_pid
+    for conn in "$@"; do
+        echo "== where Gatehouse's CPU goes on $conn (perf, cpu-clock samples, top symbols)"
+        perf record -q -F 499 -e cpu-clock --call-graph "${PERF_CALLGRAPH:-fp}" -p "$gh_pid" -o "$work/perf-$conn.data" -- sleep "$DURATION" 2>/dev/null &
+        perf_pid=$!
+        tps "$conn" "$GH_PORT" "$token" bench "$conn" verify-full "$ca" >/dev/null
+        wait "$perf_pid" || true
+        perf report -i "$work/perf-$conn.data" --no-children --sort symbol --stdio 2>/dev/null \
+            | grep -E '^ +[0-9.]+%' | head -40 || true
+        [ -n "${PERF_KEEP:-}" ] && cp "$work/perf-$conn.data" "$PERF_KEEP-$conn.data"
+    done
+    return 0
+}

@@ -67,18 +67,7 @@ start_gatehouse
 
 compare_tps plain guarded
 
-if [ "${PROFILE:-0}" = 1 ] && command -v perf >/dev/null; then
-    for conn in plain guarded; do
-        echo "== where Gatehouse's CPU goes on $conn (perf, cpu-clock samples, top symbols)"
-        perf record -q -F 499 -e cpu-clock --call-graph "${PERF_CALLGRAPH:-fp}" -p "$gh_pid" -o "$work/perf-$conn.data" -- sleep "$DURATION" 2>/dev/null &
-        perf_pid=$!
-        tps "$conn" "$GH_PORT" "$token" bench "$conn" verify-full "$ca" >/dev/null
-        wait "$perf_pid" || true
-        perf report -i "$work/perf-$conn.data" --no-children --sort symbol --stdio 2>/dev/null \
-            | grep -E '^ +[0-9.]+%' | head -40 || true
-        [ -n "${PERF_KEEP:-}" ] && cp "$work/perf-$conn.data" "$PERF_KEEP-$conn.data"
-    done
-fi
+[ "${PROFILE:-0}" = 1 ] && profile_cpu plain guarded
 
 echo "== COPY TO STDOUT, $COPY_ROWS rows of ~1 KiB with e-mails and card numbers"
 copy_sql="\\copy (select g, 'user' || g || '@example.com', '4111 1111 1111 1111', repeat('x', 960) from generate_series(1, $COPY_ROWS) g) to '/dev/null'"

@@ -14,6 +14,7 @@
 #   ROUNDS         interleaved pgbench rounds          (default 3)
 #   DURATION       seconds per pgbench run             (default 10)
 #   CLIENTS        pgbench clients                     (default 8)
+#   PROFILE=1      also sample Gatehouse's CPU with perf, one run per mode
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -34,3 +35,5 @@ source bench/lib.sh
 start_gatehouse
 
 compare_tps batched strict
+[ "${PROFILE:-0}" = 1 ] && profile_cpu batched strict
+exit 0

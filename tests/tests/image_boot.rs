@@ -471,12 +471,19 @@ fn boot(image: &ImageFiles, spec: &VmSpec, what: &str) -> Result<(Vm, Duration)>
     // status screen (redrawn within seconds).
     let _ = vm.wait_serial(0, "booted: ", Duration::from_secs(30));
     let serial = vm.serial();
-    let note = serial
-        .lines()
-        .rev()
-        .find_map(|l| l.trim().strip_prefix("booted: "))
-        .unwrap_or("?");
-    eprintln!("{what}: QEMU start to PostgreSQL listener answering: {ready:.1?} ({note})");
+    let note = |prefix: &str| {
+        serial
+            .lines()
+            .rev()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .unwrap_or("?")
+            .to_owned()
+    };
+    eprintln!(
+        "{what}: QEMU start to PostgreSQL listener answering: {ready:.1?} ({}; {})",
+        note("booted: "),
+        note("setup: ")
+    );
     Ok((vm, ready))
 }
 
