@@ -64,9 +64,8 @@ async fn serve(cfg: LoadedConfig) -> anyhow::Result<()> {
         OidcVerifier::new(cfg.issuers.clone(), cfg.limits.startup_timeout)
             .map_err(|e| anyhow::anyhow!(e))?,
     );
-    for issuer in verifier.issuers().iter() {
-        load_keys(issuer).await;
-    }
+    // Every provider at once: a start waits for the slowest, not the sum.
+    futures_util::future::join_all(verifier.issuers().iter().map(|i| load_keys(i))).await;
     {
         let verifier = verifier.clone();
         actix::spawn(async move {
