@@ -128,6 +128,36 @@ pub fn decode_all(bytes: &[u8]) -> (Vec<(u64, WalRecord)>, usize) {
     (records, at)
 }
 
+/// The generation given to records of the first format, which had none:
+/// `u32 LE length, [u8; 8] SHA-256(payload) prefix, payload`. A log left
+/// by that version (it crashed, then was upgraded) is replayed like any
+/// unfolded generation: its store has no folded generation yet.
+pub const LEGACY_GENERATION: u64 = 1;
+
+/// Whole records of the first format at the start of `bytes`.
+fn decode_legacy(bytes: &[u8]) -> Vec<WalRecord> {
+    let mut records = Vec::new();
+    let mut at = 0;
+    while bytes.len() - at >= LEN + SUM {
+        let len = u32::from_le_bytes(bytes[at..at + LEN].try_into().expect("4 bytes")) as usize;
+        let start = at + LEN + SUM;
+        if len > MAX_RECORD || bytes.len() - start < len {
+            break;
+        }
+        let payload = &bytes[start..start + len];
+        let digest = Sha256::digest(payload);
+        if bytes[at + LEN..start] != digest[..SUM] {
+            break;
+        }
+        match serde_json::from_slice::<WalRecord>(payload) {
+            Ok(r) => records.push(r),
+            Err(_) => break,
+        }
+        at = start + len;
+    }
+    records
+}
+
 /// The log file.
 pub struct Wal {
     path: PathBuf,
@@ -161,7 +191,13 @@ impl Wal {
             .open(path)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
-        let (records, _) = decode_all(&bytes);
+        let (mut records, _) = decode_all(&bytes);
+        if records.is_empty() {
+            records = decode_legacy(&bytes)
+                .into_iter()
+                .map(|r| (LEGACY_GENERATION, r))
+                .collect();
+        }
         let wal = Wal {
             path: path.to_owned(),
             file,
@@ -315,6 +351,31 @@ mod tests {
         let mut huge = (u32::MAX).to_le_bytes().to_vec();
         huge.extend_from_slice(&[0; 64]);
         assert_eq!(decode_all(&huge).0.len(), 0);
+    }
+
+    /// A log left by the first format (no generations) by a version that
+    /// crashed before it was upgraded still gives back its records.
+    #[test]
+    fn a_log_of_the_first_format_is_read() {
+        let mut legacy = Vec::new();
+        for r in [record(0, "select 1"), record(1, "select 2")] {
+            let payload = serde_json::to_vec(&r).unwrap();
+            legacy.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            legacy.extend_from_slice(&Sha256::digest(&payload)[..SUM]);
+            legacy.extend_from_slice(&payload);
+        }
+        // Not mistaken for the current format.
+        assert!(decode_all(&legacy).0.is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("recordings.wal");
+        std::fs::write(&path, &legacy).unwrap();
+        assert_eq!(
+            reopen(&path),
+            vec![
+                (LEGACY_GENERATION, record(0, "select 1")),
+                (LEGACY_GENERATION, record(1, "select 2"))
+            ]
+        );
     }
 
     fn reopen(path: &Path) -> Vec<(u64, WalRecord)> {
