@@ -99,6 +99,17 @@ fn expected(n: u32) -> Vec<String> {
         .collect()
 }
 
+/// A recorder on `dir` with session `id` open and three strict
+/// statements acknowledged.
+async fn three_strict_statements(dir: &Dir, id: RecordingId) -> RecorderHandle {
+    let recorder = dir.start();
+    recorder
+        .send(RecorderMsg::Header(Box::new(header(id))))
+        .await;
+    recorder.record_durably(id, queries(0..3)).await.unwrap();
+    recorder
+}
+
 #[tokio::test]
 async fn acknowledged_strict_events_survive_a_crash_exactly_once() {
     let id = RecordingId::new();
@@ -106,11 +117,7 @@ async fn acknowledged_strict_events_survive_a_crash_exactly_once() {
     // Run A: 3 strict statements, then 2 more; the log is copied after each
     // acknowledgement, as a crash at that moment would leave it.
     let a = Dir::new();
-    let recorder = a.start();
-    recorder
-        .send(RecorderMsg::Header(Box::new(header(id))))
-        .await;
-    recorder.record_durably(id, queries(0..3)).await.unwrap();
+    let recorder = three_strict_statements(&a, id).await;
     let log_after_3 = a.path.join("after-3.wal");
     copy(&a.wal(), &log_after_3);
     // A batched event between strict ones is carried by the next record.
@@ -184,11 +191,7 @@ impl Dir {
 async fn folded_log_records_do_not_bring_back_a_purged_recording() {
     let id = RecordingId::new();
     let a = Dir::new();
-    let recorder = a.start();
-    recorder
-        .send(RecorderMsg::Header(Box::new(header(id))))
-        .await;
-    recorder.record_durably(id, queries(0..3)).await.unwrap();
+    let recorder = three_strict_statements(&a, id).await;
     recorder
         .send(RecorderMsg::Close {
             id,
