@@ -39,7 +39,9 @@
 //! the log stores, in the same transaction, the generation it folded
 //! ([`crate::store::schema::RECORDER_META`]), and only records of later
 //! generations are replayed. Otherwise a restart could replay a record
-//! folded long ago, and bring back a recording purged since.
+//! folded long ago, and bring back a recording purged since. At start,
+//! once replayed, the file is emptied and synced: whole records a crash
+//! left past a torn one were never scanned, so never marked folded.
 //!
 //! Layout: [`encode`] and [`decode_all`] are the codec (no I/O); [`Wal`]
 //! the file.
@@ -168,6 +170,9 @@ pub struct Wal {
     len: u64,
     /// The file's length: the most any generation wrote.
     file_len: u64,
+    /// An append of this generation was attempted: its bytes may be in
+    /// the file (a failed append too), so the fold must mark it folded.
+    touched: bool,
 }
 
 impl Wal {
@@ -178,7 +183,7 @@ impl Wal {
 
     /// Open (creating) the log and return every whole record it holds,
     /// with its generation. The caller replays those of generations not
-    /// yet folded, then calls [`Wal::restart`] with a generation above all
+    /// yet folded, then calls [`Wal::clear`] with a generation above all
     /// of them.
     pub fn open(path: &Path) -> std::io::Result<(Wal, Vec<(u64, WalRecord)>)> {
         use std::os::unix::fs::OpenOptionsExt;
@@ -204,6 +209,7 @@ impl Wal {
             generation: 0,
             len: 0,
             file_len: bytes.len() as u64,
+            touched: false,
         };
         Ok((wal, records))
     }
@@ -213,6 +219,7 @@ impl Wal {
     /// is overwritten (best effort), so that a later crash does not find a
     /// record whose append was reported failed.
     pub fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.touched = true;
         let result = self
             .file
             .write_all_at(bytes, self.len)
@@ -239,6 +246,7 @@ impl Wal {
     pub fn restart(&mut self, generation: u64) {
         self.generation = generation;
         self.len = 0;
+        self.touched = false;
         if self.file_len > KEEP_AT_MOST {
             // Not synced: should the old length survive a crash, its
             // records belong to folded generations.
@@ -251,6 +259,19 @@ impl Wal {
         }
     }
 
+    /// Empty the file durably and start `generation`: at start, once what
+    /// the log held is replayed and marked folded. A crash may have left
+    /// whole records past a torn one, which the scan never reached and so
+    /// could not mark folded; a later generation of the same number, or a
+    /// later scan that gets past the tear, must never find them.
+    pub fn clear(&mut self, generation: u64) -> std::io::Result<()> {
+        self.file.set_len(0)?;
+        self.file.sync_all()?;
+        self.file_len = 0;
+        self.restart(generation);
+        Ok(())
+    }
+
     /// Go on appending after the current records under `generation`: a
     /// fold failed, and may or may not have marked the current generation
     /// folded, so what comes next must be of a later one.
@@ -261,6 +282,12 @@ impl Wal {
     /// The generation appends belong to.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// Whether an append of the current generation was attempted, so that
+    /// bytes of it may be in the file.
+    pub fn touched(&self) -> bool {
+        self.touched
     }
 
     /// Bytes of the current generation: strict events not yet folded.

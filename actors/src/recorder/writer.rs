@@ -220,7 +220,10 @@ impl Recorder {
         if !unfolded.is_empty() {
             recorder.replay(unfolded, newest)?;
         }
-        recorder.wal.restart(folded.max(newest) + 1);
+        recorder
+            .wal
+            .clear(folded.max(newest) + 1)
+            .map_err(|e| StoreError::Storage(redb::StorageError::Io(e)))?;
         recorder.mark_interrupted()?;
         recorder.apply_retention();
         let (tx, rx) = flume::bounded(INBOX_CAPACITY);
@@ -679,10 +682,10 @@ impl Recorder {
             for live in self.live.values_mut() {
                 live.logged_upto = live.next_seq;
             }
-            if self.wal.len() > 0 {
+            if self.wal.touched() {
                 self.wal.restart(next);
             }
-        } else if self.wal.len() > 0 {
+        } else if self.wal.touched() {
             // The failed commit may still have marked this generation
             // folded; what is logged from now on must not be mistaken
             // for it.
@@ -693,7 +696,8 @@ impl Recorder {
     /// Write what is pending in one transaction; false when there was
     /// nothing to write.
     fn commit(&mut self) -> Result<bool, StoreError> {
-        let log = self.wal.len() > 0;
+        // A failed append leaves bytes of the generation too.
+        let log = self.wal.touched();
         if !log
             && !self
                 .live
