@@ -19,7 +19,8 @@ use bytes::Bytes;
 use russh::ChannelWriteHalf;
 use tokio::sync::mpsc;
 
-use super::{ChannelInput, Decision, Relay};
+use super::approval::Decision;
+use super::{ChannelInput, Relay};
 use crate::recording::{Direction, EventKind};
 use crate::ssh::line::{LineWatch, Shown, candidates, ends_line, split_enter};
 use crate::ssh::policy::Verdict;
