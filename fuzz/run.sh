@@ -20,8 +20,12 @@
 #
 # Every input runs under a memory limit (-rss_limit_mb, -malloc_limit_mb)
 # and a time limit (-timeout), so unbounded allocation and hangs are
-# findings too. FUZZ_JOBS=N runs N targets at once (default 1); nice it on
-# a shared machine.
+# findings too. FUZZ_JOBS=N runs N targets at once (default 1);
+# FUZZ_WORKERS=N runs N fuzzer processes per target sharing its corpus
+# (default 1; executions add up, coverage is the best worker's).
+# FUZZ_RUNS=N stops each process after N executions (default: time only).
+# Nice it on a shared machine; never pause it (SIGSTOP): libFuzzer counts
+# the pause against the input it was running and reports a timeout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-60}"
@@ -63,15 +67,24 @@ max_len() {
 
 cargo "${toolchain[@]}" fuzz build "${flags[@]}" >&2
 
+workers="${FUZZ_WORKERS:-1}"
+runs=()
+[ -n "${FUZZ_RUNS:-}" ] && runs=(-runs="$FUZZ_RUNS")
+
 run_one() {
-    local t="$1"
+    local t="$1" w
     mkdir -p "$work/corpus/$t" "$work/artifacts/$t" "$work/logs"
+    rm -f "$work/logs/$t".*log
     # Input files are never written into fuzz/corpus: the first corpus
-    # directory receives new inputs.
-    cargo "${toolchain[@]}" fuzz run "${flags[@]}" "$t" "$work/corpus/$t" "fuzz/corpus/$t" -- \
-        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=512 \
-        -max_len="$(max_len "$t")" -print_final_stats=1 -artifact_prefix="$work/artifacts/$t/" \
-        >"$work/logs/$t.log" 2>&1 || true
+    # directory receives new inputs (and, with several workers, each
+    # picks up the others' from it: -reload).
+    for w in $(seq 1 "$workers"); do
+        cargo "${toolchain[@]}" fuzz run "${flags[@]}" "$t" "$work/corpus/$t" "fuzz/corpus/$t" -- \
+            -max_total_time="$seconds" "${runs[@]}" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=512 \
+            -max_len="$(max_len "$t")" -print_final_stats=1 -reload=1 -artifact_prefix="$work/artifacts/$t/" \
+            >"$work/logs/$t.$w.log" 2>&1 &
+    done
+    wait || true
 }
 
 jobs_max="${FUZZ_JOBS:-1}"
@@ -83,18 +96,30 @@ wait
 
 printf '%-12s %14s %8s %8s %8s %9s\n' target executions exec/s cov features crashes
 failed=0
+stat() { # NAME LOG...: the stat's value summed over the logs
+    local name=$1
+    shift
+    grep -ho "stat::$name: *[0-9]*" "$@" | awk '{ s += $2; n++ } END { if (n) print s; else print "?" }'
+}
 for t in "${targets[@]}"; do
-    log="$work/logs/$t.log"
-    execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
-    rate=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
-    last=$(grep -E '^#[0-9]+' "$log" | tail -1)
-    cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
-    ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
+    logs=("$work/logs/$t".*.log)
+    execs=$(stat number_of_executed_units "${logs[@]}")
+    rate=$(stat average_exec_per_sec "${logs[@]}")
+    cov=0 ft=0
+    for log in "${logs[@]}"; do
+        last=$(grep -E '^#[0-9]+' "$log" | tail -1)
+        c=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
+        f=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
+        [ "${c:-0}" -gt "$cov" ] && cov=$c
+        [ "${f:-0}" -gt "$ft" ] && ft=$f
+    done
     crashes=$(find "$work/artifacts/$t" -type f | wc -l)
-    printf '%-12s %14s %8s %8s %8s %9s\n' "$t" "${execs:-?}" "${rate:-?}" "${cov:-?}" "${ft:-?}" "$crashes"
-    if [ "$crashes" -gt 0 ] || ! grep -q 'Done [0-9]* runs' "$log"; then
-        failed=1
-        echo "  $t: see $log and $work/artifacts/$t" >&2
-    fi
+    printf '%-12s %14s %8s %8s %8s %9s\n' "$t" "$execs" "$rate" "$cov" "$ft" "$crashes"
+    for log in "${logs[@]}"; do
+        if [ "$crashes" -gt 0 ] || ! grep -q 'Done [0-9]* runs' "$log"; then
+            failed=1
+            echo "  $t: see $log and $work/artifacts/$t" >&2
+        fi
+    done
 done
 exit "$failed"
