@@ -6,7 +6,7 @@
 //! - `mod.rs` — configuration types ([`MaskRule`], [`Strategy`]), the compiled
 //!   [`Masker`], column planning ([`Masker::plan`] → [`RowPlan`]), the per-value
 //!   decision (column rule / detectors / pass), [`MaskStats`] and [`MaskError`].
-//! - `detectors.rs` — the built-in detectors ([`DETECTORS`]) and custom regexes:
+//! - `detectors/` — the built-in detectors ([`DETECTORS`]) and custom regexes:
 //!   byte-level scanners with cheap prechecks, producing byte ranges.
 //! - `strategy.rs` — what replaces a match: `[redacted]`, partial `*`-masking,
 //!   keyed hash, NULL.
@@ -56,7 +56,7 @@
 //! into one span (the earliest-starting match's rule is used); if any match's
 //! rule uses `null`, the whole value becomes NULL.
 //!
-//! Heuristics (see `detectors.rs` for the exact rules):
+//! Heuristics (see `detectors/` for the exact rules):
 //! - `email`: `local@domain.tld`; local part `[A-Za-z0-9._%+-]` plus any non-ASCII
 //!   byte, domain labels `[A-Za-z0-9-]`/non-ASCII separated by single dots, the
 //!   TLD at least two letters (or `xn--` punycode). No dotless domains, no IP
@@ -125,7 +125,7 @@
 //! # Performance
 //!
 //! Values are scanned as bytes (no UTF-8 decoding). Each detector has a cheap
-//! precheck (see `detectors.rs`): `memchr` for `@` and `=`/`:`, one multi-literal
+//! precheck (see `detectors/`): `memchr` for `@` and `=`/`:`, one multi-literal
 //! search for `AKIA`/`ASIA`/`eyJ`/`-----BEGIN `; cards, SSNs, IBANs and long
 //! tokens are located by classifying 64-byte blocks into per-class bit masks
 //! (SSE2 on x86_64, a portable loop elsewhere) and searching those with bit
