@@ -22,12 +22,13 @@
 //! `a &>0& b` and `a &>10& b` are different token streams.) No
 //! classification depends on such a value: the classifier reads numbers
 //! only as utility option values (`EXPLAIN (ANALYZE 0)`, after a word)
-//! and checks that dynamic SQL arguments are constants of some kind. Two statements of one shape
-//! therefore have the same tokens but for integer values at those places,
-//! the same tree but for those values, and the same classification; the
-//! `sql_text` fuzz target checks that on every input (see
-//! [`vary_operands`]). Strings, identifiers, typmods (`varchar(10)`),
-//! `LIMIT 5` and every other number stay in the shape verbatim.
+//! and checks that dynamic SQL arguments are constants of some kind. Two
+//! statements of one shape therefore have the same tokens but for integer
+//! values at those places, the same tree but for those values, and the
+//! same classification; the `sql_text` fuzz target checks that on every
+//! input (see [`vary_operands`]). Strings, identifiers, typmods
+//! (`varchar(10)`), `LIMIT 5` and every other number stay in the shape
+//! verbatim.
 //!
 //! Unreadable results are not kept: an unparsed statement is parsed
 //! again each time, so its error message is its own. Nor are large ones

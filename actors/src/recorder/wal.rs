@@ -76,9 +76,11 @@ pub struct WalRecord {
     pub events: Vec<Event>,
 }
 
-fn checksum(generation: u64, payload: &[u8]) -> [u8; SUM] {
+/// The first 8 bytes of SHA-256 over the header fields it covers (the
+/// generation; none in the first format) and the payload.
+fn checksum(covered: &[u8], payload: &[u8]) -> [u8; SUM] {
     let mut hasher = Sha256::new();
-    hasher.update(generation.to_le_bytes());
+    hasher.update(covered);
     hasher.update(payload);
     let digest = hasher.finalize();
     let mut out = [0u8; SUM];
@@ -95,7 +97,7 @@ pub fn encode(
     let payload = serde_json::to_vec(record)?;
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&generation.to_le_bytes());
-    out.extend_from_slice(&checksum(generation, &payload));
+    out.extend_from_slice(&checksum(&generation.to_le_bytes(), &payload));
     out.extend_from_slice(&payload);
     Ok(())
 }
@@ -107,18 +109,46 @@ pub fn encode(
 /// trusted to follow it. Records of folded generations are returned too;
 /// the caller knows which generations those are.
 pub fn decode_all(bytes: &[u8]) -> (Vec<(u64, WalRecord)>, usize) {
+    decode(bytes, Layout::Generations)
+}
+
+/// The generation given to records of the first format, which had none:
+/// `u32 LE length, [u8; 8] SHA-256(payload) prefix, payload`. A log left
+/// by that version (it crashed, then was upgraded) is replayed like any
+/// unfolded generation: its store has no folded generation yet.
+pub const LEGACY_GENERATION: u64 = 1;
+
+/// The record layouts this log has had.
+#[derive(Clone, Copy)]
+enum Layout {
+    /// Length, generation, checksum over both generation and payload.
+    Generations,
+    /// The first: length, checksum over the payload; [`LEGACY_GENERATION`].
+    Legacy,
+}
+
+/// [`decode_all`] for either layout: the checksum is always the header's
+/// last field, and covers whatever lies between it and the length.
+fn decode(bytes: &[u8], layout: Layout) -> (Vec<(u64, WalRecord)>, usize) {
+    let header = match layout {
+        Layout::Generations => HEADER,
+        Layout::Legacy => LEN + SUM,
+    };
     let mut records = Vec::new();
     let mut at = 0;
-    while bytes.len() - at >= HEADER {
-        let field = |from: usize, n: usize| &bytes[at + from..at + from + n];
-        let len = u32::from_le_bytes(field(0, LEN).try_into().expect("4 bytes")) as usize;
-        let generation = u64::from_le_bytes(field(LEN, GENERATION).try_into().expect("8 bytes"));
-        let start = at + HEADER;
+    while bytes.len() - at >= header {
+        let len = u32::from_le_bytes(bytes[at..at + LEN].try_into().expect("4 bytes")) as usize;
+        let start = at + header;
         if len > MAX_RECORD || bytes.len() - start < len {
             break;
         }
+        let covered = &bytes[at + LEN..start - SUM];
+        let generation = match layout {
+            Layout::Generations => u64::from_le_bytes(covered.try_into().expect("8 bytes")),
+            Layout::Legacy => LEGACY_GENERATION,
+        };
         let payload = &bytes[start..start + len];
-        if field(LEN + GENERATION, SUM) != checksum(generation, payload) {
+        if bytes[start - SUM..start] != checksum(covered, payload) {
             break;
         }
         match serde_json::from_slice::<WalRecord>(payload) {
@@ -128,36 +158,6 @@ pub fn decode_all(bytes: &[u8]) -> (Vec<(u64, WalRecord)>, usize) {
         at = start + len;
     }
     (records, at)
-}
-
-/// The generation given to records of the first format, which had none:
-/// `u32 LE length, [u8; 8] SHA-256(payload) prefix, payload`. A log left
-/// by that version (it crashed, then was upgraded) is replayed like any
-/// unfolded generation: its store has no folded generation yet.
-pub const LEGACY_GENERATION: u64 = 1;
-
-/// Whole records of the first format at the start of `bytes`.
-fn decode_legacy(bytes: &[u8]) -> Vec<WalRecord> {
-    let mut records = Vec::new();
-    let mut at = 0;
-    while bytes.len() - at >= LEN + SUM {
-        let len = u32::from_le_bytes(bytes[at..at + LEN].try_into().expect("4 bytes")) as usize;
-        let start = at + LEN + SUM;
-        if len > MAX_RECORD || bytes.len() - start < len {
-            break;
-        }
-        let payload = &bytes[start..start + len];
-        let digest = Sha256::digest(payload);
-        if bytes[at + LEN..start] != digest[..SUM] {
-            break;
-        }
-        match serde_json::from_slice::<WalRecord>(payload) {
-            Ok(r) => records.push(r),
-            Err(_) => break,
-        }
-        at = start + len;
-    }
-    records
 }
 
 /// The log file.
@@ -198,10 +198,7 @@ impl Wal {
         file.read_to_end(&mut bytes)?;
         let (mut records, _) = decode_all(&bytes);
         if records.is_empty() {
-            records = decode_legacy(&bytes)
-                .into_iter()
-                .map(|r| (LEGACY_GENERATION, r))
-                .collect();
+            records = decode(&bytes, Layout::Legacy).0;
         }
         let wal = Wal {
             path: path.to_owned(),
