@@ -96,15 +96,15 @@ wait
 
 printf '%-12s %14s %8s %8s %8s %9s\n' target executions exec/s cov features crashes
 failed=0
-stat() { # NAME LOG...: the stat's value summed over the logs
+sum_stat() { # NAME LOG...: the stat's value summed over the logs
     local name=$1
     shift
     grep -ho "stat::$name: *[0-9]*" "$@" | awk '{ s += $2; n++ } END { if (n) print s; else print "?" }'
 }
 for t in "${targets[@]}"; do
     logs=("$work/logs/$t".*.log)
-    execs=$(stat number_of_executed_units "${logs[@]}")
-    rate=$(stat average_exec_per_sec "${logs[@]}")
+    execs=$(sum_stat number_of_executed_units "${logs[@]}")
+    rate=$(sum_stat average_exec_per_sec "${logs[@]}")
     cov=0 ft=0
     for log in "${logs[@]}"; do
         last=$(grep -E '^#[0-9]+' "$log" | tail -1)
@@ -115,11 +115,10 @@ for t in "${targets[@]}"; do
     done
     crashes=$(find "$work/artifacts/$t" -type f | wc -l)
     printf '%-12s %14s %8s %8s %8s %9s\n' "$t" "$execs" "$rate" "$cov" "$ft" "$crashes"
-    for log in "${logs[@]}"; do
-        if [ "$crashes" -gt 0 ] || ! grep -q 'Done [0-9]* runs' "$log"; then
-            failed=1
-            echo "  $t: see $log and $work/artifacts/$t" >&2
-        fi
-    done
+    unfinished=$(grep -L 'Done [0-9]* runs' "${logs[@]}" || true)
+    if [ "$crashes" -gt 0 ] || [ -n "$unfinished" ]; then
+        failed=1
+        echo "  $t: see $work/artifacts/$t${unfinished:+ and }$(echo $unfinished)" >&2
+    fi
 done
 exit "$failed"
