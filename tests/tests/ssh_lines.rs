@@ -87,6 +87,26 @@ fn lines_typed_in_a_terminal_are_judged_as_the_screen_shows_them() -> Result<()>
     t.wait_until(WAIT, "a second refusal", |s| {
         s.matches("blocked by policy rule").count() >= 2
     })?;
+    // A shell that answers Ctrl-C in parts: `^C` at once, the fresh prompt
+    // only after PROMPT_COMMAND has run (as on a loaded machine). The line
+    // is cancelled and the channel stays open.
+    t.type_text("PROMPT_COMMAND='sleep 0.4'")?;
+    t.keys(&["Enter"])?;
+    // Typed once the prompt is back: keys typed ahead of a prompt cannot
+    // be told apart from a line the shell kept.
+    t.wait_until(WAIT, "the prompt after PROMPT_COMMAND", |s| {
+        s.lines()
+            .skip_while(|l| !l.contains("PROMPT_COMMAND="))
+            .skip(1)
+            .any(|l| l.trim_end().ends_with('$'))
+    })?;
+    t.type_text(&format!("touch {dir}/forbidden-3"))?;
+    t.keys(&["Enter"])?;
+    t.wait_until(WAIT, "a third refusal", |s| {
+        s.matches("blocked by policy rule").count() >= 3
+    })?;
+    t.type_text("unset PROMPT_COMMAND")?;
+    t.keys(&["Enter"])?;
     // Recalled from history (what runs is what the screen shows).
     t.type_text(&format!("touch {dir}/allowed"))?;
     t.keys(&["Enter"])?;
@@ -116,7 +136,7 @@ fn lines_typed_in_a_terminal_are_judged_as_the_screen_shows_them() -> Result<()>
     t.type_text("exit")?;
     t.keys(&["Enter"])?;
 
-    for name in ["forbidden-1", "forbidden-2"] {
+    for name in ["forbidden-1", "forbidden-2", "forbidden-3"] {
         assert!(!scratch.path().join(name).exists(), "{name} ran");
     }
     let sessions = common::ended_sessions(&w.gh, "ssh", 1)?;
@@ -128,12 +148,13 @@ fn lines_typed_in_a_terminal_are_judged_as_the_screen_shows_them() -> Result<()>
     for expected in [
         format!("touch {dir}/forbidden-1"),
         format!("touch {dir}/forbidden-2"),
+        format!("touch {dir}/forbidden-3"),
         format!("touch {dir}/allowed"),
         format!("touch {dir}/approved-1"),
     ] {
         assert!(lines.contains(&expected), "{expected:?} not in {lines:#?}");
     }
-    assert_eq!(events_of_kind(&events, "blocked").len(), 2, "{events:#?}");
+    assert_eq!(events_of_kind(&events, "blocked").len(), 3, "{events:#?}");
     Ok(())
 }
 

@@ -40,6 +40,9 @@ const ECHO_WAIT: Duration = Duration::from_millis(1500);
 /// After a cancel, the shell's answer is taken as complete once this long
 /// passes without more output.
 const CANCEL_QUIET: Duration = Duration::from_millis(40);
+/// How long a shell may take to answer Ctrl-C with a fresh prompt before
+/// the line is taken as kept and the channel closed.
+const CANCEL_WAIT: Duration = Duration::from_secs(3);
 /// How long a refusal's message may take to reach the screen.
 const MESSAGE_WAIT: Duration = Duration::from_millis(500);
 /// What the recording shows for a line typed with echo off.
@@ -449,38 +452,44 @@ impl Relay {
         if self.inject.send(Bytes::from(text)).await.is_err() {
             return LineEnd::Stop;
         }
-        let until = tokio::time::Instant::now() + MESSAGE_WAIT;
-        while self.echo.load(Ordering::Acquire) == shown_before
-            && tokio::time::Instant::now() < until
-        {
-            let _ = tokio::time::timeout(CANCEL_QUIET, self.shown.notified()).await;
-        }
+        self.wait_shown(shown_before).await;
         let before = self.echo.load(Ordering::Acquire);
         if up.data_bytes(Bytes::from_static(b"\x03")).await.is_err() {
             return LineEnd::Stop;
         }
-        // Wait for the shell's answer to Ctrl-C, then for quiet.
-        let deadline = tokio::time::Instant::now() + ECHO_WAIT;
+        // Wait for the shell's answer to Ctrl-C to come to rest on a fresh
+        // prompt. A shell may answer in parts (`^C` at once, the prompt
+        // after `PROMPT_COMMAND` or a loaded machine lets it), so a quiet
+        // spell alone is not the end of the answer; only the deadline is.
+        let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
         let mut last = before;
-        loop {
+        let let_go = loop {
             tokio::time::sleep(CANCEL_QUIET).await;
             let now = self.echo.load(Ordering::Acquire);
-            if (now != before && now == last) || tokio::time::Instant::now() >= deadline {
-                break;
+            let at_rest = now != before
+                && now == last
+                && self
+                    .with_terminal(|t| t.at_fresh_prompt(prompt))
+                    .unwrap_or(false);
+            if at_rest || tokio::time::Instant::now() >= deadline {
+                break at_rest;
             }
             last = now;
-        }
-        let answered = self.echo.load(Ordering::Acquire) != before;
-        let fresh = self
-            .with_terminal(|t| t.at_fresh_prompt(prompt))
-            .unwrap_or(false);
-        let kept = !(answered && fresh);
-        if kept {
+        };
+        if !let_go {
             tracing::warn!(
                 "a blocked shell line was not cancelled by the shell; closing the channel"
             );
             let text = "\r\ngatehouse: the shell did not cancel the line; closing this channel\r\n";
-            let _ = self.inject.send(Bytes::from_static(text.as_bytes())).await;
+            let shown_before = self.echo.load(Ordering::Acquire);
+            if self
+                .inject
+                .send(Bytes::from_static(text.as_bytes()))
+                .await
+                .is_ok()
+            {
+                self.wait_shown(shown_before).await;
+            }
             self.tap_note(
                 Direction::Gateway,
                 EventKind::Blocked {
@@ -497,6 +506,18 @@ impl Relay {
             return LineEnd::Stop;
         }
         LineEnd::Done
+    }
+
+    /// Wait (at most [`MESSAGE_WAIT`]) until output past `shown_before`
+    /// has reached the agent: a message injected before a Ctrl-C or a
+    /// close is on the screen first.
+    async fn wait_shown(&self, shown_before: u64) {
+        let until = tokio::time::Instant::now() + MESSAGE_WAIT;
+        while self.echo.load(Ordering::Acquire) == shown_before
+            && tokio::time::Instant::now() < until
+        {
+            let _ = tokio::time::timeout(CANCEL_QUIET, self.shown.notified()).await;
+        }
     }
 }
 
