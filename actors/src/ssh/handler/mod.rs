@@ -16,17 +16,27 @@
 //! The handler tells its session ([`Note`]) what it learned — who the
 //! agent claims and proved to be, why a login failed, what must end the
 //! connection — and the session records it.
+//!
+//! # Layout
+//!
+//! - `mod.rs` — the limits, [`Note`], [`ServerHandler`] and its
+//!   `russh::server::Handler` impl (every russh callback, in one block).
+//! - `auth.rs` — login: the methods offered, token and certificate
+//!   verification, authorization, the refusal delay ([`REFUSAL_DELAY`]).
+//! - `inputs.rs` — a channel's inputs handed to its relay in order, and
+//!   requests answered once the relay decided.
+//! - `forwarding.rs` — port forwards: opening `direct-tcpip` and remote
+//!   (`tcpip-forward`) forwards, recording refused ones.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use russh::keys::{Certificate, PublicKey};
+use russh::keys::Certificate;
 use russh::server::{Auth, Msg, PublicKeyOffer, Response, Session, VerifiedPublicKey};
-use russh::{Channel, ChannelId, MethodKind, MethodSet, Pty, Sig};
-use tokio::sync::{mpsc, oneshot, watch};
+use russh::{Channel, ChannelId, Pty, Sig};
+use tokio::sync::{mpsc, watch};
 
 use super::channel::{self, ChannelInput, Relays, Request};
 use super::forward;
@@ -37,6 +47,13 @@ use crate::error::SessionError;
 use crate::gateway::Gateway;
 use crate::recording::RecordingId;
 use crate::registry::SessionStats;
+
+mod auth;
+mod forwarding;
+mod inputs;
+
+pub use auth::REFUSAL_DELAY;
+use auth::{refuse_slowly, verify_certificate};
 
 /// Channels one connection may have open at once. OpenSSH's own server
 /// allows 10 sessions per connection by default; a client opening
@@ -134,210 +151,6 @@ impl ServerHandler {
             self.note(Note::Claimed(user.to_owned()));
         }
     }
-
-    /// The methods offered to agents.
-    fn methods(&self) -> MethodSet {
-        let mut kinds = vec![MethodKind::Password, MethodKind::KeyboardInteractive];
-        if self.svc.user_ca.is_some() {
-            kinds.insert(0, MethodKind::PublicKey);
-        }
-        MethodSet::from(&kinds[..])
-    }
-
-    fn reject(&self) -> Auth {
-        Auth::Reject {
-            proceed_with_methods: Some(self.methods()),
-            partial_success: false,
-        }
-    }
-
-    /// Refuse everything once the gateway is over its session limit.
-    fn over_limit(&mut self) -> Option<Auth> {
-        if self.over_limit {
-            self.note(Note::Fatal(SessionError::TooManySessions(
-                self.gw.limits.max_sessions,
-            )));
-            Some(self.reject())
-        } else {
-            None
-        }
-    }
-
-    /// An identity was proved (or not): authorize it for `user`.
-    fn login(&mut self, user: &str, identity: Result<Identity, SessionError>) -> Auth {
-        self.claim(user);
-        let identity = match identity {
-            Ok(i) => i,
-            Err(e) => {
-                tracing::warn!(peer = %self.peer, "SSH login refused: {e}");
-                self.note(Note::Refused(e));
-                return self.reject();
-            }
-        };
-        self.note(Note::Identified(identity.clone()));
-        match self.gw.authorize::<Arc<SshTarget>>(&identity, user) {
-            Ok((target, grant)) => {
-                tracing::info!(peer = %self.peer, identity = %identity.qualified().escape_debug(), connection = %target.name, "SSH login");
-                self.authorized = Some((identity, target.clone()));
-                self.note(Note::Granted(grant));
-                Auth::Accept
-            }
-            Err(e) => {
-                tracing::warn!(peer = %self.peer, "SSH login refused: {e}");
-                self.note(Note::Refused(e));
-                self.reject()
-            }
-        }
-    }
-
-    async fn verify_token(&self, token: &str) -> Result<Identity, SessionError> {
-        if token.len() > MAX_TOKEN_BYTES {
-            return Err(SessionError::Token(crate::auth::TokenError::Malformed(
-                "token too long".into(),
-            )));
-        }
-        Ok(self.gw.verifier.verify(token.trim()).await?)
-    }
-
-    /// Queue an input for a channel's relay; `false` if the relay is gone.
-    async fn hand_to_relay(&mut self, channel: ChannelId, input: ChannelInput) -> bool {
-        let Some(tx) = self.channels.get(&channel) else {
-            return false;
-        };
-        if tx.send(input).await.is_err() {
-            self.channels.remove(&channel);
-            return false;
-        }
-        true
-    }
-
-    /// Ask the relay and answer the agent, in order.
-    async fn request(
-        &mut self,
-        channel: ChannelId,
-        request: Request,
-        session: &mut Session,
-    ) -> Result<(), russh::Error> {
-        let (tx, rx) = oneshot::channel();
-        let answer = if self
-            .hand_to_relay(channel, ChannelInput::Request(request, tx))
-            .await
-        {
-            // The relay answers within its own request timeout; the
-            // margin covers recording.
-            matches!(
-                tokio::time::timeout(channel::REQUEST_TIMEOUT + Duration::from_secs(5), rx).await,
-                Ok(Ok(true))
-            )
-        } else {
-            false
-        };
-        if answer {
-            session.channel_success(channel)
-        } else {
-            session.channel_failure(channel)
-        }
-    }
-}
-
-impl ServerHandler {
-    /// Record a refused port forward (once logged in; before, there is
-    /// nothing it could have reached).
-    async fn forward_refused(&self, forward: &str, from: String, to: String) {
-        if let Some(relays) = &self.relays {
-            relays
-                .recorder
-                .send(crate::recorder::RecorderMsg::Events(
-                    self.session,
-                    vec![crate::recorder::PendingEvent {
-                        at: crate::recorder::now_micros(),
-                        dir: crate::recording::Direction::Client,
-                        kind: crate::recording::EventKind::PortForward {
-                            channel: None,
-                            forward: forward.into(),
-                            from,
-                            to,
-                            bytes_in: 0,
-                            bytes_out: 0,
-                            outcome: "refused".into(),
-                        },
-                    }],
-                ))
-                .await;
-        }
-    }
-}
-
-impl ServerHandler {
-    /// Open an allowed `direct-tcpip` forward from the target and relay it.
-    async fn open_forward(
-        &mut self,
-        channel: Channel<Msg>,
-        up: Arc<Upstream>,
-        relays: Arc<Relays>,
-        ends: forward::Endpoints,
-        reply: russh::server::ChannelOpenHandle,
-    ) {
-        self.channels.retain(|_, tx| !tx.is_closed());
-        self.tasks.retain(|t| !t.is_finished());
-        let id = channel.id();
-        if self.channels.len() >= MAX_CHANNELS {
-            tracing::warn!(peer = %self.peer, "forward refused: {MAX_CHANNELS} channels already open on this connection");
-            reply
-                .reject(russh::ChannelOpenFailure::ResourceShortage)
-                .await;
-            return;
-        }
-        if let Err(e) = forward::opening(&relays, Some(id), &ends).await {
-            tracing::error!(peer = %self.peer, "forward refused: it could not be recorded ({e})");
-            reply
-                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
-                .await;
-            return;
-        }
-        let (host, port) = forward::split(&ends.to);
-        let (orig, orig_port) = forward::split(&ends.from);
-        let opened = tokio::time::timeout(
-            channel::REQUEST_TIMEOUT,
-            up.handle
-                .channel_open_direct_tcpip(host, port, orig, orig_port),
-        )
-        .await;
-        let target_channel = match opened {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                tracing::info!(peer = %self.peer, to = %ends.to.escape_debug(), "forward failed: the target refused it ({e})");
-                forward::record(&relays, Some(id), &ends, &format!("failed: {e}")).await;
-                reply.reject(russh::ChannelOpenFailure::ConnectFailed).await;
-                return;
-            }
-            Err(_) => {
-                forward::record(
-                    &relays,
-                    Some(id),
-                    &ends,
-                    "failed: the target did not answer",
-                )
-                .await;
-                reply.reject(russh::ChannelOpenFailure::ConnectFailed).await;
-                return;
-            }
-        };
-        tracing::info!(peer = %self.peer, to = %ends.to.escape_debug(), "port forward opened");
-        let (tx, rx) = mpsc::channel(CHANNEL_QUEUE);
-        self.channels.insert(id, tx);
-        reply.accept().await;
-        // The agent's bytes come through the handler, in order.
-        let (_, client_wr) = channel.split();
-        self.tasks.push(forward::spawn(
-            relays,
-            id,
-            client_wr,
-            target_channel,
-            rx,
-            ends,
-        ));
-    }
 }
 
 impl Drop for ServerHandler {
@@ -348,12 +161,6 @@ impl Drop for ServerHandler {
             task.abort();
         }
     }
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 impl russh::server::Handler for ServerHandler {
@@ -809,76 +616,4 @@ impl russh::server::Handler for ServerHandler {
         forward::record(&relays, None, &ends, &outcome).await;
         Ok(matches!(cancelled, Ok(Ok(()))))
     }
-}
-
-impl ServerHandler {
-    /// Ask the target to listen for the agent's `-R`; the port it listens
-    /// on (chosen by the target when the agent asked for 0) goes back to
-    /// the agent, and connections to it are relayed by `forward::remote`.
-    async fn remote_forward(
-        &self,
-        up: &Upstream,
-        relays: &Relays,
-        address: &str,
-        port: &mut u32,
-    ) -> bool {
-        let listen = format!("{address}:{port}");
-        let asked = tokio::time::timeout(
-            channel::REQUEST_TIMEOUT,
-            up.handle.tcpip_forward(address, *port),
-        )
-        .await;
-        let outcome = match asked {
-            Ok(Ok(bound)) => {
-                if *port == 0 {
-                    *port = bound;
-                }
-                if let Ok(mut ports) = relays.remote_ports.lock() {
-                    ports.insert(*port);
-                }
-                "listening".to_owned()
-            }
-            Ok(Err(e)) => format!("failed: the target refused it ({e})"),
-            Err(_) => "failed: the target did not answer".to_owned(),
-        };
-        tracing::info!(peer = %self.peer, listen = %listen.escape_debug(), port = *port, "remote port forward: {outcome}");
-        let ok = outcome == "listening";
-        let ends = forward::Endpoints {
-            forward: "tcpip-forward",
-            from: format!("target {address}:{port}"),
-            to: "agent".into(),
-        };
-        if ok {
-            if let Err(e) = forward::opening(relays, None, &ends).await {
-                tracing::error!("remote forward refused: it could not be recorded ({e})");
-                let _ = up.handle.cancel_tcpip_forward(address, *port).await;
-                if let Ok(mut ports) = relays.remote_ports.lock() {
-                    ports.remove(port);
-                }
-                return false;
-            }
-        } else {
-            forward::record(relays, None, &ends, &outcome).await;
-        }
-        ok
-    }
-}
-
-/// A certificate presented at login: CA, validity and principal, then the
-/// identity it carries.
-/// How long a refused token or certificate login takes, so tokens cannot
-/// be guessed fast. Only these refusals wait: russh's own delay would also
-/// hold up the plain key OpenSSH offers (and signs) before its certificate,
-/// costing every certificate login a second.
-pub const REFUSAL_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
-
-async fn refuse_slowly(started: tokio::time::Instant, auth: Auth) -> Auth {
-    if matches!(auth, Auth::Reject { .. }) {
-        tokio::time::sleep_until(started + REFUSAL_DELAY).await;
-    }
-    auth
-}
-
-fn verify_certificate(ca: &PublicKey, cert: &Certificate) -> Result<Identity, SessionError> {
-    Ok(crate::auth::certificate::verify(ca, cert, now_secs())?)
 }
