@@ -86,8 +86,6 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// A certificate presented at login: CA, validity and principal, then the
-/// identity it carries.
 /// How long a refused token or certificate login takes, so tokens cannot
 /// be guessed fast. Only these refusals wait: russh's own delay would also
 /// hold up the plain key OpenSSH offers (and signs) before its certificate,
@@ -101,6 +99,8 @@ pub(super) async fn refuse_slowly(started: tokio::time::Instant, auth: Auth) -> 
     auth
 }
 
+/// A certificate presented at login: CA, validity and principal, then the
+/// identity it carries.
 pub(super) fn verify_certificate(
     ca: &PublicKey,
     cert: &Certificate,
