@@ -38,7 +38,7 @@ const ECHO_QUIET: Duration = Duration::from_millis(15);
 /// Enter waits at most this long for the echo of the keys before it.
 const ECHO_WAIT: Duration = Duration::from_millis(1500);
 /// After a cancel, the shell's answer is taken as complete once this long
-/// passes without more output.
+/// passes without more output with the cursor on a fresh prompt.
 const CANCEL_QUIET: Duration = Duration::from_millis(40);
 /// How long a shell may take to answer Ctrl-C with a fresh prompt before
 /// the line is taken as kept and the channel closed.
