@@ -12,8 +12,11 @@
 //!   keyed hash, NULL.
 //! - `row.rs` — [`Masker::mask_data_row`]: bounds-checked DataRow parsing and
 //!   rewriting of only the masked columns.
-//! - `copy.rs` — [`CopyMasker`]: COPY OUT streams in text, CSV and binary format,
-//!   stateful across CopyData messages (rows may be split or batched).
+//! - `copy/` — [`CopyMasker`]: COPY OUT streams in text, CSV and binary format,
+//!   stateful across CopyData messages (rows may be split or batched); one file
+//!   per format, `rows.rs` for the row buffer.
+//! - `statement/` — masking of SQL text itself (literals in statements that
+//!   reach recordings and logs) and of Bind parameters ([`ParamRules`]).
 //! - `stream.rs` — [`stream::StreamMasker`]: a byte stream cut anywhere (SSH
 //!   terminal output), with bounded hold-back so split secrets are caught.
 //! - `detail.rs` — [`Masker::mask_text`]: ErrorResponse / NoticeResponse free text,

@@ -75,7 +75,7 @@ impl ClientMask {
     }
 
     /// A prepared statement closed: its name may be reused, and frees a
-    /// place under [`MAX_PREPARED`].
+    /// place under `MAX_PREPARED` (10,000).
     pub fn forget(&mut self, statement: &[u8]) {
         self.prepared.remove(statement);
     }
@@ -90,7 +90,7 @@ impl ClientMask {
 
     /// Parameter `index` of a Bind to `statement`, as recorded; `None`
     /// when it is recorded as sent. A statement the session never prepared
-    /// (`PREPARE` in SQL, or beyond [`MAX_PREPARED`]) cannot be matched to
+    /// (`PREPARE` in SQL, or beyond `MAX_PREPARED` (10,000)) cannot be matched to
     /// columns: under column rules all its values are masked.
     pub fn param(
         &mut self,
