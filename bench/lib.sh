@@ -102,6 +102,15 @@ start_gatehouse() {
 }
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Context switches of every thread of a process, summed: "voluntary
+# involuntary" (a voluntary one is a thread going to sleep for want of
+# work; each costs a sleep and a wake-up in the kernel).
+ctx_switches() {
+    cat /proc/"$1"/task/*/status 2>/dev/null | awk '
+        /^voluntary_ctxt_switches/ { v += $2 }
+        /^nonvoluntary_ctxt_switches/ { n += $2 }
+        END { print v + 0, n + 0 }'
+}
 tps() { # name port password user db sslmode [sslrootcert]
     local out
     out=$(PGPASSWORD=$3 PGSSLMODE=$6 PGSSLROOTCERT=${7:-} "$pgbin/pgbench" -n -S -c "${CLIENTS:-8}" -j 2 -T "$DURATION" \

@@ -55,18 +55,25 @@ chown postgres:postgres "$work/pgbouncer/pgbouncer.ini"
 runuser -u postgres -- pgbouncer "$work/pgbouncer/pgbouncer.ini" > /dev/null 2>&1 &
 pgb_pid=$!
 wait_port "$PGB_PORT" || { cat "$work/pgbouncer/pgbouncer.log"; exit 1; }
+# PgBouncer itself, not runuser: its CPU and context switches are counted.
+pgb_proc=$(pgrep -x -P "$pgb_pid" pgbouncer || echo "$pgb_pid")
 
 declare -A sum=([direct]=0 [gatehouse]=0 [pgbouncer]=0 [strict]=0)
-gh_ticks=0; gh_tx=0
+gh_ticks=0; gh_tx=0; pgb_ticks=0; pgb_tx=0
+gh_vol=0; gh_invol=0; pgb_vol=0; pgb_invol=0
 echo "== pgbench -S -c 8 -j 2 -T $DURATION, $ROUNDS interleaved rounds, all TLS"
 for r in $(seq "$ROUNDS"); do
     d=$(tps direct "$PG_PORT" "$password" gatehouse bench require)
-    t0=$(cpu_ticks "$gh_pid")
+    t0=$(cpu_ticks "$gh_pid"); read -r v0 n0 < <(ctx_switches "$gh_pid")
     g=$(tps gatehouse "$GH_PORT" "$token" bench bench verify-full "$ca")
-    t1=$(cpu_ticks "$gh_pid")
-    gh_ticks=$((gh_ticks + t1 - t0))
+    t1=$(cpu_ticks "$gh_pid"); read -r v1 n1 < <(ctx_switches "$gh_pid")
+    gh_ticks=$((gh_ticks + t1 - t0)); gh_vol=$((gh_vol + v1 - v0)); gh_invol=$((gh_invol + n1 - n0))
     gh_tx=$(python3 -c "print($gh_tx + $g * $DURATION)")
+    t0=$(cpu_ticks "$pgb_proc"); read -r v0 n0 < <(ctx_switches "$pgb_proc")
     b=$(tps pgbouncer "$PGB_PORT" "$password" gatehouse bench require)
+    t1=$(cpu_ticks "$pgb_proc"); read -r v1 n1 < <(ctx_switches "$pgb_proc")
+    pgb_ticks=$((pgb_ticks + t1 - t0)); pgb_vol=$((pgb_vol + v1 - v0)); pgb_invol=$((pgb_invol + n1 - n0))
+    pgb_tx=$(python3 -c "print($pgb_tx + $b * $DURATION)")
     st=$(tps gatehouse-strict "$GH_PORT" "$token" bench bench-strict verify-full "$ca")
     printf "round %d: direct %.0f  gatehouse %.0f  pgbouncer %.0f  gatehouse-strict %.0f tps\n" "$r" "$d" "$g" "$b" "$st"
     sum[strict]=$(python3 -c "print(${sum[strict]} + $st)")
@@ -74,14 +81,17 @@ for r in $(seq "$ROUNDS"); do
     sum[gatehouse]=$(python3 -c "print(${sum[gatehouse]} + $g)")
     sum[pgbouncer]=$(python3 -c "print(${sum[pgbouncer]} + $b)")
 done
-python3 - "${sum[direct]}" "${sum[gatehouse]}" "${sum[pgbouncer]}" "${sum[strict]}" "$ROUNDS" "$gh_ticks" "$gh_tx" "$(getconf CLK_TCK)" <<'PY'
+python3 - "${sum[direct]}" "${sum[gatehouse]}" "${sum[pgbouncer]}" "${sum[strict]}" "$ROUNDS" "$gh_ticks" "$gh_tx" "$(getconf CLK_TCK)" \
+    "$pgb_ticks" "$pgb_tx" "$gh_vol" "$gh_invol" "$pgb_vol" "$pgb_invol" <<'PY'
 import sys
-d, g, b, st, n, ticks, tx, hz = map(float, sys.argv[1:])
+d, g, b, st, n, ticks, tx, hz, pticks, ptx, gv, gn, pv, pn = map(float, sys.argv[1:])
 d, g, b, st = d / n, g / n, b / n, st / n
 print(f"mean tps: direct {d:.0f}  gatehouse {g:.0f}  pgbouncer {b:.0f}  gatehouse-strict {st:.0f}")
 print(f"ratio gatehouse/direct {g/d:.2f}   gatehouse/pgbouncer {g/b:.2f}   pgbouncer/direct {b/d:.2f}")
 print(f"ratio strict/batched recording {st/g:.2f}")
-print(f"gatehouse CPU per transaction: {ticks / hz / tx * 1e6:.1f} us")
+print(f"CPU per transaction: gatehouse {ticks / hz / tx * 1e6:.1f} us   pgbouncer {pticks / hz / ptx * 1e6:.1f} us")
+print(f"context switches per transaction (voluntary + involuntary): "
+      f"gatehouse {gv / tx:.2f} + {gn / tx:.2f}   pgbouncer {pv / ptx:.2f} + {pn / ptx:.2f}")
 PY
 
 if [ "${PROFILE:-0}" = 1 ] && command -v perf >/dev/null; then
