@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
-use super::catalog::Catalog;
+use super::catalog::{Catalog, TableInfo};
 use super::codec::{self, CodecError};
 use super::gate::SharedRef;
 use super::messages;
@@ -20,6 +20,7 @@ use crate::gateway::PgTarget;
 use crate::mask::{ColumnInfo, CopyFormat, CopyMasker, MaskStats, Masker, RowPlan};
 use crate::policy::classify::ANY_COLUMN;
 use crate::policy::copy_source::CopySource;
+use crate::policy::tracker::Mentioned;
 
 pub struct ResultFilter {
     masker: &'static Masker,
@@ -27,8 +28,40 @@ pub struct ResultFilter {
     target: PgTarget,
     shared: SharedRef,
     plan: Option<RowPlan>,
+    /// The last plan made from a RowDescription, and what it was made of.
+    last: Option<LastPlan>,
     copy: Option<CopyMasker<'static>>,
     stats: MaskStats,
+}
+
+/// Agents run the same statements over and over: the same RowDescription,
+/// the same columns mentioned and the same catalog answers (the same
+/// cached entries, compared by address and held here so no other entry
+/// can take that address) make the same plan, so the last one is reused.
+/// A catalog entry refreshed after its minute is a new entry: the plan is
+/// made again.
+struct LastPlan {
+    description: Vec<u8>,
+    mentioned: Mentioned,
+    tables: Vec<(u32, Arc<TableInfo>)>,
+    plan: RowPlan,
+}
+
+impl LastPlan {
+    fn made_of(
+        &self,
+        description: &[u8],
+        mentioned: &Mentioned,
+        tables: &std::collections::HashMap<u32, Arc<TableInfo>>,
+    ) -> bool {
+        self.description == description
+            && self.mentioned == *mentioned
+            && self.tables.len() == tables.len()
+            && self
+                .tables
+                .iter()
+                .all(|(oid, t)| tables.get(oid).is_some_and(|u| Arc::ptr_eq(t, u)))
+    }
 }
 
 /// A malformed frame from the target where masking needs to read it:
@@ -61,6 +94,7 @@ impl ResultFilter {
             target,
             shared,
             plan: None,
+            last: None,
             copy: None,
             stats: MaskStats::default(),
         }
@@ -88,6 +122,13 @@ impl ResultFilter {
             Some(Default::default())
         };
         let mut mentioned = self.shared.borrow().mentioned();
+        if let (Some(last), Some(tables)) = (&self.last, &tables)
+            && last.made_of(body, &mentioned, tables)
+        {
+            self.plan = Some(last.plan.clone());
+            return Ok(());
+        }
+        let asked = tables.is_some().then(|| mentioned.clone());
         let infos: Vec<ColumnInfo> = cols
             .iter()
             .map(|c| ColumnInfo {
@@ -109,7 +150,16 @@ impl ResultFilter {
             // Unknown sources: treat every column as possibly any masked one.
             mentioned.insert(ANY_COLUMN.into());
         }
-        self.plan = Some(self.masker.plan(&infos, &mentioned));
+        let plan = self.masker.plan(&infos, &mentioned);
+        if let (Some(tables), Some(mentioned)) = (tables, asked) {
+            self.last = Some(LastPlan {
+                description: body.to_vec(),
+                mentioned,
+                tables: tables.into_iter().collect(),
+                plan: plan.clone(),
+            });
+        }
+        self.plan = Some(plan);
         Ok(())
     }
 
@@ -306,5 +356,41 @@ impl ResultFilter {
     pub fn complete(&mut self) -> Option<Vec<(String, String, u64)>> {
         self.plan = None;
         (!self.stats.is_empty()).then(|| self.stats.take())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> Arc<TableInfo> {
+        Arc::new(TableInfo {
+            schema: "public".into(),
+            table: "customers".into(),
+            columns: vec![(1, "email".into())],
+            view_reads: None,
+        })
+    }
+
+    /// A catalog entry refreshed after its minute (a table dropped and
+    /// made again, columns renamed) is another allocation, even when it
+    /// reads the same: the plan is made again from it.
+    #[test]
+    fn the_last_plan_is_reused_for_the_same_catalog_entries_only() {
+        let masker = Masker::new(Vec::new(), [0; 32]).unwrap();
+        let entry = table();
+        let last = LastPlan {
+            description: b"description".to_vec(),
+            mentioned: Mentioned::from(["email".to_owned()]),
+            tables: vec![(16384, entry.clone())],
+            plan: masker.default_plan(),
+        };
+        let same = std::collections::HashMap::from([(16384, entry)]);
+        let refreshed = std::collections::HashMap::from([(16384, table())]);
+        assert!(last.made_of(b"description", &last.mentioned, &same));
+        assert!(!last.made_of(b"description", &last.mentioned, &refreshed));
+        assert!(!last.made_of(b"descriptioN", &last.mentioned, &same));
+        assert!(!last.made_of(b"description", &Mentioned::new(), &same));
+        assert!(!last.made_of(b"description", &last.mentioned, &Default::default()));
     }
 }

@@ -98,11 +98,12 @@ pub fn copy_sinks(sql: &str) -> Vec<CopySource> {
 /// (`TO STDOUT`) or from it (`FROM STDIN`).
 fn copies(sql: &str, to: bool) -> Vec<CopySource> {
     // Cheap check first: this runs on every query of a masking policy.
-    if !sql
-        .as_bytes()
-        .windows(4)
-        .any(|w| w.eq_ignore_ascii_case(b"copy"))
-    {
+    let b = sql.as_bytes();
+    if !memchr::memchr2_iter(b'c', b'C', b).any(|i| {
+        b[i..]
+            .get(..4)
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"copy"))
+    }) {
         return Vec::new();
     }
     // The parser's tree is hundreds of times the text's size: big texts are

@@ -17,12 +17,14 @@
 //!   parsed tree (conservative: when in doubt, more, never fewer).
 //! - [`shape`] statements that differ only in integer operands are
 //!   classified once (per worker thread).
+//! - [`memo`] what a session already allowed, by shape: judged once.
 //! - [`rules`] rules, name patterns and what matches.
 //! - [`tracker`] per-session state: prepared statements and portals, so an
 //!   `EXECUTE p` or a Bind/Execute is judged by what `p` does.
 
 pub mod classify;
 pub mod copy_source;
+pub mod memo;
 pub mod rules;
 pub mod shape;
 pub mod tracker;

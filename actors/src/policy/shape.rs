@@ -37,6 +37,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use super::classify::{StatementInfo, Unparsed};
 
@@ -68,10 +69,20 @@ pub fn shape(sql: &str) -> Option<String> {
     if b.len() > MAX_SHAPED_SQL || !sql.is_ascii() || b.contains(&b'\\') {
         return None;
     }
-    let mut key = String::with_capacity(b.len());
+    let mut key = String::with_capacity(b.len() + 8);
     let mut prev = b' '; // last byte outside whitespace, strings and identifiers' quotes
     let mut i = 0;
     while i < b.len() {
+        // Bytes that start nothing are copied a run at a time.
+        let run = b[i..].iter().take_while(|&&c| plain(c)).count();
+        if run > 0 {
+            key.push_str(&sql[i..i + run]);
+            if let Some(&last) = b[i..i + run].iter().rfind(|c| !c.is_ascii_whitespace()) {
+                prev = last;
+            }
+            i += run;
+            continue;
+        }
         let c = b[i];
         match c {
             b'-' if b.get(i + 1) == Some(&b'-') => return None,
@@ -129,6 +140,16 @@ pub fn shape(sql: &str) -> Option<String> {
 }
 
 /// A byte that continues an identifier or a number in PostgreSQL's lexer.
+/// A byte that ends no token of its own in [`shape`]: not a quote, `$`,
+/// digit, or the start of a comment, and not an operator character a
+/// placeholder may follow. Runs of these are copied as they are.
+fn plain(c: u8) -> bool {
+    !matches!(
+        c,
+        b'\'' | b'"' | b'$' | b'0'..=b'9' | b'-' | b'/' | b'=' | b'<' | b'>' | b'+' | b'*'
+    )
+}
+
 fn word(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_' || c == b'$'
 }
@@ -174,18 +195,23 @@ pub fn vary_operands(sql: &str, digit: char) -> Option<String> {
         .then(|| key.replace(PLACEHOLDER, &digit.to_string()))
 }
 
+/// A classification as the cache keeps it: shared, so a hit costs no
+/// copy, and comparable by address ([`Rc::ptr_eq`]) for callers that
+/// remember what they made of one.
+pub type Shared = Rc<Vec<StatementInfo>>;
+
 /// Two generations of shapes: lookups promote from the old to the new;
 /// when the new one is full it becomes the old one. Statements in use stay,
 /// memory is bounded, and a flood of one-off statements costs a parse each,
-/// as without the cache.
+/// as without the cache. The hasher (foldhash) is seeded per process.
 #[derive(Default)]
 struct Cache {
-    new: HashMap<String, Vec<StatementInfo>>,
-    old: HashMap<String, Vec<StatementInfo>>,
+    new: HashMap<String, Shared, foldhash::fast::RandomState>,
+    old: HashMap<String, Shared, foldhash::fast::RandomState>,
 }
 
 impl Cache {
-    fn get(&mut self, key: &str) -> Option<Vec<StatementInfo>> {
+    fn get(&mut self, key: &str) -> Option<Shared> {
         if let Some(v) = self.new.get(key) {
             return Some(v.clone());
         }
@@ -194,7 +220,7 @@ impl Cache {
         Some(v)
     }
 
-    fn insert(&mut self, key: String, infos: Vec<StatementInfo>) {
+    fn insert(&mut self, key: String, infos: Shared) {
         if self.new.len() >= GENERATION {
             self.old = std::mem::take(&mut self.new);
         }
@@ -218,23 +244,35 @@ thread_local! {
     static CACHE: RefCell<Cache> = RefCell::default();
 }
 
-/// `classify(sql)`, from the worker's cache when a statement of the same
-/// shape has been read.
+/// `classify(sql)`, reused for statements of a shape already read on this
+/// thread. An unreadable statement is read again each time.
 pub fn classify_shaped(
     sql: &str,
     classify: impl FnOnce(&str) -> Result<Vec<StatementInfo>, Unparsed>,
 ) -> Result<Vec<StatementInfo>, Unparsed> {
+    classify_shared(sql, classify).map(|(infos, _)| Rc::unwrap_or_clone(infos))
+}
+
+/// [`classify_shaped`] without the copy: the classification, and whether
+/// it is the one the cache keeps for its shape (then every statement of
+/// that shape gets the same `Rc` while the cache keeps it).
+pub fn classify_shared(
+    sql: &str,
+    classify: impl FnOnce(&str) -> Result<Vec<StatementInfo>, Unparsed>,
+) -> Result<(Shared, bool), Unparsed> {
     let Some(key) = shape(sql) else {
-        return classify(sql);
+        return classify(sql).map(|infos| (Rc::new(infos), false));
     };
     if let Some(hit) = CACHE.with(|c| c.borrow_mut().get(&key)) {
-        return Ok(hit);
+        return Ok((hit, true));
     }
     let infos = classify(sql)?;
-    if small(&infos) {
-        CACHE.with(|c| c.borrow_mut().insert(key, infos.clone()));
+    if !small(&infos) {
+        return Ok((Rc::new(infos), false));
     }
-    Ok(infos)
+    let infos = Rc::new(infos);
+    CACHE.with(|c| c.borrow_mut().insert(key, infos.clone()));
+    Ok((infos, true))
 }
 
 #[cfg(test)]
@@ -354,14 +392,14 @@ mod tests {
     fn the_cache_stays_bounded() {
         let mut cache = Cache::default();
         for i in 0..(GENERATION * 5) {
-            cache.insert(format!("SELECT {i}"), Vec::new());
+            cache.insert(format!("SELECT {i}"), Shared::default());
         }
         assert!(cache.new.len() + cache.old.len() <= 2 * GENERATION);
         // Recently used shapes survive a generation change.
-        cache.insert("keep".into(), Vec::new());
+        cache.insert("keep".into(), Shared::default());
         for i in 0..GENERATION {
             assert!(cache.get("keep").is_some());
-            cache.insert(format!("SELECT x{i}"), Vec::new());
+            cache.insert(format!("SELECT x{i}"), Shared::default());
         }
         assert!(cache.get("keep").is_some());
     }

@@ -13,7 +13,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::classify::{StatementInfo, classify};
+use super::classify::{StatementInfo, classify_shared};
+use super::memo::Allowed;
+use super::shape::Shared;
 use super::{SqlPolicy, Verdict};
 
 /// Longest statement text kept per prepared name (for approval requests).
@@ -30,7 +32,7 @@ const MAX_STATEMENTS: usize = 10_000;
 pub const MAX_CLASSIFIED_SQL: usize = 128 << 10;
 
 /// Classify, refusing text too large to analyse safely.
-fn classify_bounded(sql: &str) -> Result<Vec<StatementInfo>, super::Unparsed> {
+fn classify_bounded(sql: &str) -> Result<(Shared, bool), super::Unparsed> {
     if sql.len() > MAX_CLASSIFIED_SQL {
         return Err(super::Unparsed(format!(
             "statement of {} bytes is over the {} bytes the gateway analyses",
@@ -38,7 +40,7 @@ fn classify_bounded(sql: &str) -> Result<Vec<StatementInfo>, super::Unparsed> {
             MAX_CLASSIFIED_SQL
         )));
     }
-    classify(sql)
+    classify_shared(sql)
 }
 
 /// What the relay does with one client message.
@@ -107,6 +109,8 @@ pub struct PolicyTracker {
     /// Settings under which the target reads SQL text differently from
     /// the classifier (see [`lexing_hazard`]), by setting name.
     hazards: std::collections::BTreeMap<String, String>,
+    /// Classifications this session allowed, judged once.
+    allowed: Allowed,
 }
 
 /// Settings under which the target lexes SQL differently from the
@@ -185,6 +189,7 @@ impl PolicyTracker {
             pending_changes: Default::default(),
             needs_columns,
             hazards: Default::default(),
+            allowed: Allowed::default(),
         }
     }
 
@@ -246,10 +251,17 @@ impl PolicyTracker {
 
     /// Classify `sql` as the target would read it.
     fn read(&mut self, sql: &str) -> Result<Vec<StatementInfo>, super::Unparsed> {
+        self.read_shared(sql)
+            .map(|(infos, _)| std::rc::Rc::unwrap_or_clone(infos))
+    }
+
+    /// [`Self::read`], as the shape cache shares it (and whether the cache
+    /// keeps it, see [`super::shape::classify_shared`]).
+    fn read_shared(&mut self, sql: &str) -> Result<(Shared, bool), super::Unparsed> {
         if let Some(why) = self.hazards.values().next() {
             return Err(super::Unparsed(why.clone()));
         }
-        let infos = classify_bounded(sql)?;
+        let (infos, kept) = classify_bounded(sql)?;
         // Changing the client encoding changes how the target reads every
         // later statement, including ones already pipelined behind this
         // one: such a statement is itself unreadable, and until the target
@@ -264,7 +276,7 @@ impl PolicyTracker {
             self.hazards.insert("client_encoding".into(), why.clone());
             return Err(super::Unparsed(why));
         }
-        Ok(infos)
+        Ok((infos, kept))
     }
 
     pub fn policy(&self) -> &SqlPolicy {
@@ -393,8 +405,8 @@ impl PolicyTracker {
         if !self.watching() {
             return (Decision::Forward, None);
         }
-        let infos = match self.read(sql) {
-            Ok(infos) => infos,
+        let (infos, kept) = match self.read_shared(sql) {
+            Ok(read) => read,
             Err(e) => {
                 let verdict = self.policy.unreadable(&e.0);
                 return (
@@ -403,6 +415,17 @@ impl PolicyTracker {
                 );
             }
         };
+        if let Some(mentioned) = self.allowed.get(&infos) {
+            return (Decision::Forward, Some(mentioned.clone()));
+        }
+        // Judged by the policy alone (no names involved): the answer for
+        // every statement of this shape, kept if it allows.
+        let judged_alone = kept
+            && infos
+                .iter()
+                .all(|i| i.prepares.is_none() && i.executes.is_none() && i.deallocates.is_none());
+        let shared = judged_alone.then(|| infos.clone());
+        let infos = std::rc::Rc::unwrap_or_clone(infos);
         // Statements of one message run in order: `DEALLOCATE x; PREPARE x
         // AS ...; EXECUTE x` executes the new x. They are judged in order
         // against a copy of the prepared statements, kept only if the
@@ -458,6 +481,9 @@ impl PolicyTracker {
             && let Some(saved) = saved
         {
             self.statements = saved;
+        }
+        if let (Some(shared), Verdict::Allow) = (shared, &verdict) {
+            self.allowed.keep(shared, mentioned.clone());
         }
         let shown = if executed.is_empty() {
             sql.to_owned()

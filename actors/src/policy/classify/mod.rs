@@ -230,6 +230,12 @@ pub fn classify(sql: &str) -> Result<Vec<StatementInfo>, Unparsed> {
     super::shape::classify_shaped(sql, classify_uncached)
 }
 
+/// [`classify`], shared with the shape cache: see
+/// [`super::shape::classify_shared`].
+pub fn classify_shared(sql: &str) -> Result<(super::shape::Shared, bool), Unparsed> {
+    super::shape::classify_shared(sql, classify_uncached)
+}
+
 /// [`classify`], always parsing.
 pub fn classify_uncached(sql: &str) -> Result<Vec<StatementInfo>, Unparsed> {
     classify_text(sql, 0)
