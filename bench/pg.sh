@@ -61,20 +61,34 @@ pgb_proc=$(pgrep -x -P "$pgb_pid" pgbouncer || echo "$pgb_pid")
 declare -A sum=([direct]=0 [gatehouse]=0 [pgbouncer]=0 [strict]=0)
 gh_ticks=0; gh_tx=0; pgb_ticks=0; pgb_tx=0
 gh_vol=0; gh_invol=0; pgb_vol=0; pgb_invol=0
-echo "== pgbench -S -c 8 -j 2 -T $DURATION, $ROUNDS interleaved rounds, all TLS"
+echo "== pgbench -S -c 8 -j 2 -T $DURATION, $ROUNDS interleaved rounds (order rotated each round), all TLS"
+# One side's run, its TPS in $d, $g, $b or $st; Gatehouse's and
+# PgBouncer's CPU and context switches added to the totals.
+measure() {
+    case $1 in
+    direct) d=$(tps direct "$PG_PORT" "$password" gatehouse bench require) ;;
+    gatehouse)
+        t0=$(cpu_ticks "$gh_pid"); read -r v0 n0 < <(ctx_switches "$gh_pid")
+        g=$(tps gatehouse "$GH_PORT" "$token" bench bench verify-full "$ca")
+        t1=$(cpu_ticks "$gh_pid"); read -r v1 n1 < <(ctx_switches "$gh_pid")
+        gh_ticks=$((gh_ticks + t1 - t0)); gh_vol=$((gh_vol + v1 - v0)); gh_invol=$((gh_invol + n1 - n0))
+        gh_tx=$(python3 -c "print($gh_tx + $g * $DURATION)") ;;
+    pgbouncer)
+        t0=$(cpu_ticks "$pgb_proc"); read -r v0 n0 < <(ctx_switches "$pgb_proc")
+        b=$(tps pgbouncer "$PGB_PORT" "$password" gatehouse bench require)
+        t1=$(cpu_ticks "$pgb_proc"); read -r v1 n1 < <(ctx_switches "$pgb_proc")
+        pgb_ticks=$((pgb_ticks + t1 - t0)); pgb_vol=$((pgb_vol + v1 - v0)); pgb_invol=$((pgb_invol + n1 - n0))
+        pgb_tx=$(python3 -c "print($pgb_tx + $b * $DURATION)") ;;
+    strict) st=$(tps gatehouse-strict "$GH_PORT" "$token" bench bench-strict verify-full "$ca") ;;
+    esac
+}
+sides=(direct gatehouse pgbouncer strict)
 for r in $(seq "$ROUNDS"); do
-    d=$(tps direct "$PG_PORT" "$password" gatehouse bench require)
-    t0=$(cpu_ticks "$gh_pid"); read -r v0 n0 < <(ctx_switches "$gh_pid")
-    g=$(tps gatehouse "$GH_PORT" "$token" bench bench verify-full "$ca")
-    t1=$(cpu_ticks "$gh_pid"); read -r v1 n1 < <(ctx_switches "$gh_pid")
-    gh_ticks=$((gh_ticks + t1 - t0)); gh_vol=$((gh_vol + v1 - v0)); gh_invol=$((gh_invol + n1 - n0))
-    gh_tx=$(python3 -c "print($gh_tx + $g * $DURATION)")
-    t0=$(cpu_ticks "$pgb_proc"); read -r v0 n0 < <(ctx_switches "$pgb_proc")
-    b=$(tps pgbouncer "$PGB_PORT" "$password" gatehouse bench require)
-    t1=$(cpu_ticks "$pgb_proc"); read -r v1 n1 < <(ctx_switches "$pgb_proc")
-    pgb_ticks=$((pgb_ticks + t1 - t0)); pgb_vol=$((pgb_vol + v1 - v0)); pgb_invol=$((pgb_invol + n1 - n0))
-    pgb_tx=$(python3 -c "print($pgb_tx + $b * $DURATION)")
-    st=$(tps gatehouse-strict "$GH_PORT" "$token" bench bench-strict verify-full "$ca")
+    # Each side takes each place in the order in turn: whatever a run
+    # leaves behind falls on every side alike.
+    for i in 0 1 2 3; do
+        measure "${sides[$(((i + r - 1) % 4))]}"
+    done
     printf "round %d: direct %.0f  gatehouse %.0f  pgbouncer %.0f  gatehouse-strict %.0f tps\n" "$r" "$d" "$g" "$b" "$st"
     sum[strict]=$(python3 -c "print(${sum[strict]} + $st)")
     sum[direct]=$(python3 -c "print(${sum[direct]} + $d)")

@@ -139,7 +139,6 @@ pub fn shape(sql: &str) -> Option<String> {
     Some(key)
 }
 
-/// A byte that continues an identifier or a number in PostgreSQL's lexer.
 /// A byte that ends no token of its own in [`shape`]: not a quote, `$`,
 /// digit, or the start of a comment, and not an operator character a
 /// placeholder may follow. Runs of these are copied as they are.
@@ -150,6 +149,7 @@ fn plain(c: u8) -> bool {
     )
 }
 
+/// A byte that continues an identifier or a number in PostgreSQL's lexer.
 fn word(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_' || c == b'$'
 }
