@@ -77,6 +77,16 @@ impl Shared {
         self.rewrites.remove(&token)
     }
 
+    /// Whether [`Self::mentioned`] is `m`, without building it when one
+    /// side holds nothing (a simple Query: the pipeline has no statement).
+    pub fn mentioned_is(&self, m: &Mentioned) -> bool {
+        match self.units.front() {
+            Some(front) if self.open.mentioned.is_empty() => front.mentioned == *m,
+            None => self.open.mentioned == *m,
+            Some(_) => self.mentioned() == *m,
+        }
+    }
+
     /// Everything that could be mentioned by the result being relayed now.
     pub fn mentioned(&self) -> Mentioned {
         let mut m = self.open.mentioned.clone();
@@ -418,5 +428,37 @@ mod tests {
                 .take_rewrite("syntax error at or near \"gatehouse_refused_x_1\""),
             None
         );
+    }
+
+    /// The shortcut agrees with the set it stands for, whichever side of
+    /// the pipeline holds columns.
+    #[test]
+    fn mentioned_is_compares_with_what_mentioned_builds() {
+        let set = |c: &[&str]| c.iter().map(|s| s.to_string()).collect::<Mentioned>();
+        let unit = |c: &[&str]| Unit {
+            mentioned: set(c),
+            ..Unit::default()
+        };
+        let mut shared = Shared::default();
+        let cases = [
+            (None, &[][..]),
+            (None, &["a"][..]),
+            (Some(&["a", "b"][..]), &[][..]),
+            (Some(&["a"][..]), &["b"][..]),
+            (Some(&[][..]), &["b"][..]),
+        ];
+        for (front, open) in cases {
+            shared.units = front.map(unit).into_iter().collect();
+            shared.open = unit(open);
+            let built = shared.mentioned();
+            assert!(shared.mentioned_is(&built), "{front:?} {open:?}");
+            for other in [set(&[]), set(&["a"]), set(&["a", "b"]), set(&["b"])] {
+                assert_eq!(
+                    shared.mentioned_is(&other),
+                    other == built,
+                    "{front:?} {open:?}"
+                );
+            }
+        }
     }
 }

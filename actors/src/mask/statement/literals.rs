@@ -34,18 +34,17 @@ impl Masker {
         // Without a column rule to follow, only detectors act on literals,
         // and only on strings: text with no quote and no `$` but parameters
         // holds none, and the pass over the whole text covers it.
-        let named = self.named_column_rule(sql);
-        if named.is_none()
-            && !mentions_prepare(sql)
-            && (!self.has_detectors() || !may_hold_strings(sql))
-        {
+        let lower = sql.to_ascii_lowercase();
+        let named = self.named_column_rule(&lower);
+        let prepare = mentions_prepare(&lower);
+        if named.is_none() && !prepare && (!self.has_detectors() || !may_hold_strings(sql)) {
             return None;
         }
         let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql)
             .with_unescape(true)
             .tokenize_with_location()
         else {
-            out.prepares_unread = mentions_prepare(sql);
+            out.prepares_unread = prepare;
             return None;
         };
         // Column rules need the tree; skip the parse when no rule's column
@@ -59,7 +58,7 @@ impl Masker {
                 .then(|| parse_each(sql, sites).ok())
                 .flatten();
             let Some(sites) = parsed else {
-                out.prepares_unread = mentions_prepare(sql);
+                out.prepares_unread = prepare;
                 return self.replace_literals(sql, &tokens, &columns, Some(named), params, stats);
             };
             let prepared_here = sites.iter().flat_map(|s| s.prepares.iter());
@@ -187,26 +186,26 @@ impl Masker {
     /// rule's table (or any table, for a rule without one). Every other
     /// site names its column (see [`sites`]), so a statement that only
     /// names a rule's table, like `SELECT a FROM t WHERE id = 5` under
-    /// `t.secret`, is not parsed a second time.
-    fn named_column_rule(&self, sql: &str) -> Option<u32> {
+    /// `t.secret`, is not parsed a second time. `lower` is the statement
+    /// in ASCII lowercase.
+    fn named_column_rule(&self, lower: &str) -> Option<u32> {
         if !self.has_column_rules() {
             return None;
         }
-        let lower = sql.to_ascii_lowercase();
+        let has = |word: &str| lower.contains(word);
+        let insert = has("insert");
         self.rules
             .iter()
             .position(|r| {
-                r.columns.iter().any(|p| {
-                    lower.contains(&p.column)
-                        || (lower.contains("insert")
-                            && p.table.as_ref().is_none_or(|t| lower.contains(t.as_str())))
-                })
+                r.columns
+                    .iter()
+                    .any(|p| has(&p.column) || (insert && p.table.as_ref().is_none_or(|t| has(t))))
             })
             .map(|i| i as u32)
             // EXECUTE's arguments go to columns its text does not name, and
             // a `U&"…"` identifier may spell a masked column's name.
             .or_else(|| {
-                (lower.contains("execute") || lower.contains("u&"))
+                (has("execute") || has("u&"))
                     .then(|| self.first_column_rule())
                     .flatten()
             })
@@ -263,7 +262,7 @@ pub(super) fn may_hold_strings(sql: &str) -> bool {
             .any(|(i, &c)| c == b'$' && parameter_len(b, i).is_none())
 }
 
-/// Whether unparsed text may contain a `PREPARE` (any case).
-fn mentions_prepare(sql: &str) -> bool {
-    sql.to_ascii_lowercase().contains("prepare")
+/// Whether unparsed text, lowercased, may contain a `PREPARE`.
+fn mentions_prepare(lower: &str) -> bool {
+    lower.contains("prepare")
 }

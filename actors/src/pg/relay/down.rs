@@ -266,7 +266,9 @@ impl Relay {
                         out.write_until(buf, at, wr)
                             .await
                             .map_err(SessionError::ClientIo)?;
-                        f.describe(&body(buf)).await.map_err(unmaskable)?;
+                        f.describe(&buf[at + HEADER_LEN..at + len])
+                            .await
+                            .map_err(unmaskable)?;
                         Ok(injected.then(BytesMut::new))
                     }
                     b'n' => {
