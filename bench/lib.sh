@@ -118,8 +118,17 @@ tps() { # name port password user db sslmode [sslrootcert]
     echo "$out" | awk '/^tps = .*without initial/ {print $3}'
 }
 
+# One pgbench run on a connection of the running gateway: its TPS in
+# $side_tps, Gatehouse's CPU ticks during it in $side_ticks.
+side() { # connection
+    local t0
+    t0=$(cpu_ticks "$gh_pid")
+    side_tps=$(tps "$1" "$GH_PORT" "$token" bench "$1" verify-full "$ca")
+    side_ticks=$(($(cpu_ticks "$gh_pid") - t0))
+}
+
 compare_tps() { # baseline candidate: connections (and labels) on the running gateway
-    local a=$1 b=$2 sa=0 sb=0 ca_=0 cb_=0 r x y t0 t1 t2
+    local a=$1 b=$2 sa=0 sb=0 ca_=0 cb_=0 r x y xt yt
     local hz
     hz=$(getconf CLK_TCK)
     echo "== pgbench -S -c ${CLIENTS:-8} -j 2 -T $DURATION through Gatehouse, $a vs $b, $ROUNDS interleaved rounds, all TLS"
@@ -128,19 +137,11 @@ compare_tps() { # baseline candidate: connections (and labels) on the running ga
     # falls on both sides alike.
     for r in $(seq "$ROUNDS"); do
         if [ $((r % 2)) = 1 ]; then
-            t0=$(cpu_ticks "$gh_pid")
-            x=$(tps "$a" "$GH_PORT" "$token" bench "$a" verify-full "$ca")
-            t1=$(cpu_ticks "$gh_pid")
-            y=$(tps "$b" "$GH_PORT" "$token" bench "$b" verify-full "$ca")
-            t2=$(cpu_ticks "$gh_pid")
-            xt=$((t1 - t0)) yt=$((t2 - t1))
+            side "$a"; x=$side_tps xt=$side_ticks
+            side "$b"; y=$side_tps yt=$side_ticks
         else
-            t0=$(cpu_ticks "$gh_pid")
-            y=$(tps "$b" "$GH_PORT" "$token" bench "$b" verify-full "$ca")
-            t1=$(cpu_ticks "$gh_pid")
-            x=$(tps "$a" "$GH_PORT" "$token" bench "$a" verify-full "$ca")
-            t2=$(cpu_ticks "$gh_pid")
-            yt=$((t1 - t0)) xt=$((t2 - t1))
+            side "$b"; y=$side_tps yt=$side_ticks
+            side "$a"; x=$side_tps xt=$side_ticks
         fi
         printf "round %d: %s %.0f  %s %.0f tps\n" "$r" "$a" "$x" "$b" "$y"
         sa=$(python3 -c "print($sa + $x)")

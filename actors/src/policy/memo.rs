@@ -49,13 +49,11 @@ impl Allowed {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::time::Duration;
-
     use super::*;
+    use crate::policy::Action;
     use crate::policy::classify::classify_shared;
-    use crate::policy::tracker::{Decision, PolicyTracker};
-    use crate::policy::{Action, Rule, SqlPolicy, Unreadable};
+    use crate::policy::tracker::Decision;
+    use crate::policy::tracker::tests::{approve, rule, tracker};
 
     #[test]
     fn a_classification_is_found_by_its_allocation_only() {
@@ -71,33 +69,12 @@ mod tests {
         assert!(memo.get(&copy).is_none());
     }
 
-    fn tracker(rules: Vec<Rule>) -> PolicyTracker {
-        PolicyTracker::new(Arc::new(SqlPolicy {
-            name: "p".into(),
-            rules,
-            default_block: false,
-            unparsed: Unreadable::Block,
-            masker: None,
-        }))
-    }
-
-    fn rule(action: Action, kind: &str) -> Rule {
-        Rule {
-            name: kind.into(),
-            action,
-            statements: vec![kind.into()],
-            tables: vec![],
-            functions: vec![],
-            without_where: false,
-        }
-    }
-
     /// A kept answer is looked up only after the statement was read under
     /// the session's settings: a setting that makes SQL unreadable refuses
     /// statements of a shape allowed before.
     #[test]
     fn a_kept_answer_does_not_outlive_a_lexing_hazard() {
-        let mut t = tracker(vec![rule(Action::Block { message: None }, "drop")]);
+        let mut t = tracker(vec![rule(Action::Block { message: None }, &["drop"])]);
         let sql = |n| format!("SELECT abalance FROM pgbench_accounts WHERE aid = {n}");
         assert_eq!(t.query(&sql(1)).0, Decision::Forward);
         assert_eq!(t.query(&sql(2)).0, Decision::Forward);
@@ -108,11 +85,7 @@ mod tests {
     /// `EXECUTE p` runs whatever `p` holds when it runs: never kept.
     #[test]
     fn an_execute_is_judged_by_what_its_name_holds_now() {
-        let approve = Action::Approve {
-            timeout: Duration::from_secs(60),
-            approvers: vec![],
-        };
-        let mut t = tracker(vec![rule(approve, "delete")]);
+        let mut t = tracker(vec![rule(approve(), &["delete"])]);
         assert_eq!(t.query("PREPARE p AS SELECT 1").0, Decision::Forward);
         assert_eq!(t.query("EXECUTE p").0, Decision::Forward);
         assert_eq!(t.query("EXECUTE p").0, Decision::Forward);
@@ -127,7 +100,7 @@ mod tests {
     #[test]
     fn a_kept_answer_mentions_what_a_fresh_one_does() {
         let sql = "SELECT email FROM customers WHERE id = 7";
-        let drop = || vec![rule(Action::Block { message: None }, "drop")];
+        let drop = || vec![rule(Action::Block { message: None }, &["drop"])];
         let fresh = tracker(drop()).query(sql);
         let mut t = tracker(drop());
         t.query("SELECT email FROM customers WHERE id = 6");

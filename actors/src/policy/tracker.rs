@@ -698,11 +698,11 @@ impl PolicyTracker {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::policy::{Action, NamePattern, Rule, Unreadable};
 
-    fn rule(action: Action, statements: &[&str]) -> Rule {
+    pub(crate) fn rule(action: Action, statements: &[&str]) -> Rule {
         Rule {
             name: statements.join("+"),
             action,
@@ -713,14 +713,14 @@ mod tests {
         }
     }
 
-    fn approve() -> Action {
+    pub(crate) fn approve() -> Action {
         Action::Approve {
             timeout: Duration::from_secs(60),
             approvers: vec![],
         }
     }
 
-    fn tracker(rules: Vec<Rule>) -> PolicyTracker {
+    pub(crate) fn tracker(rules: Vec<Rule>) -> PolicyTracker {
         PolicyTracker::new(Arc::new(SqlPolicy {
             name: "p".into(),
             rules,
