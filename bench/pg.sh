@@ -62,23 +62,30 @@ declare -A sum=([direct]=0 [gatehouse]=0 [pgbouncer]=0 [strict]=0)
 gh_ticks=0; gh_tx=0; pgb_ticks=0; pgb_tx=0
 gh_vol=0; gh_invol=0; pgb_vol=0; pgb_invol=0
 echo "== pgbench -S -c 8 -j 2 -T $DURATION, $ROUNDS interleaved rounds (order rotated each round), all TLS"
+# `tps "${@:3}"` while process $1's CPU ticks, context switches and
+# transactions are added to the totals $2_ticks, $2_vol, $2_invol and
+# $2_tx; its TPS in $counted_tps.
+counted() { # pid totals tps-args...
+    local pid=$1 t0 t1 v0 n0 v1 n1
+    local -n ticks=${2}_ticks vol=${2}_vol invol=${2}_invol tx=${2}_tx
+    shift 2
+    t0=$(cpu_ticks "$pid"); read -r v0 n0 < <(ctx_switches "$pid")
+    counted_tps=$(tps "$@")
+    t1=$(cpu_ticks "$pid"); read -r v1 n1 < <(ctx_switches "$pid")
+    ticks=$((ticks + t1 - t0)); vol=$((vol + v1 - v0)); invol=$((invol + n1 - n0))
+    tx=$(python3 -c "print($tx + $counted_tps * $DURATION)")
+}
 # One side's run, its TPS in $d, $g, $b or $st; Gatehouse's and
 # PgBouncer's CPU and context switches added to the totals.
 measure() {
     case $1 in
     direct) d=$(tps direct "$PG_PORT" "$password" gatehouse bench require) ;;
     gatehouse)
-        t0=$(cpu_ticks "$gh_pid"); read -r v0 n0 < <(ctx_switches "$gh_pid")
-        g=$(tps gatehouse "$GH_PORT" "$token" bench bench verify-full "$ca")
-        t1=$(cpu_ticks "$gh_pid"); read -r v1 n1 < <(ctx_switches "$gh_pid")
-        gh_ticks=$((gh_ticks + t1 - t0)); gh_vol=$((gh_vol + v1 - v0)); gh_invol=$((gh_invol + n1 - n0))
-        gh_tx=$(python3 -c "print($gh_tx + $g * $DURATION)") ;;
+        counted "$gh_pid" gh gatehouse "$GH_PORT" "$token" bench bench verify-full "$ca"
+        g=$counted_tps ;;
     pgbouncer)
-        t0=$(cpu_ticks "$pgb_proc"); read -r v0 n0 < <(ctx_switches "$pgb_proc")
-        b=$(tps pgbouncer "$PGB_PORT" "$password" gatehouse bench require)
-        t1=$(cpu_ticks "$pgb_proc"); read -r v1 n1 < <(ctx_switches "$pgb_proc")
-        pgb_ticks=$((pgb_ticks + t1 - t0)); pgb_vol=$((pgb_vol + v1 - v0)); pgb_invol=$((pgb_invol + n1 - n0))
-        pgb_tx=$(python3 -c "print($pgb_tx + $b * $DURATION)") ;;
+        counted "$pgb_proc" pgb pgbouncer "$PGB_PORT" "$password" gatehouse bench require
+        b=$counted_tps ;;
     strict) st=$(tps gatehouse-strict "$GH_PORT" "$token" bench bench-strict verify-full "$ca") ;;
     esac
 }
