@@ -19,7 +19,7 @@
 //!
 //! Figures (after each phase the store is read back):
 //! - raw MB/s: the events as the recorder serialises them before zstd — the
-//!   JSON arrays the chunks compress, measured as the decompressed size of
+//!   MessagePack the chunks compress, measured as the decompressed size of
 //!   every stored chunk — per second of the phase (final flush included);
 //! - ratio: raw bytes over stored chunk bytes (postcard envelope + zstd);
 //!   `file` is the growth of `recordings.redb` itself (B-tree pages, free
@@ -507,7 +507,7 @@ fn main() {
         phase(Workload::Mix, Mode::Strict, sessions),
     ];
     println!(
-        "== recorder, {seconds} s per phase (raw = event JSON before zstd; ratio = raw / stored chunks)"
+        "== recorder, {seconds} s per phase (raw = encoded events before zstd; ratio = raw / stored chunks)"
     );
     println!(
         "{:<20} {:>10} {:>8} {:>6} {:>6} {:>9} {:>8} {:>9} {:>9}",
@@ -571,7 +571,7 @@ fn main() {
         text_rate * 3600.0 / 1e6
     );
     println!(
-        "stored: {:.1} MB/h in chunks ({:.2} stored bytes per text byte, raw JSON {:.1}x the text), {:.1} MB/h of redb file",
+        "stored: {:.1} MB/h in chunks ({:.2} stored bytes per text byte, raw encoding {:.1}x the text), {:.1} MB/h of redb file",
         per_hour(r.stored_bytes),
         r.stored_bytes as f64 / r.text_bytes.max(1) as f64,
         r.raw_bytes as f64 / r.text_bytes.max(1) as f64,

@@ -245,8 +245,9 @@ pub enum EventKind {
         outcome: Outcome,
         reason: Option<String>,
     },
-    // Variants below were added after recordings existed: postcard stores
-    // the variant index, so new kinds only ever go at the end.
+    // Stored chunks name each kind but hold its fields by position (see
+    // `store::schema`): a new field only ever goes at the end of its kind,
+    // with `#[serde(default)]`. New kinds go at the end too, by habit.
     /// Policy refused a statement; the target never saw it. `rule` names
     /// the rule (or `unparsed`, `default`), `reason` is what the client saw.
     Blocked {
@@ -402,7 +403,7 @@ pub enum EventKind {
         bytes_out: u64,
         outcome: String,
     },
-    // PostgreSQL again (new kinds only ever go at the end).
+    // PostgreSQL again (new kinds at the end).
     /// COPY data as recorded (`COPY … FROM STDIN` in text or CSV, from
     /// the client): decoded with the client encoding, masked like every
     /// recorded value, kept up to a cap; `cut` counts the bytes after it.
