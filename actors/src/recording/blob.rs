@@ -1,11 +1,12 @@
 //! The byte area of a stored chunk: where SSH stream bytes go raw.
 //!
-//! A chunk's events are JSON, but bytes an agent or target sent are not
-//! text: encoding them for JSON (escapes, or base64 and then the JSON
-//! string scan) cost a third of the gateway's CPU in a bulk transfer
-//! (bench/ssh.sh). Inside a chunk, an [`SshBytes`](super::SshBytes) is
-//! written as `{"blob": [offset, length]}` into the chunk's byte area
-//! instead; exports and `--json` output still get `text` or `base64`.
+//! Bytes an agent or target sent are not text: encoding them for JSON
+//! (escapes, or base64 and then the JSON string scan) cost a third of the
+//! gateway's CPU in a bulk transfer (bench/ssh.sh), when chunks held JSON
+//! (format 2; MessagePack since format 3). Inside a chunk, an
+//! [`SshBytes`](super::SshBytes) is written as `{"blob": [offset, length]}`
+//! into the chunk's byte area instead; exports and `--json` output still
+//! get `text` or `base64`.
 //!
 //! The area is attached to the thread for exactly one serialisation or
 //! deserialisation ([`Sink`], [`Source`]): serde gives a `Serialize` impl

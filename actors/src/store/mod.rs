@@ -1,9 +1,11 @@
 //! The recording store: schema, seals, chain verification, readers (whole
 //! sessions in `reader`, pages and time windows in `listing`) and the
-//! self-verifying archive format.
+//! self-verifying archive format; `packed` bounds a chunk's MessagePack
+//! before it is decoded.
 
 pub mod archive;
 pub mod listing;
+mod packed;
 mod reader;
 pub mod retention;
 pub mod schema;

@@ -84,6 +84,8 @@ pub enum ChunkError {
     Version(u16),
     #[error("chunk layout: the events run past the chunk, or bytes no event claims")]
     Layout,
+    #[error("chunk events refused before decoding: {0}")]
+    Bounds(#[from] super::packed::Bounds),
 }
 
 impl Chunk {
@@ -149,10 +151,13 @@ impl Chunk {
         }
         let area = raw.split_off(4 + len);
         let source = crate::recording::blob::Source::attach(area);
-        let events = if self.version == FORMAT_V2 {
-            serde_json::from_slice(&raw[4..])?
-        } else {
-            rmp_serde::from_slice(&raw[4..])?
+        let events = match self.version {
+            FORMAT_V2 => serde_json::from_slice(&raw[4..])?,
+            FORMAT_VERSION => {
+                super::packed::check(&raw[4..], self.count)?;
+                rmp_serde::from_slice(&raw[4..])?
+            }
+            other => return Err(ChunkError::Version(other)),
         };
         if !source.all_read() {
             return Err(ChunkError::Layout);
@@ -163,13 +168,13 @@ impl Chunk {
 
 /// What sealing chunks reuses: a zstd context at the store's level
 /// (creating one allocates and initialises its tables, which costs more
-/// than compressing a small chunk) and the JSON and compressed buffers
+/// than compressing a small chunk) and the encoded and compressed buffers
 /// (a chunk is up to a MiB; fresh buffers each time cost page faults that
 /// bench/ssh.sh measured at a third of the recorder's time).
 pub struct Sealer {
     compressor: zstd::bulk::Compressor<'static>,
     raw: Vec<u8>,
-    /// The byte area while the JSON is written.
+    /// The byte area while the events are encoded.
     area: Vec<u8>,
     out: Vec<u8>,
 }
@@ -495,8 +500,9 @@ mod tests {
             "6761746577617994a9636f70795f64617461a6636c69656e74ad31095b72656461637465645d0a00",
             "ff00",
         );
-        let chunk = stored_as(3, &hex::decode(WRITTEN).unwrap());
-        assert_eq!(chunk.events().unwrap(), one_of_every_kind());
+        let events = one_of_every_kind();
+        let chunk = stored_with(3, &hex::decode(WRITTEN).unwrap(), events.len() as u32);
+        assert_eq!(chunk.events().unwrap(), events);
     }
 
     proptest::proptest! {
@@ -508,18 +514,48 @@ mod tests {
             flips in proptest::collection::vec((0usize..2048, proptest::prelude::any::<u8>()), 1..8),
             noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
         ) {
+            let events = one_of_every_kind();
+            let count = events.len() as u32;
             let mut sealer = Sealer::new().unwrap();
-            Chunk::seal_with(&mut sealer, [0; 32], &one_of_every_kind()).unwrap();
+            Chunk::seal_with(&mut sealer, [0; 32], &events).unwrap();
             let mut raw = sealer.raw.clone();
             for (at, byte) in flips {
                 let n = raw.len();
                 raw[at % n] = byte;
             }
-            let _ = stored_as(FORMAT_VERSION, &raw).events();
+            let _ = stored_with(FORMAT_VERSION, &raw, count).events();
             let mut framed = (noise.len() as u32).to_le_bytes().to_vec();
             framed.extend_from_slice(&noise);
-            let _ = stored_as(FORMAT_VERSION, &framed).events();
+            let _ = stored_with(FORMAT_VERSION, &framed, 1).events();
         }
+    }
+
+    /// The security review's finding: MessagePack decoding stops at the
+    /// end of the first value, so events appended after the array were
+    /// accepted unread. They are refused, as JSON refuses trailing text;
+    /// so is a chunk whose array does not hold its stated event count.
+    #[test]
+    fn events_after_the_array_or_a_wrong_count_are_refused() {
+        let events = one_of_every_kind();
+        let count = events.len() as u32;
+        let mut sealer = Sealer::new().unwrap();
+        Chunk::seal_with(&mut sealer, [0; 32], &events).unwrap();
+        let raw = sealer.raw.clone();
+        assert!(stored_with(FORMAT_VERSION, &raw, count).events().is_ok());
+        assert!(matches!(
+            stored_with(FORMAT_VERSION, &raw, count + 1).events(),
+            Err(ChunkError::Bounds(_))
+        ));
+        let mut extra = rmp_serde::to_vec(&events[..1]).unwrap();
+        let len = u32::from_le_bytes(raw[..4].try_into().unwrap()) as usize;
+        let mut spliced = ((len + extra.len()) as u32).to_le_bytes().to_vec();
+        spliced.extend_from_slice(&raw[4..4 + len]);
+        spliced.append(&mut extra);
+        spliced.extend_from_slice(&raw[4 + len..]);
+        assert!(matches!(
+            stored_with(FORMAT_VERSION, &spliced, count).events(),
+            Err(ChunkError::Bounds(_))
+        ));
     }
 
     /// Stores written as JSON (format 2) still read, byte area included.
@@ -543,11 +579,16 @@ mod tests {
     /// A chunk whose uncompressed content is `raw`, as a writer of
     /// `version` would have stored it.
     fn stored_as(version: u16, raw: &[u8]) -> Chunk {
+        stored_with(version, raw, 0)
+    }
+
+    /// [`stored_as`], claiming `count` events.
+    fn stored_with(version: u16, raw: &[u8], count: u32) -> Chunk {
         Chunk {
             version,
             prev_hash: [0; 32],
             first_seq: 0,
-            count: 0,
+            count,
             compressed: zstd::bulk::compress(raw, 3).unwrap(),
         }
     }

@@ -17,8 +17,8 @@ pub(super) fn last_event_at(stored: &[(u32, Vec<u8>)]) -> Option<i64> {
 }
 
 /// Consecutive runs of events of about `CHUNK_TARGET` each (a single
-/// larger event gets a run of its own; recorded strings are capped, so even
-/// fully escaped its JSON stays far below `MAX_CHUNK_RAW`).
+/// larger event gets a run of its own; recorded strings are capped, so its
+/// encoding stays far below `MAX_CHUNK_RAW`).
 pub(super) fn chunk_groups(events: &[Event]) -> Vec<&[Event]> {
     let mut groups = Vec::new();
     let (mut start, mut size) = (0, 0);
