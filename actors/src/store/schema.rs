@@ -27,7 +27,8 @@
 //!   bytes. Fields are positional, so a field may only be added at the end
 //!   of its struct or variant, with `#[serde(default)]`;
 //!   `version_3_chunks_written_earlier_still_read` holds one event of every
-//!   kind as first written.
+//!   kind as first written. Readers check the encoding's bounds first
+//!   (`super::packed`): chunk bytes may come from someone else's archive.
 //! - Version 2: the events are JSON. Still read.
 //! - Version 1: a JSON array only, no length and no byte area. Still read.
 
