@@ -109,29 +109,14 @@ fn value(bytes: &[u8], at: &mut usize) -> Result<Header, Bounds> {
         0x90..=0x9f => container(u64::from(marker & 0x0f), false, at),
         0xa0..=0xbf => scalar(usize::from(marker & 0x1f), at),
         0xc1 => Err(Bounds::Marker),
-        0xc4 | 0xd9 => {
-            let n = length(bytes, at, 1)?;
+        // bin 8/16/32 and str 8/16/32: a length, then the bytes.
+        0xc4..=0xc6 | 0xd9..=0xdb => {
+            let n = length(bytes, at, width(marker))?;
             scalar(n, at)
         }
-        0xc5 | 0xda => {
-            let n = length(bytes, at, 2)?;
-            scalar(n, at)
-        }
-        0xc6 | 0xdb => {
-            let n = length(bytes, at, 4)?;
-            scalar(n, at)
-        }
-        // ext 8/16/32: length, a type byte, the data.
-        0xc7 => {
-            let n = length(bytes, at, 1)?;
-            scalar(n + 1, at)
-        }
-        0xc8 => {
-            let n = length(bytes, at, 2)?;
-            scalar(n + 1, at)
-        }
-        0xc9 => {
-            let n = length(bytes, at, 4)?;
+        // ext 8/16/32: a length, a type byte, the data.
+        0xc7..=0xc9 => {
+            let n = length(bytes, at, width(marker))?;
             scalar(n + 1, at)
         }
         0xca => scalar(4, at),
@@ -141,27 +126,23 @@ fn value(bytes: &[u8], at: &mut usize) -> Result<Header, Bounds> {
         0xce | 0xd2 => scalar(4, at),
         0xcf | 0xd3 => scalar(8, at),
         // fixext 1/2/4/8/16: a type byte, then the data.
-        0xd4 => scalar(2, at),
-        0xd5 => scalar(3, at),
-        0xd6 => scalar(5, at),
-        0xd7 => scalar(9, at),
-        0xd8 => scalar(17, at),
-        0xdc => {
-            let n = length(bytes, at, 2)?;
-            container(n as u64, false, at)
+        0xd4..=0xd8 => scalar(1 + (1 << (marker - 0xd4)), at),
+        // array 16/32, map 16/32: a length, then the items.
+        0xdc..=0xdf => {
+            let n = length(bytes, at, width(marker))?;
+            container(n as u64, marker >= 0xde, at)
         }
-        0xdd => {
-            let n = length(bytes, at, 4)?;
-            container(n as u64, false, at)
-        }
-        0xde => {
-            let n = length(bytes, at, 2)?;
-            container(n as u64, true, at)
-        }
-        0xdf => {
-            let n = length(bytes, at, 4)?;
-            container(n as u64, true, at)
-        }
+    }
+}
+
+/// How many bytes the length after a sized marker takes: the 8, 16 and
+/// 32-bit forms of bin, ext and str sit in runs of three, array and map
+/// have only 16 and 32.
+fn width(marker: u8) -> usize {
+    match marker {
+        0xc4 | 0xc7 | 0xd9 => 1,
+        0xc5 | 0xc8 | 0xda | 0xdc | 0xde => 2,
+        _ => 4,
     }
 }
 
@@ -202,6 +183,43 @@ mod tests {
         );
         let bytes = packed(&vec![v.clone(), v]);
         assert_eq!(check(&bytes, 2), Ok(()));
+    }
+
+    /// Every sized form, as rmp-serde writes it (long strings, arrays and
+    /// maps past 15 items, every integer width, floats) or by hand (bin,
+    /// ext, fixext), is skipped whole: the walk ends exactly at the end.
+    #[test]
+    fn every_marker_is_walked() {
+        use std::collections::BTreeMap;
+        let map: BTreeMap<u32, u8> = (0..20).map(|i| (i, i as u8)).collect();
+        let v = (
+            "x".repeat(40),
+            "y".repeat(300),
+            "z".repeat(70_000),
+            vec![0u8; 20],
+            vec![1u16; 70_000],
+            map,
+            (u8::MAX, u16::MAX, u32::MAX, u64::MAX),
+            (i8::MIN, i16::MIN, i32::MIN, i64::MIN),
+            (1.5f32, 2.5f64),
+        );
+        let mut bytes = vec![0x92];
+        bytes.extend_from_slice(&packed(&v));
+        // An array of: bin 8/16/32, ext 8/16/32, fixext 1/2/4/8/16, nil,
+        // false, true.
+        bytes.extend_from_slice(&[0x9e, 0xc4, 1, 0xaa, 0xc5, 0, 1, 0xaa]);
+        bytes.extend_from_slice(&[0xc6, 0, 0, 0, 1, 0xaa]);
+        bytes.extend_from_slice(&[0xc7, 1, 7, 0xaa, 0xc8, 0, 1, 7, 0xaa]);
+        bytes.extend_from_slice(&[0xc9, 0, 0, 0, 1, 7, 0xaa]);
+        for n in [1usize, 2, 4, 8, 16] {
+            bytes.push(0xd4 + n.trailing_zeros() as u8);
+            bytes.push(7);
+            bytes.resize(bytes.len() + n, 0xaa);
+        }
+        bytes.extend_from_slice(&[0xc0, 0xc2, 0xc3]);
+        assert_eq!(check(&bytes, 2), Ok(()));
+        // One byte short anywhere in the hand-made part is refused.
+        assert_eq!(check(&bytes[..bytes.len() - 4], 2), Err(Bounds::Truncated));
     }
 
     #[test]
