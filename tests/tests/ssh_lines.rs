@@ -66,6 +66,10 @@ fn pending_approval(w: &SshWorld) -> Result<String> {
 #[test]
 fn lines_typed_in_a_terminal_are_judged_as_the_screen_shows_them() -> Result<()> {
     let w = world()?;
+    typed_lines(&w).with_context(|| format!("gatehouse's log:\n{}", w.gh.log()))
+}
+
+fn typed_lines(w: &SshWorld) -> Result<()> {
     let auth = w.token_auth(&w.token("typist")?)?;
     let scratch = w.sshd.scratch()?;
     let dir = scratch.path().display().to_string();
@@ -118,7 +122,7 @@ fn lines_typed_in_a_terminal_are_judged_as_the_screen_shows_them() -> Result<()>
     // Held for an operator: the Enter waits, then runs.
     t.type_text(&format!("touch {dir}/approved-1"))?;
     t.keys(&["Enter"])?;
-    let id = pending_approval(&w)?;
+    let id = pending_approval(w)?;
     t.wait_for(&format!("waiting for approval {id}"), WAIT)?;
     assert!(
         !scratch.path().join("approved-1").exists(),
@@ -200,6 +204,71 @@ fn other_keys_the_alternate_screen_and_an_uncancellable_shell_do_not_get_past() 
     for name in ["forbidden-o", "forbidden-alt", "forbidden-kept"] {
         assert!(!scratch.path().join(name).exists(), "{name} ran");
     }
+    Ok(())
+}
+
+/// A shell that lets the first Ctrl-C of a line go by: it echoes keys,
+/// keeps what it ran in the file named by `$1`, and answers only a second
+/// Ctrl-C with a fresh prompt.
+const SLOW_SHELL: &str = r#"stty -icanon -isig -echo min 1 time 0
+missed=
+line=
+printf '$ '
+while :; do
+  # One key, read without bash's own terminal handling (which would turn
+  # signals back on); a newline reads as nothing.
+  k=$(dd bs=1 count=1 2>/dev/null)
+  case "$k" in
+    $'\003')
+      if [ -n "$missed" ]; then printf '^C\r\n$ '; line=; missed=; else missed=1; fi ;;
+    '')
+      printf '\r\n'
+      [ "$line" = exit ] && break
+      printf '%s\n' "$line" >> "$1"
+      printf 'ran: %s\r\n$ ' "$line"
+      line=
+      missed= ;;
+    *) printf '%s' "$k"; line="$line$k" ;;
+  esac
+done
+stty sane
+"#;
+
+/// A shell that misses the first Ctrl-C still has its blocked line
+/// cancelled: the gateway presses Ctrl-C again half way to giving up, and
+/// the channel stays open.
+#[test]
+fn a_shell_that_misses_the_first_ctrl_c_gets_a_second() -> Result<()> {
+    let w = world()?;
+    let auth = w.token_auth(&w.token("slow")?)?;
+    let scratch = w.sshd.scratch()?;
+    let dir = scratch.path().display().to_string();
+    std::fs::write(scratch.path().join("slow-shell"), SLOW_SHELL)?;
+    let t = Tmux::start(&w.ssh_command_line(&auth, SSH_CONNECTION), 100, 30, "xterm")?;
+    t.wait_for("$", WAIT)?;
+    t.type_text(&format!("bash {dir}/slow-shell {dir}/ran"))?;
+    t.keys(&["Enter"])?;
+    t.wait_until(WAIT, "the slow shell's prompt", |s| {
+        s.lines().any(|l| l.trim_end() == "$")
+    })?;
+    t.type_text(&format!("touch {dir}/forbidden-4"))?;
+    t.keys(&["Enter"])?;
+    t.wait_for("blocked by policy rule", WAIT)?;
+    // The channel is still open and the line is gone: what runs next is
+    // only what is typed next.
+    t.type_text("echo fine")?;
+    t.keys(&["Enter"])?;
+    t.wait_for("ran: echo fine", WAIT)
+        .with_context(|| format!("gatehouse's log:\n{}", w.gh.log()))?;
+    t.type_text("exit")?;
+    t.keys(&["Enter"])?;
+    let ran = std::fs::read_to_string(scratch.path().join("ran"))?;
+    assert_eq!(ran, "echo fine\n", "what the shell ran");
+    assert!(
+        w.gh.log().contains("pressing it again"),
+        "the first Ctrl-C was not the one that cancelled:\n{}",
+        w.gh.log()
+    );
     Ok(())
 }
 

@@ -425,7 +425,8 @@ impl Relay {
     }
 
     /// Tell the agent its line did not run. With a terminal, cancel it in
-    /// the shell (the keys before Enter reached it) with Ctrl-C and check
+    /// the shell (the keys before Enter reached it) with Ctrl-C (pressed
+    /// again if half of [`CANCEL_WAIT`] brings no fresh prompt) and check
     /// that the shell let go of it: the cursor must come to rest on a
     /// fresh prompt like the one the line was typed after. Otherwise (a
     /// shell that ignores Ctrl-C: `stty -isig`, a trap; a prompt that
@@ -461,7 +462,12 @@ impl Relay {
         // prompt. A shell may answer in parts (`^C` at once, the prompt
         // after `PROMPT_COMMAND` or a loaded machine lets it), so a quiet
         // spell alone is not the end of the answer; only the deadline is.
-        let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
+        // Half way there without a fresh prompt, Ctrl-C is pressed once
+        // more, as a person would: a shell that lost the first one answers
+        // the second, and one that ignores both is still caught.
+        let started = tokio::time::Instant::now();
+        let deadline = started + CANCEL_WAIT;
+        let mut again = Some(started + CANCEL_WAIT / 2);
         let mut last = before;
         let let_go = loop {
             tokio::time::sleep(CANCEL_QUIET).await;
@@ -471,13 +477,26 @@ impl Relay {
                 && self
                     .with_terminal(|t| t.at_fresh_prompt(prompt))
                     .unwrap_or(false);
-            if at_rest || tokio::time::Instant::now() >= deadline {
+            let at = tokio::time::Instant::now();
+            if at_rest || at >= deadline {
                 break at_rest;
+            }
+            if again.is_some_and(|a| at >= a) {
+                again = None;
+                tracing::info!(
+                    answered = now != before,
+                    "no fresh prompt after Ctrl-C on a blocked shell line; pressing it again"
+                );
+                if up.data_bytes(Bytes::from_static(b"\x03")).await.is_err() {
+                    return LineEnd::Stop;
+                }
             }
             last = now;
         };
         if !let_go {
+            let answered = self.echo.load(Ordering::Acquire) != before;
             tracing::warn!(
+                answered,
                 "a blocked shell line was not cancelled by the shell; closing the channel"
             );
             let text = "\r\ngatehouse: the shell did not cancel the line; closing this channel\r\n";
