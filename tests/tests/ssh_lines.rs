@@ -216,12 +216,14 @@ line=
 printf '$ '
 while :; do
   # One key, read without bash's own terminal handling (which would turn
-  # signals back on); a newline reads as nothing.
-  k=$(dd bs=1 count=1 2>/dev/null)
+  # signals back on); the dot keeps a newline, nothing is end of input.
+  k=$(dd bs=1 count=1 2>/dev/null; echo .)
+  k=${k%.}
   case "$k" in
+    '') break ;;
     $'\003')
       if [ -n "$missed" ]; then printf '^C\r\n$ '; line=; missed=; else missed=1; fi ;;
-    '')
+    $'\n')
       printf '\r\n'
       [ "$line" = exit ] && break
       printf '%s\n' "$line" >> "$1"

@@ -41,7 +41,8 @@ const ECHO_WAIT: Duration = Duration::from_millis(1500);
 /// passes without more output with the cursor on a fresh prompt.
 const CANCEL_QUIET: Duration = Duration::from_millis(40);
 /// How long a shell may take to answer Ctrl-C with a fresh prompt before
-/// the line is taken as kept and the channel closed.
+/// the line is taken as kept and the channel closed (counted again from a
+/// second press, made half way).
 const CANCEL_WAIT: Duration = Duration::from_secs(3);
 /// How long a refusal's message may take to reach the screen.
 const MESSAGE_WAIT: Duration = Duration::from_millis(500);
@@ -463,10 +464,12 @@ impl Relay {
         // after `PROMPT_COMMAND` or a loaded machine lets it), so a quiet
         // spell alone is not the end of the answer; only the deadline is.
         // Half way there without a fresh prompt, Ctrl-C is pressed once
-        // more, as a person would: a shell that lost the first one answers
-        // the second, and one that ignores both is still caught.
+        // more, as a person would, and the shell gets the whole wait again
+        // (a slow prompt the second press interrupts starts over): a shell
+        // that lost the first press answers the second, and one that
+        // ignores both is still caught.
         let started = tokio::time::Instant::now();
-        let deadline = started + CANCEL_WAIT;
+        let mut deadline = started + CANCEL_WAIT;
         let mut again = Some(started + CANCEL_WAIT / 2);
         let mut last = before;
         let let_go = loop {
@@ -490,6 +493,7 @@ impl Relay {
                 if up.data_bytes(Bytes::from_static(b"\x03")).await.is_err() {
                     return LineEnd::Stop;
                 }
+                deadline = tokio::time::Instant::now() + CANCEL_WAIT;
             }
             last = now;
         };
