@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use common::{events_of_kind, show_session};
 use gatehouse_tests::ssh_client::SSH_CONNECTION;
+use gatehouse_tests::sshd::Scratch;
 use gatehouse_tests::tmux::Tmux;
 use gatehouse_tests::{OutputExt, PolicySpec, SshWorld};
 use serde_json::Value;
@@ -38,6 +39,17 @@ timeout = "1m"
 "#,
             )
     })
+}
+
+/// An interactive `ssh` to the target in tmux as `who`, at its prompt,
+/// with a scratch directory on the target (and its path).
+fn terminal(w: &SshWorld, who: &str) -> Result<(Tmux, Scratch, String)> {
+    let auth = w.token_auth(&w.token(who)?)?;
+    let scratch = w.sshd.scratch()?;
+    let dir = scratch.path().display().to_string();
+    let t = Tmux::start(&w.ssh_command_line(&auth, SSH_CONNECTION), 100, 30, "xterm")?;
+    t.wait_for("$", WAIT)?;
+    Ok((t, scratch, dir))
 }
 
 fn pending_approval(w: &SshWorld) -> Result<String> {
@@ -70,11 +82,7 @@ fn lines_typed_in_a_terminal_are_judged_as_the_screen_shows_them() -> Result<()>
 }
 
 fn typed_lines(w: &SshWorld) -> Result<()> {
-    let auth = w.token_auth(&w.token("typist")?)?;
-    let scratch = w.sshd.scratch()?;
-    let dir = scratch.path().display().to_string();
-    let t = Tmux::start(&w.ssh_command_line(&auth, SSH_CONNECTION), 100, 30, "xterm")?;
-    t.wait_for("$", WAIT)?;
+    let (t, scratch, dir) = terminal(w, "typist")?;
 
     // Typed in one go, Enter included: blocked, and the shell still works.
     t.type_text(&format!("touch {dir}/forbidden-1"))?;
@@ -168,11 +176,7 @@ fn typed_lines(w: &SshWorld) -> Result<()> {
 #[test]
 fn other_keys_the_alternate_screen_and_an_uncancellable_shell_do_not_get_past() -> Result<()> {
     let w = world()?;
-    let auth = w.token_auth(&w.token("sly")?)?;
-    let scratch = w.sshd.scratch()?;
-    let dir = scratch.path().display().to_string();
-    let t = Tmux::start(&w.ssh_command_line(&auth, SSH_CONNECTION), 100, 30, "xterm")?;
-    t.wait_for("$", WAIT)?;
+    let (t, scratch, dir) = terminal(&w, "sly")?;
     // Ctrl-O runs the line in bash (operate-and-get-next).
     t.type_text(&format!("touch {dir}/forbidden-o"))?;
     t.keys(&["C-o"])?;
@@ -242,12 +246,8 @@ stty sane
 #[test]
 fn a_shell_that_misses_the_first_ctrl_c_gets_a_second() -> Result<()> {
     let w = world()?;
-    let auth = w.token_auth(&w.token("slow")?)?;
-    let scratch = w.sshd.scratch()?;
-    let dir = scratch.path().display().to_string();
+    let (t, scratch, dir) = terminal(&w, "slow")?;
     std::fs::write(scratch.path().join("slow-shell"), SLOW_SHELL)?;
-    let t = Tmux::start(&w.ssh_command_line(&auth, SSH_CONNECTION), 100, 30, "xterm")?;
-    t.wait_for("$", WAIT)?;
     t.type_text(&format!("bash {dir}/slow-shell {dir}/ran"))?;
     t.keys(&["Enter"])?;
     t.wait_until(WAIT, "the slow shell's prompt", |s| {
