@@ -26,7 +26,7 @@ impl Relay {
         mut rd: ReadHalf<PgStream>,
         mut buf: BytesMut,
         mut wr: WriteHalf<PgStream>,
-        mut stop: watch::Receiver<Option<Stop>>,
+        stop: watch::Receiver<Option<Stop>>,
         shared: SharedRef,
         notify: std::rc::Rc<tokio::sync::Notify>,
         encoding: SessionEncoding,
@@ -50,6 +50,11 @@ impl Relay {
         // Set if the stop sender is gone, so a closed channel is not polled
         // in a loop.
         let mut stop_closed = false;
+        // The waits for a stop and for the client pump's notices last
+        // across batches (remade only once they fire): making and dropping
+        // them for every batch took locks each time.
+        let mut stopped = std::pin::pin!(next_stop(stop));
+        let mut notified = std::pin::pin!(notify.notified());
         loop {
             let mut end = 0;
             let mut out = Outgoing::new(Flow::ToClient);
@@ -129,9 +134,10 @@ impl Relay {
             reserve_for_next(&mut buf);
             tokio::select! {
                 biased;
-                changed = stop.changed(), if !stop_closed => {
-                    stop_closed = changed.is_err();
-                    let signal = if changed.is_ok() { stop.borrow_and_update().clone() } else { None };
+                (rx, signal) = &mut stopped, if !stop_closed => {
+                    stop_closed = signal.is_none();
+                    let signal = signal.flatten();
+                    stopped.set(next_stop(rx));
                     match signal {
                         // The client is done sending; keep relaying until the
                         // target closes (it does after Terminate or EOF).
@@ -148,7 +154,8 @@ impl Relay {
                         }
                     }
                 }
-                _ = notify.notified() => {
+                _ = &mut notified => {
+                    notified.set(notify.notified());
                     let notices = std::mem::take(&mut shared.borrow_mut().outbox);
                     if !notices.is_empty() {
                         wr.write_all(&notices).await.map_err(SessionError::ClientIo)?;
@@ -308,6 +315,19 @@ impl Relay {
             }
         }
     }
+}
+
+/// The next stop signal: `None` once the sender is gone, else the signal
+/// (itself `None` if it was cleared). The receiver comes back so the wait
+/// can be made again.
+async fn next_stop(
+    mut stop: watch::Receiver<Option<Stop>>,
+) -> (watch::Receiver<Option<Stop>>, Option<Option<Stop>>) {
+    let signal = match stop.changed().await {
+        Ok(()) => Some(stop.borrow_and_update().clone()),
+        Err(_) => None,
+    };
+    (stop, signal)
 }
 
 /// A client that does not read gets this long to take its final error.

@@ -25,6 +25,8 @@
 //!   replaced frames swapped in.
 
 use bytes::BytesMut;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use tokio::sync::watch;
 
 use super::codec::{self, HEADER_LEN};
@@ -75,6 +77,12 @@ enum UpEnd {
     Done,
     /// A stop signal arrived; the target pump acts on it.
     Stopped,
+}
+
+/// A pump that ended, and how.
+enum Pump {
+    Up(Result<UpEnd, SessionError>),
+    Down(Result<(), SessionError>),
 }
 
 /// How the relay ended.
@@ -152,15 +160,24 @@ impl Relay {
         let down = self.target_to_client(
             target_rd, target_buf, client_wr, stop_rx, shared, notify, encoding,
         );
-        tokio::pin!(up, down);
-        tokio::select! {
-            up_end = &mut up => {
+        // Each pump is polled only when its own socket or signal woke it:
+        // `select!` would poll both on every wake, and each poll of the
+        // idle one walks its TLS stream for nothing.
+        let mut pumps: FuturesUnordered<std::pin::Pin<Box<dyn Future<Output = Pump> + '_>>> =
+            FuturesUnordered::new();
+        pumps.push(Box::pin(async move { Pump::Up(up.await) }));
+        pumps.push(Box::pin(async move { Pump::Down(down.await) }));
+        match pumps.next().await {
+            Some(Pump::Up(up_end)) => {
                 // A pump that ended because of a stop signal must not replace
                 // that signal: the target pump still has to act on it.
                 let signal = match &up_end {
                     Ok(UpEnd::Done) => Some(Stop::ClientDone),
                     Ok(UpEnd::Stopped) => None,
-                    Err(e) => Some(Stop::ClientError { sqlstate: e.sqlstate(), message: e.client_message() }),
+                    Err(e) => Some(Stop::ClientError {
+                        sqlstate: e.sqlstate(),
+                        message: e.client_message(),
+                    }),
                 };
                 // Never replace a Terminated that is already pending: the
                 // kill must reach the client and the recording.
@@ -174,20 +191,21 @@ impl Relay {
                         }
                     });
                 }
-                let down_end = down.await;
+                // The one future left is the target pump's.
+                let down_end = match pumps.next().await {
+                    Some(Pump::Down(end)) => end,
+                    Some(Pump::Up(_)) | None => Ok(()),
+                };
                 match (up_end, down_end) {
                     (Err(e), _) | (Ok(_), Err(e)) => RelayEnd::Failed(e),
                     (Ok(_), Ok(())) => RelayEnd::Closed,
                 }
             }
-            down_end = &mut down => {
-                // The target side ended first (target closed, client gone,
-                // or terminated); the client pump has nothing left to do.
-                match down_end {
-                    Ok(()) => RelayEnd::Closed,
-                    Err(e) => RelayEnd::Failed(e),
-                }
-            }
+            // The target side ended first (target closed, client gone, or
+            // terminated); the client pump has nothing left to do.
+            Some(Pump::Down(Ok(()))) => RelayEnd::Closed,
+            Some(Pump::Down(Err(e))) => RelayEnd::Failed(e),
+            None => RelayEnd::Closed,
         }
     }
 

@@ -42,6 +42,10 @@ impl Relay {
             connection: self.connection.clone(),
             detail: e.to_string(),
         };
+        // One wait for a stop for the whole pump, not a new one per batch:
+        // making and dropping it took a lock each time.
+        let mut watched = stop.clone();
+        let mut stopped = std::pin::pin!(watched.changed());
         loop {
             let mut end = 0;
             let mut terminate = false;
@@ -142,7 +146,7 @@ impl Relay {
             reserve_for_next(&mut buf);
             tokio::select! {
                 biased;
-                _ = stop.changed() => return Ok(UpEnd::Stopped),
+                _ = &mut stopped => return Ok(UpEnd::Stopped),
                 n = rd.read_buf(&mut buf) => match n {
                     Ok(0) => {
                         // The client vanished without Terminate: say it for
