@@ -256,10 +256,7 @@ impl<'a> LineIndex<'a> {
 /// `$1é$` for a tag).
 pub(super) fn may_hold_strings(sql: &str) -> bool {
     let b = sql.as_bytes();
-    b.contains(&b'\'')
-        || b.iter()
-            .enumerate()
-            .any(|(i, &c)| c == b'$' && parameter_len(b, i).is_none())
+    b.contains(&b'\'') || memchr::memchr_iter(b'$', b).any(|i| parameter_len(b, i).is_none())
 }
 
 /// Whether unparsed text, lowercased, may contain a `PREPARE`.
