@@ -528,6 +528,62 @@ fn a_view_does_not_launder_a_masked_column() -> Result<()> {
     Ok(())
 }
 
+/// A table the agent creates in its own open transaction is invisible to
+/// the gateway's catalog connection until COMMIT: its columns are masked
+/// by name meanwhile (the first rule naming the column), and by their
+/// table's rule once committed, in the same session, for the very same
+/// query text. The session reuses its last masking plan only when the
+/// catalog named every table of the result; this would have caught a
+/// reuse that kept the by-name plan after COMMIT.
+#[test]
+fn a_table_created_in_the_agents_transaction_gets_its_rule_once_committed() -> Result<()> {
+    let w = masked_world(
+        r#"
+[[policies.default.masks]]
+name = "vendor-secrets"
+columns = ["vendors.secret"]
+strategy = "hash"
+
+[[policies.default.masks]]
+name = "fresh-secrets"
+columns = ["fresh.secret"]
+strategy = "redact"
+"#,
+    )?;
+    let mut pg = raw_session(&w, "mask-fresh")?;
+    let select = "select secret from fresh";
+    exchange(
+        &mut pg,
+        &query(
+            "begin; create table fresh (secret text); insert into fresh values ('s3cr3t-value')",
+        ),
+    )?;
+    let before = simple_rows(&mut pg, select)?;
+    let value = |rows: &[Vec<Option<String>>]| rows[0][0].clone().unwrap_or_default();
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert_ne!(
+        value(&before),
+        "s3cr3t-value",
+        "masked by name before COMMIT"
+    );
+    assert_ne!(
+        value(&before),
+        REDACTED,
+        "the first rule naming `secret` (hash) applies"
+    );
+    // The same query again in the transaction: the same answer.
+    assert_eq!(simple_rows(&mut pg, select)?, before);
+    exchange(&mut pg, &query("commit"))?;
+    let after = simple_rows(&mut pg, select)?;
+    assert_eq!(
+        value(&after),
+        REDACTED,
+        "fresh.secret's own rule once committed: {after:?}"
+    );
+    assert_eq!(simple_rows(&mut pg, select)?, after, "and on the next run");
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------
 // Content detectors and the redact strategy
 // ---------------------------------------------------------------------------

@@ -132,6 +132,29 @@ impl Catalog {
         Ok(found)
     }
 
+    /// Whether each entry of `tables` is still the one cached for its OID,
+    /// within its minute: what [`Catalog::by_oids`] would answer for these
+    /// OIDs now, without a lookup or a map built to say so.
+    pub fn still_current(&self, tables: &[(u32, Arc<TableInfo>)]) -> bool {
+        if tables.is_empty() {
+            return true;
+        }
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        tables.iter().all(|(oid, table)| {
+            cache
+                .by_oid
+                .get(oid)
+                .is_some_and(|(at, info)| Arc::ptr_eq(table, info) && at.elapsed() < CACHE_TTL)
+        })
+    }
+
+    /// Cache `info` as `oid`'s entry, fetched at `at` (tests).
+    #[cfg(test)]
+    pub(crate) fn cache_entry(&self, oid: u32, info: Arc<TableInfo>, at: Instant) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.by_oid.insert(oid, (at, info));
+    }
+
     /// Tables called `name` (`table` or `schema.table`, as the classifier
     /// normalises them) in any schema when unqualified: which one the
     /// session's `search_path` picks is not known here, so callers take
@@ -296,6 +319,46 @@ async fn lookup_inner(target: &PgTarget, sql: &str) -> Result<Vec<Vec<String>>, 
             .map_err(|e| failed(e.to_string()))?;
         if n == 0 {
             return Err(failed("connection closed".into()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> Arc<TableInfo> {
+        Arc::new(TableInfo {
+            schema: "public".into(),
+            table: "customers".into(),
+            columns: vec![(1, "email".into())],
+            view_reads: None,
+        })
+    }
+
+    /// An entry is current while it is the cached one and within its
+    /// minute: a refreshed entry (a table dropped and made again, columns
+    /// renamed) is another allocation even when it reads the same.
+    #[test]
+    fn still_current_means_the_same_cached_entry_within_its_minute() {
+        let catalog = Catalog::default();
+        let entry = table();
+        assert!(catalog.still_current(&[]));
+        assert!(
+            !catalog.still_current(&[(16384, entry.clone())]),
+            "not cached"
+        );
+        let cached_at = |at| catalog.cache_entry(16384, entry.clone(), at);
+        cached_at(Instant::now());
+        assert!(catalog.still_current(&[(16384, entry.clone())]));
+        assert!(!catalog.still_current(&[(16384, table())]), "refreshed");
+        assert!(
+            !catalog.still_current(&[(16384, entry.clone()), (16385, table())]),
+            "one of two not cached"
+        );
+        if let Some(old) = Instant::now().checked_sub(CACHE_TTL + Duration::from_secs(1)) {
+            cached_at(old);
+            assert!(!catalog.still_current(&[(16384, entry)]), "expired");
         }
     }
 }
