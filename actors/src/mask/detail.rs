@@ -25,6 +25,10 @@ use memchr::{memchr, memchr_iter, memmem, memrchr};
 
 use super::{MaskStats, Masker, split_table, strategy};
 
+/// `ey (` of `Key (`, searched in every text masked: built once.
+static KEY_OPEN: std::sync::LazyLock<memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memmem::Finder::new(b"ey (").into_owned());
+
 /// Optional context for [`Masker::mask_text_with`], usually from the
 /// ErrorResponse's `s` (schema) and `t` (table) fields plus a catalog lookup.
 #[derive(Clone, Copy, Debug, Default)]
@@ -170,6 +174,8 @@ impl Masker {
         identifiers(col).find_map(|id| self.rule_for_text_column(&id, table))
     }
 
+    /// `Key (col, …)=(value, …)` spans of an error detail: every text
+    /// masked is searched for them, statements included.
     fn key_details(
         &self,
         text: &str,
@@ -180,7 +186,7 @@ impl Masker {
         let b = text.as_bytes();
         // Occurrences before `floor` were covered by an earlier one (keeps it linear).
         let mut floor = 0;
-        for p in memmem::find_iter(b, b"ey (") {
+        for p in KEY_OPEN.find_iter(b) {
             if p < floor
                 || p == 0
                 || !matches!(b[p - 1], b'K' | b'k')

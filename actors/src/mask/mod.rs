@@ -493,6 +493,8 @@ pub struct Masker {
     /// Rule index and stats label per custom regex (global index).
     regex_rule: Vec<(u32, Arc<str>)>,
     has_columns: bool,
+    /// The words the literal pass of client SQL looks for, compiled.
+    words: statement::Words,
     /// Unique per `Masker::new`, to catch plans used with the wrong masker.
     id: u64,
 }
@@ -601,6 +603,7 @@ impl Masker {
         let scanner = Scanner::new(&dets, regexes).map_err(|e| format!("mask regex set: {e}"))?;
         let rule_names: Arc<[Arc<str>]> = compiled.iter().map(|r| r.name.clone()).collect();
         let has_columns = compiled.iter().any(|r| !r.columns.is_empty());
+        let words = statement::Words::new(&compiled);
         Ok(Masker {
             rules: compiled,
             rule_names,
@@ -610,6 +613,7 @@ impl Masker {
             det_labels: Detector::ALL.map(|d| Arc::from(d.name())),
             regex_rule,
             has_columns,
+            words,
             id: NEXT_MASKER_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }

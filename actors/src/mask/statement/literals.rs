@@ -4,12 +4,13 @@
 
 use std::collections::HashMap;
 
+use memchr::memmem::Finder;
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer, Whitespace};
 
 use super::sites::{Place, To, sites};
 use super::{MaskedSql, ParamRules, Prepared};
-use crate::mask::{MaskStats, Masker};
+use crate::mask::{CompiledRule, MaskStats, Masker};
 use crate::policy::classify::parse_each;
 use crate::policy::shape::parameter_len;
 
@@ -36,7 +37,7 @@ impl Masker {
         // holds none, and the pass over the whole text covers it.
         let lower = sql.to_ascii_lowercase();
         let named = self.named_column_rule(&lower);
-        let prepare = mentions_prepare(&lower);
+        let prepare = self.words.prepare.find(lower.as_bytes()).is_some();
         if named.is_none() && !prepare && (!self.has_detectors() || !may_hold_strings(sql)) {
             return None;
         }
@@ -192,23 +193,59 @@ impl Masker {
         if !self.has_column_rules() {
             return None;
         }
-        let has = |word: &str| lower.contains(word);
-        let insert = has("insert");
-        self.rules
+        let has = |word: &Finder<'_>| word.find(lower.as_bytes()).is_some();
+        let words = &self.words;
+        let insert = has(&words.insert);
+        words
+            .columns
             .iter()
-            .position(|r| {
-                r.columns
-                    .iter()
-                    .any(|p| has(&p.column) || (insert && p.table.as_ref().is_none_or(|t| has(t))))
+            .position(|columns| {
+                columns.iter().any(|(column, table)| {
+                    has(column) || (insert && table.as_ref().is_none_or(has))
+                })
             })
             .map(|i| i as u32)
             // EXECUTE's arguments go to columns its text does not name, and
             // a `U&"…"` identifier may spell a masked column's name.
             .or_else(|| {
-                (has("execute") || has("u&"))
+                (has(&words.execute) || has(&words.unicode_ident))
                     .then(|| self.first_column_rule())
                     .flatten()
             })
+    }
+}
+
+/// The words the literal pass looks for in a statement's lowercased text,
+/// each searcher built once with the masker instead of once per statement.
+pub(crate) struct Words {
+    insert: Finder<'static>,
+    execute: Finder<'static>,
+    prepare: Finder<'static>,
+    /// `U&` (a Unicode-escaped identifier).
+    unicode_ident: Finder<'static>,
+    /// Per rule, per column pattern: its column's name and, if the pattern
+    /// has one, its table's.
+    columns: Vec<Vec<(Finder<'static>, Option<Finder<'static>>)>>,
+}
+
+impl Words {
+    pub(crate) fn new(rules: &[CompiledRule]) -> Words {
+        let finder = |word: &str| Finder::new(word.as_bytes()).into_owned();
+        Words {
+            insert: finder("insert"),
+            execute: finder("execute"),
+            prepare: finder("prepare"),
+            unicode_ident: finder("u&"),
+            columns: rules
+                .iter()
+                .map(|r| {
+                    r.columns
+                        .iter()
+                        .map(|p| (finder(&p.column), p.table.as_deref().map(finder)))
+                        .collect()
+                })
+                .collect(),
+        }
     }
 }
 
@@ -257,9 +294,4 @@ impl<'a> LineIndex<'a> {
 pub(super) fn may_hold_strings(sql: &str) -> bool {
     let b = sql.as_bytes();
     b.contains(&b'\'') || memchr::memchr_iter(b'$', b).any(|i| parameter_len(b, i).is_none())
-}
-
-/// Whether unparsed text, lowercased, may contain a `PREPARE`.
-fn mentions_prepare(lower: &str) -> bool {
-    lower.contains("prepare")
 }

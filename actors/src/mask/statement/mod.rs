@@ -39,8 +39,10 @@
 //!   [`Masker::mask_sql_in`], parameters ([`Masker::mask_param`],
 //!   [`Masker::hides_binary`]), refusal messages, raw bytes;
 //!   [`ParamRules`], [`MaskedSql`], [`Prepared`]; the tests.
-//! - `literals.rs` — the literal pass: tokenize, decide whether to parse,
-//!   map each literal and `$n` to its rule, rewrite the text with markers.
+//! - `literals.rs` — the literal pass: tokenize, decide whether to parse
+//!   (by the words it looks for, [`Words`], searchers built once per
+//!   masker), map each literal and `$n` to its rule, rewrite the text with
+//!   markers.
 //! - `sites.rs` — where a parsed statement's values go: INSERT, UPDATE,
 //!   MERGE, comparisons, `PREPARE`/`EXECUTE`/`DEALLOCATE` names.
 //! - `rules.rs` — which column rule covers a value written to a column or
@@ -55,6 +57,7 @@ mod literals;
 mod rules;
 mod sites;
 
+pub(crate) use literals::Words;
 pub use sites::followed_name;
 
 /// For each `$n` of a prepared statement (index n - 1), the column rule its
