@@ -59,20 +59,21 @@ wait_port "$PGB_PORT" || { cat "$work/pgbouncer/pgbouncer.log"; exit 1; }
 pgb_proc=$(pgrep -x -P "$pgb_pid" pgbouncer || echo "$pgb_pid")
 
 declare -A sum=([direct]=0 [gatehouse]=0 [pgbouncer]=0 [strict]=0)
-gh_ticks=0; gh_tx=0; pgb_ticks=0; pgb_tx=0
+gh_ticks=0; gh_tx=0; pgb_ticks=0; pgb_tx=0; gh_uticks=0; pgb_uticks=0
 gh_vol=0; gh_invol=0; pgb_vol=0; pgb_invol=0
 echo "== pgbench -S -c 8 -j 2 -T $DURATION, $ROUNDS interleaved rounds (order rotated each round), all TLS"
 # `tps "${@:3}"` while process $1's CPU ticks, context switches and
 # transactions are added to the totals $2_ticks, $2_vol, $2_invol and
 # $2_tx; its TPS in $counted_tps.
 counted() { # pid totals tps-args...
-    local pid=$1 t0 t1 v0 n0 v1 n1
-    local -n ticks=${2}_ticks vol=${2}_vol invol=${2}_invol tx=${2}_tx
+    local pid=$1 t0 t1 u0 u1 v0 n0 v1 n1
+    local -n ticks=${2}_ticks uticks=${2}_uticks vol=${2}_vol invol=${2}_invol tx=${2}_tx
     shift 2
-    t0=$(cpu_ticks "$pid"); read -r v0 n0 < <(ctx_switches "$pid")
+    t0=$(cpu_ticks "$pid"); u0=$(user_ticks "$pid"); read -r v0 n0 < <(ctx_switches "$pid")
     counted_tps=$(tps "$@")
-    t1=$(cpu_ticks "$pid"); read -r v1 n1 < <(ctx_switches "$pid")
-    ticks=$((ticks + t1 - t0)); vol=$((vol + v1 - v0)); invol=$((invol + n1 - n0))
+    t1=$(cpu_ticks "$pid"); u1=$(user_ticks "$pid"); read -r v1 n1 < <(ctx_switches "$pid")
+    ticks=$((ticks + t1 - t0)); uticks=$((uticks + u1 - u0))
+    vol=$((vol + v1 - v0)); invol=$((invol + n1 - n0))
     tx=$(python3 -c "print($tx + $counted_tps * $DURATION)")
 }
 # One side's run, its TPS in $d, $g, $b or $st; Gatehouse's and
@@ -103,14 +104,17 @@ for r in $(seq "$ROUNDS"); do
     sum[pgbouncer]=$(python3 -c "print(${sum[pgbouncer]} + $b)")
 done
 python3 - "${sum[direct]}" "${sum[gatehouse]}" "${sum[pgbouncer]}" "${sum[strict]}" "$ROUNDS" "$gh_ticks" "$gh_tx" "$(getconf CLK_TCK)" \
-    "$pgb_ticks" "$pgb_tx" "$gh_vol" "$gh_invol" "$pgb_vol" "$pgb_invol" <<'PY'
+    "$pgb_ticks" "$pgb_tx" "$gh_vol" "$gh_invol" "$pgb_vol" "$pgb_invol" "$gh_uticks" "$pgb_uticks" <<'PY'
 import sys
-d, g, b, st, n, ticks, tx, hz, pticks, ptx, gv, gn, pv, pn = map(float, sys.argv[1:])
+d, g, b, st, n, ticks, tx, hz, pticks, ptx, gv, gn, pv, pn, gu, pu = map(float, sys.argv[1:])
 d, g, b, st = d / n, g / n, b / n, st / n
 print(f"mean tps: direct {d:.0f}  gatehouse {g:.0f}  pgbouncer {b:.0f}  gatehouse-strict {st:.0f}")
 print(f"ratio gatehouse/direct {g/d:.2f}   gatehouse/pgbouncer {g/b:.2f}   pgbouncer/direct {b/d:.2f}")
 print(f"ratio strict/batched recording {st/g:.2f}")
-print(f"CPU per transaction: gatehouse {ticks / hz / tx * 1e6:.1f} us   pgbouncer {pticks / hz / ptx * 1e6:.1f} us")
+us = lambda t, x: t / hz / x * 1e6
+print(f"CPU per transaction: gatehouse {us(ticks, tx):.1f} us   pgbouncer {us(pticks, ptx):.1f} us")
+print(f"  of which user space: gatehouse {us(gu, tx):.1f} us   pgbouncer {us(pu, ptx):.1f} us;"
+      f"  kernel: gatehouse {us(ticks - gu, tx):.1f} us   pgbouncer {us(pticks - pu, ptx):.1f} us")
 print(f"context switches per transaction (voluntary + involuntary): "
       f"gatehouse {gv / tx:.2f} + {gn / tx:.2f}   pgbouncer {pv / ptx:.2f} + {pn / ptx:.2f}")
 PY
