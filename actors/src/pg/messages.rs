@@ -118,6 +118,15 @@ pub fn query(body: &[u8]) -> Result<&[u8], CodecError> {
 
 /// Backend `RowDescription`: `(name, binary format)` per column, in order.
 pub fn row_description(body: &[u8]) -> Result<Vec<(&str, bool)>, CodecError> {
+    row_description_map(body, |name, binary| (name, binary))
+}
+
+/// [`row_description`], each column's name and binary flag mapped by `f`
+/// as it is read: the caller's own vector, without one in between.
+pub fn row_description_map<'a, T>(
+    body: &'a [u8],
+    mut f: impl FnMut(&'a str, bool) -> T,
+) -> Result<Vec<T>, CodecError> {
     let mut r = Reader::new(body);
     let n = r.count(19, "RowDescription")?;
     let mut names = Vec::with_capacity(n);
@@ -125,7 +134,7 @@ pub fn row_description(body: &[u8]) -> Result<Vec<(&str, bool)>, CodecError> {
         let name = r.cstr("RowDescription")?;
         // table oid, column number, type oid, type size, type modifier
         r.bytes(16, "RowDescription")?;
-        names.push((name, r.i16("RowDescription")? == 1));
+        names.push(f(name, r.i16("RowDescription")? == 1));
     }
     r.finish("RowDescription")?;
     Ok(names)
@@ -133,11 +142,20 @@ pub fn row_description(body: &[u8]) -> Result<Vec<(&str, bool)>, CodecError> {
 
 /// Backend `DataRow`: the column values, `None` for NULL.
 pub fn data_row(body: &[u8]) -> Result<Vec<Option<&[u8]>>, CodecError> {
+    data_row_map(body, |_, v| v)
+}
+
+/// [`data_row`], each value mapped by `f` (with its column's index) as it
+/// is read: the caller's own vector, without one in between.
+pub fn data_row_map<'a, T>(
+    body: &'a [u8],
+    mut f: impl FnMut(usize, Option<&'a [u8]>) -> T,
+) -> Result<Vec<T>, CodecError> {
     let mut r = Reader::new(body);
     let n = r.count(4, "DataRow")?;
     let mut values = Vec::with_capacity(n);
-    for _ in 0..n {
-        values.push(r.value("DataRow")?);
+    for i in 0..n {
+        values.push(f(i, r.value("DataRow")?));
     }
     r.finish("DataRow")?;
     Ok(values)

@@ -329,35 +329,38 @@ impl TargetTap {
     pub fn observe(&mut self, tag: u8, body: &[u8]) {
         let enc = self.encoding.get();
         let kind = match tag {
-            b'T' => match messages::row_description(body) {
-                Ok(cols) => {
-                    self.rows = 0;
-                    self.recorded = 0;
-                    self.binary = cols.iter().map(|(_, b)| *b).collect();
-                    EventKind::Columns {
-                        names: cols.iter().map(|(n, _)| capped(n, 256)).collect(),
+            b'T' => {
+                // The flags are gathered as the names are read, into the
+                // last description's vector. After a description that does
+                // not read, the flags are unknown: values are recorded as
+                // text, or as hex where they do not decode.
+                let mut binary = std::mem::take(&mut self.binary);
+                binary.clear();
+                let names = messages::row_description_map(body, |name, is_binary| {
+                    binary.push(is_binary);
+                    capped(name, 256)
+                });
+                match names {
+                    Ok(names) => {
+                        self.rows = 0;
+                        self.recorded = 0;
+                        self.binary = binary;
+                        EventKind::Columns { names }
                     }
+                    Err(_) => opaque(tag, body),
                 }
-                Err(_) => opaque(tag, body),
-            },
+            }
             b'D' => {
                 self.rows += 1;
                 if self.recorded >= self.row_cap {
                     return;
                 }
                 self.recorded += 1;
-                match messages::data_row(body) {
-                    Ok(values) => EventKind::Row {
-                        values: values
-                            .iter()
-                            .enumerate()
-                            .map(|(i, v)| {
-                                v.map(|v| {
-                                    value_text(enc, self.binary.get(i).copied().unwrap_or(false), v)
-                                })
-                            })
-                            .collect(),
-                    },
+                let binary = &self.binary;
+                match messages::data_row_map(body, |i, v| {
+                    v.map(|v| value_text(enc, binary.get(i).copied().unwrap_or(false), v))
+                }) {
+                    Ok(values) => EventKind::Row { values },
                     Err(_) => opaque(tag, body),
                 }
             }
@@ -490,6 +493,65 @@ mod tests {
                 rows_recorded: 2
             }
         );
+    }
+
+    /// A RowDescription body: each column's name and format code.
+    fn description(cols: &[(&str, i16)]) -> Vec<u8> {
+        let mut b = (cols.len() as i16).to_be_bytes().to_vec();
+        for (name, format) in cols {
+            b.extend_from_slice(name.as_bytes());
+            b.push(0);
+            b.extend_from_slice(&[0; 16]);
+            b.extend_from_slice(&format.to_be_bytes());
+        }
+        b
+    }
+
+    /// A DataRow body of non-NULL values.
+    fn row(values: &[&[u8]]) -> Vec<u8> {
+        let mut b = (values.len() as i16).to_be_bytes().to_vec();
+        for v in values {
+            b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+            b.extend_from_slice(v);
+        }
+        b
+    }
+
+    /// Each description's format codes decide how its rows' values are
+    /// recorded (binary as hex), and a later description replaces them all:
+    /// the flags' vector is reused from one description to the next.
+    #[test]
+    fn each_description_decides_its_rows_formats() {
+        let mut tap = TargetTap::new(100, Default::default());
+        let values = |tap: &TargetTap| match &tap.batch.events.last().unwrap().kind {
+            EventKind::Row { values } => values.clone(),
+            other => panic!("not a row: {other:?}"),
+        };
+        let text = |s: &str| Some(s.to_owned());
+        tap.observe(b'T', &description(&[("a", 0), ("b", 1)]));
+        assert_eq!(
+            tap.batch.events[0].kind,
+            EventKind::Columns {
+                names: vec!["a".into(), "b".into()]
+            }
+        );
+        tap.observe(b'D', &row(&[b"AB", b"AB"]));
+        assert_eq!(values(&tap), vec![text("AB"), text("\\x4142")]);
+        tap.observe(b'T', &description(&[("c", 1)]));
+        tap.observe(b'D', &row(&[b"AB", b"AB"]));
+        assert_eq!(values(&tap), vec![text("\\x4142"), text("AB")]);
+        tap.observe(b'T', &description(&[("d", 0), ("e", 0)]));
+        tap.observe(b'D', &row(&[b"AB", b"AB"]));
+        assert_eq!(values(&tap), vec![text("AB"), text("AB")]);
+        // A description that does not read is recorded as opaque; the
+        // flags are unknown after it and values are recorded as text.
+        tap.observe(b'T', &description(&[("f", 1)])[..8]);
+        assert!(matches!(
+            tap.batch.events.last().unwrap().kind,
+            EventKind::Opaque { .. }
+        ));
+        tap.observe(b'D', &row(&[b"AB"]));
+        assert_eq!(values(&tap), vec![text("AB")]);
     }
 
     #[test]
