@@ -102,7 +102,8 @@ start_gatehouse() {
 }
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-user_ticks() { awk '{print $14}' "/proc/$1/stat"; }
+# User-space and total CPU ticks, from one read: "user total".
+user_and_cpu_ticks() { awk '{print $14, $14 + $15}' "/proc/$1/stat"; }
 # Context switches of every thread of a process, summed: "voluntary
 # involuntary" (a voluntary one is a thread going to sleep for want of
 # work; each costs a sleep and a wake-up in the kernel).

@@ -69,9 +69,9 @@ counted() { # pid totals tps-args...
     local pid=$1 t0 t1 u0 u1 v0 n0 v1 n1
     local -n ticks=${2}_ticks uticks=${2}_uticks vol=${2}_vol invol=${2}_invol tx=${2}_tx
     shift 2
-    t0=$(cpu_ticks "$pid"); u0=$(user_ticks "$pid"); read -r v0 n0 < <(ctx_switches "$pid")
+    read -r u0 t0 < <(user_and_cpu_ticks "$pid"); read -r v0 n0 < <(ctx_switches "$pid")
     counted_tps=$(tps "$@")
-    t1=$(cpu_ticks "$pid"); u1=$(user_ticks "$pid"); read -r v1 n1 < <(ctx_switches "$pid")
+    read -r u1 t1 < <(user_and_cpu_ticks "$pid"); read -r v1 n1 < <(ctx_switches "$pid")
     ticks=$((ticks + t1 - t0)); uticks=$((uticks + u1 - u0))
     vol=$((vol + v1 - v0)); invol=$((invol + n1 - n0))
     tx=$(python3 -c "print($tx + $counted_tps * $DURATION)")
