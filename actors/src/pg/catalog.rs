@@ -323,18 +323,22 @@ async fn lookup_inner(target: &PgTarget, sql: &str) -> Result<Vec<Vec<String>>, 
     }
 }
 
+/// A fresh `public.customers (email)` entry, another allocation each
+/// call (tests).
+#[cfg(test)]
+pub(crate) fn test_table() -> Arc<TableInfo> {
+    Arc::new(TableInfo {
+        schema: "public".into(),
+        table: "customers".into(),
+        columns: vec![(1, "email".into())],
+        view_reads: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_table as table;
     use super::*;
-
-    fn table() -> Arc<TableInfo> {
-        Arc::new(TableInfo {
-            schema: "public".into(),
-            table: "customers".into(),
-            columns: vec![(1, "email".into())],
-            view_reads: None,
-        })
-    }
 
     /// An entry is current while it is the cached one and within its
     /// minute: a refreshed entry (a table dropped and made again, columns

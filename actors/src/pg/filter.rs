@@ -366,16 +366,8 @@ impl ResultFilter {
 
 #[cfg(test)]
 mod tests {
+    use super::super::catalog::test_table as table;
     use super::*;
-
-    fn table() -> Arc<TableInfo> {
-        Arc::new(TableInfo {
-            schema: "public".into(),
-            table: "customers".into(),
-            columns: vec![(1, "email".into())],
-            view_reads: None,
-        })
-    }
 
     /// The last plan is reused for the same description and the catalog
     /// entries it was made of only: an entry refreshed after its minute (a
