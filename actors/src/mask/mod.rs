@@ -168,6 +168,10 @@ mod statement;
 mod strategy;
 pub mod stream;
 
+/// A DataRow body built from its values, for tests here and elsewhere.
+#[cfg(test)]
+pub(crate) use row::tests::build_row;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 

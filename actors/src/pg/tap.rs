@@ -509,12 +509,8 @@ mod tests {
 
     /// A DataRow body of non-NULL values.
     fn row(values: &[&[u8]]) -> Vec<u8> {
-        let mut b = (values.len() as i16).to_be_bytes().to_vec();
-        for v in values {
-            b.extend_from_slice(&(v.len() as i32).to_be_bytes());
-            b.extend_from_slice(v);
-        }
-        b
+        let values: Vec<Option<&[u8]>> = values.iter().copied().map(Some).collect();
+        crate::mask::build_row(&values)
     }
 
     /// Each description's format codes decide how its rows' values are
