@@ -306,10 +306,13 @@ impl Gatehouse {
         }
     }
 
-    /// Whether the last start failed because the port was taken.
+    /// Whether the daemon exited because its PostgreSQL port was taken,
+    /// the one port a fresh pick here can fix.
     fn lost_port_race(&self) -> bool {
-        let tail = log_tail(&self.log_path(), LOG_TAIL_LINES);
-        tail.contains("Address already in use") || tail.contains("AddrInUse")
+        let listener = format!("binding PostgreSQL listener 127.0.0.1:{}", self.pg_port);
+        log_tail(&self.log_path(), LOG_TAIL_LINES)
+            .lines()
+            .any(|line| line.contains(&listener) && line.contains("Address already in use"))
     }
 }
 
