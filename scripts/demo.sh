@@ -54,9 +54,9 @@ as_pg "$pgbin/pg_ctl" -D "$DEMO_DIR/pg/data" -l "$DEMO_DIR/pg/log" -w \
     -o "-p $PG_PORT -k $DEMO_DIR/pg -c listen_addresses=127.0.0.1" start >/dev/null
 as_pg psql -q -h "$DEMO_DIR/pg" -p "$PG_PORT" -U postgres -d postgres <<SQL
 CREATE ROLE gatehouse LOGIN PASSWORD '$password';
-CREATE DATABASE orders OWNER gatehouse;
+CREATE DATABASE "orders-db" OWNER gatehouse;
 SQL
-PGPASSWORD=$password psql -q -h 127.0.0.1 -p "$PG_PORT" -U gatehouse -d orders <<'SQL'
+PGPASSWORD=$password psql -q -h 127.0.0.1 -p "$PG_PORT" -U gatehouse -d orders-db <<'SQL'
 CREATE TABLE customers (id serial PRIMARY KEY, name text, email text, note text);
 INSERT INTO customers (name, email, note) VALUES
   ('Ada', 'ada@example.com', 'paid with 4111 1111 1111 1111'),
@@ -139,7 +139,7 @@ connections = ["orders-db", "web-1"]
 name = "orders-db"
 kind = "postgres"
 address = "127.0.0.1:$PG_PORT"
-database = "orders"
+database = "orders-db"
 user = "gatehouse"
 password_file = "secrets/orders-db.password"
 tls = "disable"
