@@ -2,9 +2,9 @@
 //! text (INSERT values, UPDATE SET, WHERE comparisons, ON CONFLICT, multi-
 //! row VALUES), Bind parameters mapped to columns through Parse, COPY FROM
 //! STDIN rows by their column list (text and CSV), statements the parser
-//! cannot read, and what approvers are shown. The target always
-//! gets the original values; the recording, the store file and an exported
-//! archive hold none of them.
+//! cannot read, statements inside DO blocks and function bodies, and what
+//! approvers are shown. The target always gets the original values; the
+//! recording, the store file and an exported archive hold none of them.
 
 mod common;
 
@@ -549,5 +549,62 @@ fn executed_arguments_are_masked_by_the_prepared_statements_columns() -> Result<
         "{want} in {queries:#?}"
     );
     assert_stored_recordings_lack(&w.gh, &[EXECUTED_SSN], &[b"Exec"])?;
+    Ok(())
+}
+
+#[test]
+fn values_written_from_do_blocks_and_function_bodies_are_masked_by_column_rules() -> Result<()> {
+    let w = world("allow")?;
+    const DO_SSN: &str = "418-20-7731";
+    const FUNCTION_SSN: &str = "529-31-8842";
+    let statements = [
+        format!(
+            "do $$begin insert into customers (id, name) values (8, 'Body'); \
+             update customers set ssn = '{DO_SSN}' where id = 8; end$$"
+        ),
+        format!(
+            "create function set_ssn9() returns void language sql as \
+             $f$ insert into customers (id, name, ssn) values (9, 'Func', '{FUNCTION_SSN}') $f$"
+        ),
+        "select set_ssn9()".to_owned(),
+    ];
+    let mut args = vec!["-A", "-t"];
+    for sql in &statements {
+        args.extend(["-c", sql.as_str()]);
+    }
+    let token = w.token("psql-bodies")?;
+    let out = w
+        .tls_target("app-db", "psql-bodies", &token)
+        .psql_args(&args)?;
+    assert!(out.status.success(), "{}", out.stderr_text());
+    assert_eq!(
+        w.pg.psql_direct(
+            "app",
+            "select ssn from customers where id in (8, 9) order by id"
+        )?,
+        format!("{DO_SSN}\n{FUNCTION_SSN}"),
+        "the target got the original values"
+    );
+
+    let (events, raw) = recorded(&w, "psql-bodies")?;
+    assert_absent(&raw, &[DO_SSN, FUNCTION_SSN], "the bodies' recording");
+    let queries: Vec<&str> = events_of_kind(&events, "query")
+        .iter()
+        .filter_map(|e| e["kind"]["sql"].as_str())
+        .collect();
+    // The bodies stay readable, each value masked by its column's rule.
+    for want in [
+        format!(
+            "update customers set ssn = '{}' where id = 8",
+            partial(DO_SSN)
+        ),
+        format!("values (9, 'Func', '{}') $f$", partial(FUNCTION_SSN)),
+    ] {
+        assert!(
+            queries.iter().any(|q| q.contains(&want)),
+            "{want} in {queries:#?}"
+        );
+    }
+    assert_stored_recordings_lack(&w.gh, &[DO_SSN, FUNCTION_SSN], &[b"Body", b"Func"])?;
     Ok(())
 }

@@ -8,6 +8,7 @@ use memchr::memmem::Finder;
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer, Whitespace};
 
+use super::bodies::is_body;
 use super::sites::{Place, To, sites};
 use super::{MaskedSql, ParamRules, Prepared};
 use crate::mask::{CompiledRule, MaskStats, Masker};
@@ -60,7 +61,15 @@ impl Masker {
                 .flatten();
             let Some(sites) = parsed else {
                 out.prepares_unread = prepare;
-                return self.replace_literals(sql, &tokens, &columns, Some(named), params, stats);
+                return self.replace_literals(
+                    sql,
+                    &tokens,
+                    &columns,
+                    Some(named),
+                    params,
+                    0,
+                    stats,
+                );
             };
             let prepared_here = sites.iter().flat_map(|s| s.prepares.iter());
             out.prepares_unread = prepared_here.clone().any(Option::is_none);
@@ -76,13 +85,7 @@ impl Masker {
             let touched_all = touched.contains(&None);
             for (place, to) in sites.iter().flat_map(|s| s.values.iter()) {
                 let rule = match to {
-                    To::Column(written) => match &written.column[..] {
-                        "" => written
-                            .table
-                            .as_deref()
-                            .and_then(|t| self.any_rule_for_table(t)),
-                        _ => self.written_rule(written),
-                    },
+                    To::Column(written) => self.column_rule(written),
                     To::Param { statement, index } => {
                         let known = statement
                             .as_ref()
@@ -110,26 +113,30 @@ impl Masker {
                 }
             }
         }
-        self.replace_literals(sql, &tokens, &columns, None, params, stats)
+        self.replace_literals(sql, &tokens, &columns, None, params, 0, stats)
     }
 
     /// Rewrite `sql` with the literals that must be masked replaced: those
     /// at `columns` by their rule, all of them by `every` if given (which
-    /// also covers every `$n` in `params`), the other strings by detectors.
-    fn replace_literals(
+    /// also covers every `$n` in `params`), code in the other strings as
+    /// [`bodies`](super::bodies) says, the rest of them by detectors.
+    /// `depth`: how many bodies `sql` is inside.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn replace_literals(
         &self,
         sql: &str,
         tokens: &[TokenWithSpan],
         columns: &HashMap<Location, u32>,
         every: Option<u32>,
         params: &mut ParamRules,
+        depth: usize,
         stats: &mut MaskStats,
     ) -> Option<String> {
         let mut lines = LineIndex::new(sql);
         let mut out = String::with_capacity(sql.len());
         let mut copied = 0;
         let mut changed = false;
-        for t in tokens {
+        for (i, t) in tokens.iter().enumerate() {
             let (value, quoted) = match &t.token {
                 Token::Placeholder(p) => {
                     if let (Some(rule), Some(n)) = (
@@ -154,8 +161,18 @@ impl Masker {
                 | Token::Whitespace(Whitespace::MultiLineComment(_)) => continue,
                 _ => continue,
             };
+            let mut tag = None;
             let masked = match columns.get(&t.span.start).or(every.as_ref()) {
                 Some(rule) => Some(self.whole(*rule, value.as_bytes(), "literal", stats)),
+                None if quoted && is_body(tokens, i) => match self.mask_body(value, depth, stats) {
+                    Some(code) => {
+                        if let Token::DollarQuotedString(d) = &t.token {
+                            tag = Some(d.tag.as_deref().unwrap_or(""));
+                        }
+                        Some(code)
+                    }
+                    None => self.mask_text(value, stats),
+                },
                 None if quoted => self.mask_text(value, stats),
                 None => None,
             };
@@ -168,9 +185,19 @@ impl Masker {
                 continue;
             }
             out.push_str(&sql[copied..start]);
-            out.push('\'');
-            out.push_str(&masked.replace('\'', "''"));
-            out.push('\'');
+            match tag.map(|tag| format!("${tag}$")) {
+                // A body keeps its dollar quotes, so it reads as written.
+                Some(quote) if !masked.contains(&quote) => {
+                    out.push_str(&quote);
+                    out.push_str(&masked);
+                    out.push_str(&quote);
+                }
+                _ => {
+                    out.push('\'');
+                    out.push_str(&masked.replace('\'', "''"));
+                    out.push('\'');
+                }
+            }
             copied = end;
             changed = true;
         }
@@ -189,7 +216,7 @@ impl Masker {
     /// names a rule's table, like `SELECT a FROM t WHERE id = 5` under
     /// `t.secret`, is not parsed a second time. `lower` is the statement
     /// in ASCII lowercase.
-    fn named_column_rule(&self, lower: &str) -> Option<u32> {
+    pub(super) fn named_column_rule(&self, lower: &str) -> Option<u32> {
         if !self.has_column_rules() {
             return None;
         }
@@ -252,7 +279,7 @@ impl Words {
 /// Byte offsets of sqlparser's 1-based (line, character) locations.
 /// Locations asked in text order cost one walk of the text in all: a
 /// statement of one long line with many literals stays linear.
-struct LineIndex<'a> {
+pub(super) struct LineIndex<'a> {
     sql: &'a str,
     starts: Vec<usize>,
     /// The last location found: line, 0-based character, byte offset.
@@ -260,7 +287,7 @@ struct LineIndex<'a> {
 }
 
 impl<'a> LineIndex<'a> {
-    fn new(sql: &'a str) -> Self {
+    pub(super) fn new(sql: &'a str) -> Self {
         let mut starts = vec![0];
         starts.extend(sql.match_indices('\n').map(|(i, _)| i + 1));
         LineIndex {
@@ -270,7 +297,7 @@ impl<'a> LineIndex<'a> {
         }
     }
 
-    fn offset(&mut self, at: Location) -> Option<usize> {
+    pub(super) fn offset(&mut self, at: Location) -> Option<usize> {
         let line_start = *self.starts.get((at.line as usize).checked_sub(1)?)?;
         let column = (at.column as usize).checked_sub(1)?;
         // Resume from the last location when it is on this line, not past.

@@ -31,7 +31,9 @@
 //!   rule. A message that prepares several statements gives each the
 //!   parameter rules of all of them.
 //!
-//! Not followed: statements inside `DO` bodies (detectors run on the body).
+//! - `DO` blocks and function bodies that name a masked column are read as
+//!   code: each statement in them is followed as above, the PL/pgSQL the
+//!   parser cannot read masks every literal it holds (see `bodies`).
 //!
 //! # Layout
 //!
@@ -43,6 +45,8 @@
 //!   (by the words it looks for, [`Words`], searchers built once per
 //!   masker), map each literal and `$n` to its rule, rewrite the text with
 //!   markers.
+//! - `bodies.rs` — code inside strings: which strings are bodies, and the
+//!   rule of each literal of a body's statements.
 //! - `sites.rs` — where a parsed statement's values go: INSERT, UPDATE,
 //!   MERGE, comparisons, `PREPARE`/`EXECUTE`/`DEALLOCATE` names.
 //! - `rules.rs` — which column rule covers a value written to a column or
@@ -53,6 +57,7 @@ use std::collections::HashMap;
 use super::strategy;
 use super::{MaskStats, Masker, Strategy};
 
+mod bodies;
 mod literals;
 mod rules;
 mod sites;
@@ -280,7 +285,7 @@ mod tests {
     use super::*;
     use crate::mask::MaskRule;
 
-    fn masker() -> Masker {
+    pub(super) fn masker() -> Masker {
         Masker::new(
             vec![
                 MaskRule {
@@ -303,7 +308,7 @@ mod tests {
         .unwrap()
     }
 
-    fn masked(sql: &str) -> String {
+    pub(super) fn masked(sql: &str) -> String {
         let mut stats = MaskStats::default();
         masker()
             .mask_sql(sql, &mut stats)

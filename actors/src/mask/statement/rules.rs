@@ -5,6 +5,16 @@ use super::sites::Written;
 use crate::mask::Masker;
 
 impl Masker {
+    /// The rule of a value that goes to `w`: its column's, or for an
+    /// INSERT whose values cannot be matched to columns (no column named),
+    /// any rule for its table.
+    pub(super) fn column_rule(&self, w: &Written) -> Option<u32> {
+        match &w.column[..] {
+            "" => w.table.as_deref().and_then(|t| self.any_rule_for_table(t)),
+            _ => self.written_rule(w),
+        }
+    }
+
     /// The first column rule that covers a value written to `w`.
     pub(super) fn written_rule(&self, w: &Written) -> Option<u32> {
         let column = w.column.to_lowercase();

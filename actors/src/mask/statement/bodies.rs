@@ -1,0 +1,328 @@
+//! Code inside string literals: `DO` blocks and function bodies.
+//!
+//! `DO $$BEGIN UPDATE customers SET ssn = '123-45-6789' …; END$$` writes to
+//! a masked column from inside a string, where the statement's own parse
+//! sees one literal. A dollar-quoted string, or a single-quoted one after
+//! `DO`, `DO LANGUAGE name` or `AS`, that names a masked column is read as
+//! code: split at its top-level `;`, each piece's SQL statement (from its
+//! first `SELECT`, `INSERT`, `UPDATE`, `DELETE`, `MERGE`, `WITH`, `VALUES`
+//! or `PERFORM` outside brackets) parsed for where its values go, as a
+//! statement is. Everything else masks more, never less:
+//!
+//! - a piece's statement the parser cannot read (PL/pgSQL's `SELECT … INTO
+//!   v`, `PERFORM`), and the PL/pgSQL before it (`IF … THEN`, `x :=`,
+//!   `RETURN QUERY`, `EXECUTE '…'`), have every literal masked by the
+//!   first rule whose column they name, but for a `DO` or function body
+//!   there, which is read as code in turn;
+//! - a body that cannot be tokenized, or nested deeper than
+//!   [`MAX_BODY_DEPTH`], is masked whole by the first rule it names;
+//! - `$n` in a body is the function's argument, not the statement's
+//!   parameter: bodies never change how Bind parameters are masked.
+//!
+//! Literals no rule reaches, and bodies that name no masked column, get
+//! detectors as every string does.
+
+use std::collections::HashMap;
+
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
+
+use super::ParamRules;
+use super::literals::{LineIndex, MAX_PARSED_SQL};
+use super::sites::{Place, To, sites};
+use crate::mask::{MaskStats, Masker};
+use crate::policy::classify::parse_each;
+
+/// Bodies inside bodies followed this deep (the policy classifier's own
+/// limit); a deeper one that names a masked column is masked whole.
+pub(super) const MAX_BODY_DEPTH: usize = 4;
+
+/// Words that start the SQL statement of a PL/pgSQL piece.
+const STATEMENT_STARTS: &[&str] = &[
+    "SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "WITH", "VALUES", "PERFORM",
+];
+
+impl Masker {
+    /// `body` (a string literal's value) with the literals its code writes
+    /// to or compares with masked columns masked, and detectors on the
+    /// rest; `None` when it names no masked column, so it is no code worth
+    /// reading and detectors run over it whole. `depth`: bodies around it.
+    pub(super) fn mask_body(
+        &self,
+        body: &str,
+        depth: usize,
+        stats: &mut MaskStats,
+    ) -> Option<String> {
+        let named = self.named_column_rule(&body.to_ascii_lowercase())?;
+        let tokens = match Tokenizer::new(&PostgreSqlDialect {}, body)
+            .with_unescape(true)
+            .tokenize_with_location()
+        {
+            Ok(tokens) if depth < MAX_BODY_DEPTH => tokens,
+            _ => return Some(self.whole(named, body.as_bytes(), "body", stats)),
+        };
+        let columns = self.body_columns(body, &tokens);
+        // Parameters in a body are the function's: collected, then dropped.
+        let mut params = ParamRules::default();
+        let masked =
+            self.replace_literals(body, &tokens, &columns, None, &mut params, depth + 1, stats);
+        Some(masked.unwrap_or_else(|| body.to_owned()))
+    }
+
+    /// The rule of each literal in `body` that a column rule reaches.
+    fn body_columns(&self, body: &str, tokens: &[TokenWithSpan]) -> HashMap<Location, u32> {
+        let mut columns = HashMap::new();
+        let mut lines = LineIndex::new(body);
+        let mut depth = 0usize;
+        let mut piece = 0;
+        for (i, t) in tokens.iter().enumerate() {
+            match t.token {
+                Token::LParen | Token::LBracket => depth += 1,
+                Token::RParen | Token::RBracket => depth = depth.saturating_sub(1),
+                Token::SemiColon if depth == 0 => {
+                    self.piece_columns(body, &tokens[piece..i], &mut lines, &mut columns);
+                    piece = i + 1;
+                }
+                _ => {}
+            }
+        }
+        self.piece_columns(body, &tokens[piece..], &mut lines, &mut columns);
+        columns
+    }
+
+    /// One `;`-separated piece of a body: its PL/pgSQL head, then its SQL
+    /// statement.
+    fn piece_columns(
+        &self,
+        body: &str,
+        piece: &[TokenWithSpan],
+        lines: &mut LineIndex<'_>,
+        columns: &mut HashMap<Location, u32>,
+    ) {
+        let mut depth = 0usize;
+        let start = piece.iter().position(|t| {
+            match t.token {
+                Token::LParen | Token::LBracket => depth += 1,
+                Token::RParen | Token::RBracket => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            depth == 0 && is_word_in(&t.token, STATEMENT_STARTS)
+        });
+        let (head, statement) = piece.split_at(start.unwrap_or(piece.len()));
+        let text = |tokens: &[TokenWithSpan], lines: &mut LineIndex<'_>| {
+            let (first, last) = (tokens.first()?, tokens.last()?);
+            let from = lines.offset(first.span.start)?;
+            let to = lines.offset(last.span.end)?;
+            body.get(from..to)
+        };
+        if let Some(rule) =
+            text(head, lines).and_then(|head| self.named_column_rule(&head.to_ascii_lowercase()))
+        {
+            every_literal(head, rule, columns);
+        }
+        let Some(sql) = text(statement, lines) else {
+            return;
+        };
+        let Some(named) = self.named_column_rule(&sql.to_ascii_lowercase()) else {
+            return;
+        };
+        let parsed = (sql.len() <= MAX_PARSED_SQL)
+            .then(|| parse_each(sql, sites).ok())
+            .flatten();
+        let Some(parsed) = parsed else {
+            every_literal(statement, named, columns);
+            return;
+        };
+        let origin = statement[0].span.start;
+        for (place, to) in parsed.iter().flat_map(|s| s.values.iter()) {
+            let Place::Literal(at) = place else { continue };
+            let rule = match to {
+                To::Column(written) => self.column_rule(written),
+                // `EXECUTE name(…)` in a body is PL/pgSQL's dynamic SQL,
+                // or a name this gateway never saw prepared.
+                To::Param { .. } => self.first_column_rule(),
+            };
+            if let Some(rule) = rule {
+                columns.entry(shifted(origin, *at)).or_insert(rule);
+            }
+        }
+    }
+}
+
+/// Whether a string token at `i` of `tokens` is code: dollar-quoted, or
+/// single-quoted where a body goes.
+pub(super) fn is_body(tokens: &[TokenWithSpan], i: usize) -> bool {
+    match &tokens[i].token {
+        Token::DollarQuotedString(_) => true,
+        Token::SingleQuotedString(_) | Token::EscapedStringLiteral(_) => {
+            where_a_body_goes(tokens, i)
+        }
+        _ => false,
+    }
+}
+
+/// Whether the token at `i` follows `DO`, `DO LANGUAGE name` or `AS`.
+fn where_a_body_goes(tokens: &[TokenWithSpan], i: usize) -> bool {
+    let mut before = tokens[..i]
+        .iter()
+        .rev()
+        .map(|t| &t.token)
+        .filter(|t| !matches!(t, Token::Whitespace(_)));
+    match before.next() {
+        Some(t) if is_word_in(t, &["DO", "AS"]) => true,
+        Some(Token::Word(_)) => {
+            before.next().is_some_and(|t| is_word_in(t, &["LANGUAGE"]))
+                && before.next().is_some_and(|t| is_word_in(t, &["DO"]))
+        }
+        _ => false,
+    }
+}
+
+fn is_word_in(token: &Token, words: &[&str]) -> bool {
+    matches!(token, Token::Word(w) if w.quote_style.is_none()
+        && words.iter().any(|k| w.value.eq_ignore_ascii_case(k)))
+}
+
+/// Every literal among `tokens` masked by `rule`, but for the body of a
+/// `DO` or function there: it is read as code in turn.
+fn every_literal(tokens: &[TokenWithSpan], rule: u32, columns: &mut HashMap<Location, u32>) {
+    for (i, t) in tokens.iter().enumerate() {
+        let literal = match t.token {
+            Token::Number(..)
+            | Token::NationalStringLiteral(_)
+            | Token::UnicodeStringLiteral(_) => true,
+            Token::SingleQuotedString(_)
+            | Token::EscapedStringLiteral(_)
+            | Token::DollarQuotedString(_) => !where_a_body_goes(tokens, i),
+            _ => false,
+        };
+        if literal {
+            columns.entry(t.span.start).or_insert(rule);
+        }
+    }
+}
+
+/// A location in a text that starts at `origin` of the body, as a location
+/// in the body.
+fn shifted(origin: Location, at: Location) -> Location {
+    if at.line <= 1 {
+        Location::new(origin.line, (origin.column + at.column).saturating_sub(1))
+    } else {
+        Location::new(origin.line + at.line - 1, at.column)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::masked;
+
+    #[test]
+    fn statements_in_do_blocks_and_function_bodies_follow_column_rules() {
+        // Only the values written to or compared with a masked column.
+        assert_eq!(
+            masked(
+                "DO $$BEGIN INSERT INTO customers (id, ssn) VALUES (7, '123-45-6789'); \
+                 UPDATE t SET note = 'kept' WHERE id = 1; END$$"
+            ),
+            "DO $$BEGIN INSERT INTO customers (id, ssn) VALUES (7, '[redacted]'); \
+             UPDATE t SET note = 'kept' WHERE id = 1; END$$"
+        );
+        assert_eq!(
+            masked(
+                "DO LANGUAGE plpgsql $body$\nBEGIN\n  PERFORM 1;\n  UPDATE customers\n    SET ssn = '1' WHERE id = 2;\nEND\n$body$"
+            ),
+            "DO LANGUAGE plpgsql $body$\nBEGIN\n  PERFORM 1;\n  UPDATE customers\n    SET ssn = '[redacted]' WHERE id = 2;\nEND\n$body$"
+        );
+        assert_eq!(
+            masked(
+                "CREATE FUNCTION f() RETURNS void AS $$ DELETE FROM customers WHERE ssn IN ('1', '2') $$ LANGUAGE sql"
+            ),
+            "CREATE FUNCTION f() RETURNS void AS $$ DELETE FROM customers WHERE ssn IN ('[redacted]', '[redacted]') $$ LANGUAGE sql"
+        );
+        // A single-quoted body, its quotes doubled as written.
+        assert_eq!(
+            masked("DO 'BEGIN UPDATE customers SET ssn = ''9'' WHERE id = 3; END'"),
+            "DO 'BEGIN UPDATE customers SET ssn = ''[redacted]'' WHERE id = 3; END'"
+        );
+        assert_eq!(
+            masked("CREATE PROCEDURE p() LANGUAGE sql AS 'UPDATE customers SET ssn = ''9'''"),
+            "CREATE PROCEDURE p() LANGUAGE sql AS 'UPDATE customers SET ssn = ''[redacted]'''"
+        );
+    }
+
+    #[test]
+    fn code_the_pass_cannot_read_has_every_literal_masked() {
+        // PL/pgSQL around a statement: a condition naming a masked column.
+        assert_eq!(
+            masked(
+                "DO $$BEGIN IF EXISTS (SELECT 1 FROM customers WHERE ssn = '555') THEN \
+                 UPDATE t SET n = 2; END IF; END$$"
+            ),
+            "DO $$BEGIN IF EXISTS (SELECT '[redacted]' FROM customers WHERE ssn = '[redacted]') THEN \
+             UPDATE t SET n = 2; END IF; END$$"
+        );
+        // A statement the parser cannot read (PERFORM is PL/pgSQL's).
+        assert_eq!(
+            masked("DO $$BEGIN PERFORM f(x) FROM customers WHERE ssn = '555'; END$$"),
+            "DO $$BEGIN PERFORM f(x) FROM customers WHERE ssn = '[redacted]'; END$$"
+        );
+        // Dynamic SQL: the string it runs is masked whole.
+        for quoted in [
+            "'UPDATE customers SET ssn = ''7'''",
+            "$i$UPDATE customers SET ssn = '7'$i$",
+        ] {
+            assert_eq!(
+                masked(&format!("DO $o$BEGIN EXECUTE {quoted}; END$o$")),
+                "DO $o$BEGIN EXECUTE '[redacted]'; END$o$"
+            );
+        }
+        // A DO inside a DO.
+        assert_eq!(
+            masked("DO $o$BEGIN DO $i$BEGIN UPDATE customers SET ssn = '7'; END$i$; END$o$"),
+            "DO $o$BEGIN DO $i$BEGIN UPDATE customers SET ssn = '[redacted]'; END$i$; END$o$"
+        );
+        // Bodies in bodies, past the depth followed: masked whole.
+        let mut sql = "UPDATE customers SET ssn = '8'".to_owned();
+        for depth in 0..6 {
+            sql = format!("DO $d{depth}$BEGIN PERFORM 1; {sql}; END$d{depth}$");
+        }
+        let out = masked(&sql);
+        assert!(!out.contains("'8'"), "{out}");
+        // Followed to the depth, then the rest is one marker.
+        assert!(
+            out.contains("PERFORM 1; DO $d1$[redacted]$d1$; END"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn strings_that_are_not_code_are_left_to_detectors() {
+        // Names no masked column: detectors only, as any string.
+        assert_eq!(
+            masked("DO $$BEGIN RAISE NOTICE 'mail a@example.org'; END$$"),
+            "DO 'BEGIN RAISE NOTICE ''mail [redacted]''; END'"
+        );
+        // A plain single-quoted value is not code, even naming a column.
+        assert_eq!(masked("select 'ssn 123'"), "select 'ssn 123'");
+        // Parameters in a body are the function's, not the statement's.
+        let mut stats = crate::mask::MaskStats::default();
+        let out = super::super::tests::masker().mask_sql(
+            "CREATE FUNCTION g(text) RETURNS void AS $$ UPDATE customers SET ssn = $1 $$ LANGUAGE sql",
+            &mut stats,
+        );
+        assert!(out.params.is_empty(), "{:?}", out.params);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn bodies_never_make_masking_panic(parts in proptest::collection::vec(proptest::sample::select(vec![
+            "DO ", "do language plpgsql ", "AS ", "$$", "$t$", "'", "''", "E'", "\\", ";", "(", ")", " ",
+            "\n", "BEGIN ", "END", "IF ", "THEN ", "PERFORM ", "EXECUTE ", "update customers set ssn = ",
+            "insert into customers (ssn) values (", "select ", "ssn", " = ", "'123-45-6789'", "$1", "1",
+            "é", "--", "/*", "*/", "into v ", "where ssn in (", "a@example.org",
+        ]), 0..40)) {
+            let sql: String = parts.concat();
+            let _ = masked(&sql);
+        }
+    }
+}
