@@ -608,3 +608,72 @@ fn values_written_from_do_blocks_and_function_bodies_are_masked_by_column_rules(
     assert_stored_recordings_lack(&w.gh, &[DO_SSN, FUNCTION_SSN], &[b"Body", b"Func"])?;
     Ok(())
 }
+
+/// The target's errors quote what the client sent: the literal a syntax
+/// error stopped at, an unterminated string, the value a data exception
+/// rejects, and the statement a function ran. Under `unparsed = "allow"`
+/// these reach the target, and its errors are masked like the statements.
+#[test]
+fn values_the_targets_errors_echo_are_masked() -> Result<()> {
+    let w = world("allow")?;
+    const AT_OR_NEAR: &str = "512-00-1111";
+    const UNTERMINATED: &str = "512-00-2222";
+    const NOT_AN_ID: &str = "512-00-3333";
+    const IN_A_FUNCTION: &str = "512-00-4444";
+    let cases = [
+        (
+            format!("insert into customers (id, ssn) values (10 '{AT_OR_NEAR}')"),
+            // The token as the target quotes it, quotes and all.
+            format!(
+                "syntax error at or near \"{}\"",
+                partial(&format!("'{AT_OR_NEAR}'"))
+            ),
+        ),
+        (
+            format!("update customers set ssn = '{UNTERMINATED}"),
+            "unterminated quoted string at or near \"".to_owned(),
+        ),
+        (
+            format!("insert into customers (id, name) values ('{NOT_AN_ID}', 'x')"),
+            format!(
+                "invalid input syntax for type integer: \"{}\"",
+                partial(NOT_AN_ID)
+            ),
+        ),
+        (
+            format!(
+                "do $$begin execute 'update customers set ssn = ''{IN_A_FUNCTION}'' \
+                 where id = ''x'''; end$$"
+            ),
+            "invalid input syntax for type integer".to_owned(),
+        ),
+    ];
+    let mut stderr = String::new();
+    for (sql, says) in &cases {
+        let out = psql(&w, "psql-echo", sql)?;
+        assert!(!out.status.success(), "{sql}");
+        let first_line = out.stderr_text().lines().next().unwrap_or("").to_owned();
+        assert!(first_line.contains(says.as_str()), "{first_line} for {sql}");
+        stderr.push_str(&out.stderr_text());
+    }
+    // The statement the function ran, as psql shows it (QUERY:), masked.
+    assert!(
+        stderr.contains(&format!("ssn = '{}'", partial(IN_A_FUNCTION))),
+        "{stderr}"
+    );
+    let sent = [AT_OR_NEAR, UNTERMINATED, IN_A_FUNCTION];
+    let (events, raw) = recorded(&w, "psql-echo")?;
+    assert_absent(&raw, &sent, "the echoing errors' recording");
+    let errors: Vec<String> = events_of_kind(&events, "error")
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    // The value given for `id` is no masked column's, so its statement is
+    // recorded as sent; the error, which cannot say whose value it quotes,
+    // is masked.
+    assert_absent(errors.concat().as_bytes(), &[NOT_AN_ID], "the errors");
+    assert_eq!(errors.len(), cases.len(), "{errors:#?}");
+    assert_stored_recordings_lack(&w.gh, &sent, &[b"invalid input syntax"])?;
+    assert_absent(w.log().as_bytes(), &sent, "the daemon's log");
+    Ok(())
+}

@@ -16,7 +16,8 @@
 //!   stateful across CopyData messages (rows may be split or batched); one file
 //!   per format, `rows.rs` for the row buffer.
 //! - `statement/` — masking of SQL text itself (literals in statements that
-//!   reach recordings and logs) and of Bind parameters ([`ParamRules`]).
+//!   reach recordings and logs), of Bind parameters ([`ParamRules`]), and of
+//!   what the target's errors echo of them.
 //! - `stream.rs` — [`stream::StreamMasker`]: a byte stream cut anywhere (SSH
 //!   terminal output), with bounded hold-back so split secrets are caught.
 //! - `detail.rs` — [`Masker::mask_text`]: ErrorResponse / NoticeResponse free text,

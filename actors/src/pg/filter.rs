@@ -301,9 +301,14 @@ impl ResultFilter {
         Ok((!out.is_empty()).then(|| frame(b'd', &out)))
     }
 
-    /// ErrorResponse/NoticeResponse: texts with values masked.
+    /// ErrorResponse/NoticeResponse: texts with values masked, among them
+    /// what they echo of the client's statement ([`Masker::mask_echo`]).
     pub fn notice(&mut self, tag: u8, body: &[u8]) -> Result<Option<BytesMut>, Unmaskable> {
         let fields = messages::error_field_list(body)?;
+        let sqlstate: &[u8] = fields
+            .iter()
+            .find(|(code, _)| *code == b'C')
+            .map_or(b"", |(_, v)| v);
         let mut changed = false;
         let masked: Vec<(u8, Vec<u8>)> = fields
             .iter()
@@ -311,13 +316,21 @@ impl ResultFilter {
                 // Severity, SQLSTATE, positions, source file/line/routine:
                 // never values.
                 b'S' | b'V' | b'C' | b'P' | b'p' | b'F' | b'L' | b'R' => (*code, value.to_vec()),
-                _ => match self.masker.mask_text_bytes(value, &mut self.stats) {
-                    Some(m) => {
-                        changed = true;
-                        (*code, m)
+                _ => {
+                    // What the text quotes of the client's statement, then
+                    // detectors over all of it.
+                    let echo = self
+                        .masker
+                        .mask_echo(sqlstate, *code, value, &mut self.stats);
+                    let text = echo.as_deref().unwrap_or(value);
+                    match self.masker.mask_text_bytes(text, &mut self.stats).or(echo) {
+                        Some(m) => {
+                            changed = true;
+                            (*code, m)
+                        }
+                        None => (*code, value.to_vec()),
                     }
-                    None => (*code, value.to_vec()),
-                },
+                }
             })
             .collect();
         if !changed {

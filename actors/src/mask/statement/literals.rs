@@ -47,7 +47,10 @@ impl Masker {
             .tokenize_with_location()
         else {
             out.prepares_unread = prepare;
-            return None;
+            // Text the tokenizer cannot read (an unterminated quote or
+            // comment): where its literals are is unknown, so one that
+            // names a masked column is masked whole.
+            return named.map(|rule| self.whole(rule, sql.as_bytes(), "statement", stats));
         };
         // Column rules need the tree; skip the parse when no rule's column
         // is even named in the text. A statement too long to parse, or one

@@ -45,6 +45,9 @@
 //!   (by the words it looks for, [`Words`], searchers built once per
 //!   masker), map each literal and `$n` to its rule, rewrite the text with
 //!   markers.
+//! - `echo.rs` — [`Masker::mask_echo`]: what the target's errors quote of
+//!   the client's statement (data exceptions, syntax errors, a function's
+//!   internal query).
 //! - `bodies.rs` — code inside strings: which strings are bodies, and the
 //!   rule of each literal of a body's statements.
 //! - `sites.rs` — where a parsed statement's values go: INSERT, UPDATE,
@@ -58,6 +61,7 @@ use super::strategy;
 use super::{MaskStats, Masker, Strategy};
 
 mod bodies;
+mod echo;
 mod literals;
 mod rules;
 mod sites;
@@ -337,6 +341,23 @@ mod tests {
             "selec 'x' frm [redacted]"
         );
         assert_eq!(masked("select 'plain'"), "select 'plain'");
+    }
+
+    #[test]
+    fn text_the_tokenizer_cannot_read_is_masked_whole_when_it_names_a_masked_column() {
+        assert_eq!(
+            masked("update customers set ssn = '512-00-2222"),
+            "[redacted]"
+        );
+        assert_eq!(
+            masked("insert into customers (ssn) values ($a$512-00-2222"),
+            "[redacted]"
+        );
+        // Naming none, detectors only, as before.
+        assert_eq!(
+            masked("update t set note = 'mail a@example.org"),
+            "update t set note = 'mail [redacted]"
+        );
     }
 
     #[test]
