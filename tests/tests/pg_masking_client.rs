@@ -120,13 +120,19 @@ fn psql(w: &World, user: &str, sql: &str) -> Result<std::process::Output> {
 /// Every recorded event of `user`'s sessions (pgbench opens more than
 /// one), once they have ended, and their raw `show --json` output.
 fn recorded(w: &World, user: &str) -> Result<(Vec<Value>, Vec<u8>)> {
+    recorded_sessions(w, user, 1)
+}
+
+/// [`recorded`] once at least `count` sessions of `user` are in the store:
+/// a session that ended a moment ago may not be listed yet.
+fn recorded_sessions(w: &World, user: &str, count: usize) -> Result<(Vec<Value>, Vec<u8>)> {
     let deadline = Instant::now() + common::RECORDING_WAIT;
     let ids = loop {
         let sessions: Vec<Value> = common::list_sessions(&w.gh)?
             .into_iter()
             .filter(|h| h["client_user"] == user)
             .collect();
-        if !sessions.is_empty() && sessions.iter().all(|h| !h["outcome"].is_null()) {
+        if sessions.len() >= count.max(1) && sessions.iter().all(|h| !h["outcome"].is_null()) {
             break sessions
                 .iter()
                 .map(session_id)
@@ -662,7 +668,7 @@ fn values_the_targets_errors_echo_are_masked() -> Result<()> {
         "{stderr}"
     );
     let sent = [AT_OR_NEAR, UNTERMINATED, IN_A_FUNCTION];
-    let (events, raw) = recorded(&w, "psql-echo")?;
+    let (events, raw) = recorded_sessions(&w, "psql-echo", cases.len())?;
     assert_absent(&raw, &sent, "the echoing errors' recording");
     let errors: Vec<String> = events_of_kind(&events, "error")
         .iter()

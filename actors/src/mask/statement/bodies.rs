@@ -2,25 +2,30 @@
 //!
 //! `DO $$BEGIN UPDATE customers SET ssn = '123-45-6789' …; END$$` writes to
 //! a masked column from inside a string, where the statement's own parse
-//! sees one literal. A dollar-quoted string, or a single-quoted one after
-//! `DO`, `DO LANGUAGE name` or `AS`, that names a masked column is read as
-//! code: split at its top-level `;`, each piece's SQL statement (from its
-//! first `SELECT`, `INSERT`, `UPDATE`, `DELETE`, `MERGE`, `WITH`, `VALUES`
-//! or `PERFORM` outside brackets) parsed for where its values go, as a
-//! statement is. Everything else masks more, never less:
+//! sees one literal. A string in a body's place (after `DO`, `DO LANGUAGE
+//! name` or `AS`; dollar-quoted, standard, `E'…'` or `U&'…'`) that names a
+//! masked column, or may spell one in escapes, is read as code: split at
+//! its top-level `;`, each piece's SQL statement (from its first `SELECT`,
+//! `INSERT`, `UPDATE`, `DELETE`, `MERGE`, `WITH`, `VALUES` or `PERFORM`
+//! outside brackets) parsed for where its values go, as a statement is.
+//! Everything else masks more, never less, by the first rule the body
+//! names:
 //!
-//! - a piece's statement the parser cannot read (PL/pgSQL's `SELECT … INTO
-//!   v`, `PERFORM`), and the PL/pgSQL before it (`IF … THEN`, `x :=`,
-//!   `RETURN QUERY`, `EXECUTE '…'`), have every literal masked by the
-//!   first rule whose column they name, but for a `DO` or function body
-//!   there, which is read as code in turn;
-//! - a body that cannot be tokenized, or nested deeper than
-//!   [`MAX_BODY_DEPTH`], is masked whole by the first rule it names;
+//! - the PL/pgSQL of a piece before its statement (`DECLARE v text :=
+//!   '…'`, `v := …`, `IF … THEN`, `RAISE`, `RETURN QUERY`, `EXECUTE '…'`)
+//!   has every literal masked, since a variable may carry a value to a
+//!   masked column later; so has a statement that fills variables
+//!   (`SELECT … INTO v`) or that the parser cannot read (`PERFORM`);
+//! - a body too long to parse (over `MAX_PARSED_SQL`), one that cannot be
+//!   tokenized, or one nested deeper than [`MAX_BODY_DEPTH`] is masked
+//!   whole;
 //! - `$n` in a body is the function's argument, not the statement's
 //!   parameter: bodies never change how Bind parameters are masked.
 //!
-//! Literals no rule reaches, and bodies that name no masked column, get
-//! detectors as every string does.
+//! Not followed: values a function receives as arguments and writes to a
+//! masked column (the call site does not name the column). Other strings,
+//! and bodies that name no masked column, get detectors as every string
+//! does.
 
 use std::collections::HashMap;
 
@@ -58,10 +63,10 @@ impl Masker {
             .with_unescape(true)
             .tokenize_with_location()
         {
-            Ok(tokens) if depth < MAX_BODY_DEPTH => tokens,
+            Ok(tokens) if depth < MAX_BODY_DEPTH && body.len() <= MAX_PARSED_SQL => tokens,
             _ => return Some(self.whole(named, body.as_bytes(), "body", stats)),
         };
-        let columns = self.body_columns(body, &tokens);
+        let columns = self.body_columns(body, &tokens, named);
         // Parameters in a body are the function's: collected, then dropped.
         let mut params = ParamRules::default();
         let masked =
@@ -69,8 +74,14 @@ impl Masker {
         Some(masked.unwrap_or_else(|| body.to_owned()))
     }
 
-    /// The rule of each literal in `body` that a column rule reaches.
-    fn body_columns(&self, body: &str, tokens: &[TokenWithSpan]) -> HashMap<Location, u32> {
+    /// The rule of each literal in `body` that a column rule reaches;
+    /// `named`, the first rule the body names, for what cannot be followed.
+    fn body_columns(
+        &self,
+        body: &str,
+        tokens: &[TokenWithSpan],
+        named: u32,
+    ) -> HashMap<Location, u32> {
         let mut columns = HashMap::new();
         let mut lines = LineIndex::new(body);
         let mut depth = 0usize;
@@ -80,22 +91,24 @@ impl Masker {
                 Token::LParen | Token::LBracket => depth += 1,
                 Token::RParen | Token::RBracket => depth = depth.saturating_sub(1),
                 Token::SemiColon if depth == 0 => {
-                    self.piece_columns(body, &tokens[piece..i], &mut lines, &mut columns);
+                    let piece_tokens = &tokens[piece..i];
+                    self.piece_columns(body, piece_tokens, named, &mut lines, &mut columns);
                     piece = i + 1;
                 }
                 _ => {}
             }
         }
-        self.piece_columns(body, &tokens[piece..], &mut lines, &mut columns);
+        self.piece_columns(body, &tokens[piece..], named, &mut lines, &mut columns);
         columns
     }
 
     /// One `;`-separated piece of a body: its PL/pgSQL head, then its SQL
-    /// statement.
+    /// statement. `named`: the first rule the body names.
     fn piece_columns(
         &self,
         body: &str,
         piece: &[TokenWithSpan],
+        named: u32,
         lines: &mut LineIndex<'_>,
         columns: &mut HashMap<Location, u32>,
     ) {
@@ -115,22 +128,28 @@ impl Masker {
             let to = lines.offset(last.span.end)?;
             body.get(from..to)
         };
-        if let Some(rule) =
-            text(head, lines).and_then(|head| self.named_column_rule(&head.to_ascii_lowercase()))
-        {
-            every_literal(head, rule, columns);
-        }
+        // PL/pgSQL: a literal here may reach a masked column through a
+        // variable.
+        let head_rule = text(head, lines)
+            .and_then(|head| self.named_column_rule(&head.to_ascii_lowercase()))
+            .unwrap_or(named);
+        every_literal(head, head_rule, columns);
         let Some(sql) = text(statement, lines) else {
             return;
         };
-        let Some(named) = self.named_column_rule(&sql.to_ascii_lowercase()) else {
+        let statement_rule = self.named_column_rule(&sql.to_ascii_lowercase());
+        if fills_variables(statement) {
+            every_literal(statement, statement_rule.unwrap_or(named), columns);
+            return;
+        }
+        let Some(statement_rule) = statement_rule else {
             return;
         };
         let parsed = (sql.len() <= MAX_PARSED_SQL)
             .then(|| parse_each(sql, sites).ok())
             .flatten();
         let Some(parsed) = parsed else {
-            every_literal(statement, named, columns);
+            every_literal(statement, statement_rule, columns);
             return;
         };
         let origin = statement[0].span.start;
@@ -149,19 +168,24 @@ impl Masker {
     }
 }
 
-/// Whether a string token at `i` of `tokens` is code: dollar-quoted, or
-/// single-quoted where a body goes.
+/// Whether a string token at `i` of `tokens` is code: a string in a
+/// body's place.
 pub(super) fn is_body(tokens: &[TokenWithSpan], i: usize) -> bool {
-    match &tokens[i].token {
-        Token::DollarQuotedString(_) => true,
-        Token::SingleQuotedString(_) | Token::EscapedStringLiteral(_) => {
-            where_a_body_goes(tokens, i)
-        }
-        _ => false,
-    }
+    is_string(&tokens[i].token) && where_a_body_goes(tokens, i)
 }
 
-/// Whether the token at `i` follows `DO`, `DO LANGUAGE name` or `AS`.
+fn is_string(token: &Token) -> bool {
+    matches!(
+        token,
+        Token::DollarQuotedString(_)
+            | Token::SingleQuotedString(_)
+            | Token::EscapedStringLiteral(_)
+            | Token::UnicodeStringLiteral(_)
+    )
+}
+
+/// Whether the token at `i` follows `DO`, `DO LANGUAGE name` (the name
+/// may be a string) or `AS`.
 fn where_a_body_goes(tokens: &[TokenWithSpan], i: usize) -> bool {
     let mut before = tokens[..i]
         .iter()
@@ -170,12 +194,36 @@ fn where_a_body_goes(tokens: &[TokenWithSpan], i: usize) -> bool {
         .filter(|t| !matches!(t, Token::Whitespace(_)));
     match before.next() {
         Some(t) if is_word_in(t, &["DO", "AS"]) => true,
-        Some(Token::Word(_)) => {
+        Some(Token::Word(_) | Token::SingleQuotedString(_)) => {
             before.next().is_some_and(|t| is_word_in(t, &["LANGUAGE"]))
                 && before.next().is_some_and(|t| is_word_in(t, &["DO"]))
         }
         _ => false,
     }
+}
+
+/// Whether a statement of a body stores into PL/pgSQL variables: an
+/// `INTO` outside brackets that is not `INSERT INTO` or `MERGE INTO`.
+fn fills_variables(statement: &[TokenWithSpan]) -> bool {
+    let mut depth = 0usize;
+    let mut previous: Option<&Token> = None;
+    for t in statement {
+        match &t.token {
+            Token::Whitespace(_) => continue,
+            Token::LParen | Token::LBracket => depth += 1,
+            Token::RParen | Token::RBracket => depth = depth.saturating_sub(1),
+            token
+                if depth == 0
+                    && is_word_in(token, &["INTO"])
+                    && !previous.is_some_and(|p| is_word_in(p, &["INSERT", "MERGE"])) =>
+            {
+                return true;
+            }
+            _ => {}
+        }
+        previous = Some(&t.token);
+    }
+    false
 }
 
 fn is_word_in(token: &Token, words: &[&str]) -> bool {
@@ -188,12 +236,8 @@ fn is_word_in(token: &Token, words: &[&str]) -> bool {
 fn every_literal(tokens: &[TokenWithSpan], rule: u32, columns: &mut HashMap<Location, u32>) {
     for (i, t) in tokens.iter().enumerate() {
         let literal = match t.token {
-            Token::Number(..)
-            | Token::NationalStringLiteral(_)
-            | Token::UnicodeStringLiteral(_) => true,
-            Token::SingleQuotedString(_)
-            | Token::EscapedStringLiteral(_)
-            | Token::DollarQuotedString(_) => !where_a_body_goes(tokens, i),
+            Token::Number(..) | Token::NationalStringLiteral(_) => true,
+            ref token if is_string(token) => !where_a_body_goes(tokens, i),
             _ => false,
         };
         if literal {
@@ -311,6 +355,50 @@ mod tests {
             &mut stats,
         );
         assert!(out.params.is_empty(), "{:?}", out.params);
+    }
+
+    #[test]
+    fn what_review_found_is_followed() {
+        // A column spelled in escapes of a nested E'' body.
+        assert_eq!(
+            masked(
+                r"DO $$BEGIN DO E'BEGIN UPDATE customers SET s\x73n = ''X03'' WHERE id = 1; END'; END$$"
+            ),
+            "DO $$BEGIN DO 'BEGIN UPDATE customers SET ssn = ''[redacted]'' WHERE id = 1; END'; END$$"
+        );
+        // U&'' bodies, and the language given as a string.
+        assert_eq!(
+            masked("DO U&'BEGIN UPDATE customers SET ssn = ''X04'' WHERE id = 1; END'"),
+            "DO 'BEGIN UPDATE customers SET ssn = ''[redacted]'' WHERE id = 1; END'"
+        );
+        assert_eq!(
+            masked("DO LANGUAGE 'plpgsql' 'BEGIN UPDATE customers SET ssn = ''Y01''; END'"),
+            "DO LANGUAGE 'plpgsql' 'BEGIN UPDATE customers SET ssn = ''[redacted]''; END'"
+        );
+        // Values carried by variables.
+        assert_eq!(
+            masked("DO $$DECLARE v text := 'X01'; BEGIN UPDATE customers SET ssn = v; END$$"),
+            "DO $$DECLARE v text := '[redacted]'; BEGIN UPDATE customers SET ssn = v; END$$"
+        );
+        assert_eq!(
+            masked(
+                "DO $$DECLARE v text; BEGIN SELECT 'X02' INTO v; UPDATE customers SET ssn = v; END$$"
+            ),
+            "DO $$DECLARE v text; BEGIN SELECT '[redacted]' INTO v; UPDATE customers SET ssn = v; END$$"
+        );
+        // A dollar-quoted value is data, not code: detectors over it whole,
+        // as before bodies were read.
+        assert_eq!(
+            masked("INSERT INTO notes (body) VALUES ($$name john.1990@example.org$$)"),
+            "INSERT INTO notes (body) VALUES ('name [redacted]')"
+        );
+        // A PREPARE in dynamic SQL: what the session knew is unknown now.
+        let mut stats = crate::mask::MaskStats::default();
+        let out = super::super::tests::masker().mask_sql(
+            "DO $$BEGIN EXECUTE 'PREPARE p(text) AS UPDATE customers SET ssn = $1'; END$$",
+            &mut stats,
+        );
+        assert!(out.prepares_unread);
     }
 
     proptest::proptest! {

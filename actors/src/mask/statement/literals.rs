@@ -75,7 +75,11 @@ impl Masker {
                 );
             };
             let prepared_here = sites.iter().flat_map(|s| s.prepares.iter());
-            out.prepares_unread = prepared_here.clone().any(Option::is_none);
+            // A PREPARE the parse did not see (in a DO body's dynamic SQL)
+            // redefines a name in a way this pass cannot follow.
+            let mentioned = self.words.prepare.find_iter(lower.as_bytes()).count();
+            out.prepares_unread = prepared_here.clone().any(Option::is_none)
+                || mentioned > prepared_here.clone().count();
             out.prepares = prepared_here.flatten().cloned().collect();
             // A name this message prepares or deallocates is not the one
             // the session knew when an EXECUTE of it runs: unknown.
@@ -235,12 +239,15 @@ impl Masker {
                 })
             })
             .map(|i| i as u32)
-            // EXECUTE's arguments go to columns its text does not name, and
-            // a `U&"…"` identifier may spell a masked column's name.
+            // EXECUTE's arguments go to columns its text does not name, a
+            // `U&"…"` identifier may spell a masked column's name, and so
+            // may the escapes of an `E'…'` body.
             .or_else(|| {
-                (has(&words.execute) || has(&words.unicode_ident))
-                    .then(|| self.first_column_rule())
-                    .flatten()
+                (has(&words.execute)
+                    || has(&words.unicode_ident)
+                    || memchr::memchr(b'\\', lower.as_bytes()).is_some())
+                .then(|| self.first_column_rule())
+                .flatten()
             })
     }
 }
