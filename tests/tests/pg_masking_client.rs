@@ -117,6 +117,35 @@ fn psql(w: &World, user: &str, sql: &str) -> Result<std::process::Output> {
     w.tls_target("app-db", user, &token).psql(sql)
 }
 
+/// `statements` in one psql session, one message each (`-c` per
+/// statement), so what one prepares is known when the next runs.
+fn psql_session(
+    w: &World,
+    user: &str,
+    statements: &[impl AsRef<str>],
+) -> Result<std::process::Output> {
+    let mut args = vec!["-A", "-t"];
+    for sql in statements {
+        args.extend(["-c", sql.as_ref()]);
+    }
+    let token = w.token(user)?;
+    w.tls_target("app-db", user, &token).psql_args(&args)
+}
+
+/// Fails unless each of `wanted` is part of some recorded query's SQL.
+fn assert_queries_contain(events: &[Value], wanted: &[String]) {
+    let queries: Vec<&str> = events_of_kind(events, "query")
+        .iter()
+        .filter_map(|e| e["kind"]["sql"].as_str())
+        .collect();
+    for want in wanted {
+        assert!(
+            queries.iter().any(|q| q.contains(want.as_str())),
+            "{want} in {queries:#?}"
+        );
+    }
+}
+
 /// Every recorded event of `user`'s sessions (pgbench opens more than
 /// one), once they have ended, and their raw `show --json` output.
 fn recorded(w: &World, user: &str) -> Result<(Vec<Value>, Vec<u8>)> {
@@ -168,14 +197,7 @@ fn what_clients_send_is_recorded_masked_and_reaches_the_target_whole() -> Result
          on conflict (id) do update set ssn = '906-55-1212'",
         "select id from customers where note like '%4000 0566 5566 5556%'",
     ];
-    let mut args = vec!["-A", "-t"];
-    for sql in &statements {
-        args.extend(["-c", sql]);
-    }
-    let token = w.token("psql-writer")?;
-    let out = w
-        .tls_target("app-db", "psql-writer", &token)
-        .psql_args(&args)?;
+    let out = psql_session(&w, "psql-writer", &statements)?;
     assert!(out.status.success(), "{}", out.stderr_text());
     // A statement the parser cannot read: detectors over its raw text. It
     // fails at the target, whose error text is masked as before.
@@ -526,16 +548,8 @@ fn executed_arguments_are_masked_by_the_prepared_statements_columns() -> Result<
         "prepare set_ssn(int, text) as update customers set ssn = $2 where id = $1".to_owned(),
         format!("execute set_ssn(7, '{EXECUTED_SSN}')"),
     ];
-    let mut args = vec!["-A", "-t"];
-    for sql in &statements {
-        args.extend(["-c", sql.as_str()]);
-    }
-    // One session, one message per -c: the statement the second prepares
-    // is known when the third executes it.
-    let token = w.token("psql-executor")?;
-    let out = w
-        .tls_target("app-db", "psql-executor", &token)
-        .psql_args(&args)?;
+    // The statement the second prepares is known when the third executes it.
+    let out = psql_session(&w, "psql-executor", &statements)?;
     assert!(out.status.success(), "{}", out.stderr_text());
     assert_eq!(
         w.pg.psql_direct("app", "select ssn from customers where id = 7")?,
@@ -545,19 +559,17 @@ fn executed_arguments_are_masked_by_the_prepared_statements_columns() -> Result<
 
     let (events, raw) = recorded(&w, "psql-executor")?;
     assert_absent(&raw, &[EXECUTED_SSN], "the EXECUTE's recording");
-    let queries: Vec<&str> = events_of_kind(&events, "query")
-        .iter()
-        .filter_map(|e| e["kind"]["sql"].as_str())
-        .collect();
-    let want = format!("execute set_ssn(7, '{}')", partial(EXECUTED_SSN));
-    assert!(
-        queries.iter().any(|q| q.contains(&want)),
-        "{want} in {queries:#?}"
+    assert_queries_contain(
+        &events,
+        &[format!("execute set_ssn(7, '{}')", partial(EXECUTED_SSN))],
     );
     assert_stored_recordings_lack(&w.gh, &[EXECUTED_SSN], &[b"Exec"])?;
     Ok(())
 }
 
+/// A `DO` block and a `LANGUAGE sql` function body write SSNs from inside
+/// a string: each is masked in the recorded text by its column's rule, the
+/// body stays readable, and the target gets the originals.
 #[test]
 fn values_written_from_do_blocks_and_function_bodies_are_masked_by_column_rules() -> Result<()> {
     let w = world("allow")?;
@@ -574,14 +586,7 @@ fn values_written_from_do_blocks_and_function_bodies_are_masked_by_column_rules(
         ),
         "select set_ssn9()".to_owned(),
     ];
-    let mut args = vec!["-A", "-t"];
-    for sql in &statements {
-        args.extend(["-c", sql.as_str()]);
-    }
-    let token = w.token("psql-bodies")?;
-    let out = w
-        .tls_target("app-db", "psql-bodies", &token)
-        .psql_args(&args)?;
+    let out = psql_session(&w, "psql-bodies", &statements)?;
     assert!(out.status.success(), "{}", out.stderr_text());
     assert_eq!(
         w.pg.psql_direct(
@@ -594,23 +599,17 @@ fn values_written_from_do_blocks_and_function_bodies_are_masked_by_column_rules(
 
     let (events, raw) = recorded(&w, "psql-bodies")?;
     assert_absent(&raw, &[DO_SSN, FUNCTION_SSN], "the bodies' recording");
-    let queries: Vec<&str> = events_of_kind(&events, "query")
-        .iter()
-        .filter_map(|e| e["kind"]["sql"].as_str())
-        .collect();
     // The bodies stay readable, each value masked by its column's rule.
-    for want in [
-        format!(
-            "update customers set ssn = '{}' where id = 8",
-            partial(DO_SSN)
-        ),
-        format!("values (9, 'Func', '{}') $f$", partial(FUNCTION_SSN)),
-    ] {
-        assert!(
-            queries.iter().any(|q| q.contains(&want)),
-            "{want} in {queries:#?}"
-        );
-    }
+    assert_queries_contain(
+        &events,
+        &[
+            format!(
+                "update customers set ssn = '{}' where id = 8",
+                partial(DO_SSN)
+            ),
+            format!("values (9, 'Func', '{}') $f$", partial(FUNCTION_SSN)),
+        ],
+    );
     assert_stored_recordings_lack(&w.gh, &[DO_SSN, FUNCTION_SSN], &[b"Body", b"Func"])?;
     Ok(())
 }
