@@ -625,6 +625,7 @@ fn values_the_targets_errors_echo_are_masked() -> Result<()> {
     const UNTERMINATED: &str = "512-00-2222";
     const NOT_AN_ID: &str = "512-00-3333";
     const IN_A_FUNCTION: &str = "512-00-4444";
+    const IN_CONTEXT: &str = "512-00-5555";
     let cases = [
         (
             format!("insert into customers (id, ssn) values (10 '{AT_OR_NEAR}')"),
@@ -652,6 +653,13 @@ fn values_the_targets_errors_echo_are_masked() -> Result<()> {
             ),
             "invalid input syntax for type integer".to_owned(),
         ),
+        (
+            format!(
+                "do $$begin insert into customers (id, name) values (20, 'E'); \
+                 insert into customers (id, ssn) values (20, '{IN_CONTEXT}'); end$$"
+            ),
+            "duplicate key value violates unique constraint".to_owned(),
+        ),
     ];
     let mut stderr = String::new();
     for (sql, says) in &cases {
@@ -661,12 +669,22 @@ fn values_the_targets_errors_echo_are_masked() -> Result<()> {
         assert!(first_line.contains(says.as_str()), "{first_line} for {sql}");
         stderr.push_str(&out.stderr_text());
     }
-    // The statement the function ran, as psql shows it (QUERY:), masked.
+    // The statement the function ran, as psql shows it (QUERY: and
+    // CONTEXT: SQL statement "…"), masked.
     assert!(
         stderr.contains(&format!("ssn = '{}'", partial(IN_A_FUNCTION))),
         "{stderr}"
     );
-    let sent = [AT_OR_NEAR, UNTERMINATED, IN_A_FUNCTION];
+    assert!(
+        stderr.contains(&format!("values (20, '{}')", partial(IN_CONTEXT))),
+        "{stderr}"
+    );
+    assert_absent(
+        stderr.as_bytes(),
+        &[IN_A_FUNCTION, IN_CONTEXT],
+        "what psql showed",
+    );
+    let sent = [AT_OR_NEAR, UNTERMINATED, IN_A_FUNCTION, IN_CONTEXT];
     let (events, raw) = recorded_sessions(&w, "psql-echo", cases.len())?;
     assert_absent(&raw, &sent, "the echoing errors' recording");
     let errors: Vec<String> = events_of_kind(&events, "error")

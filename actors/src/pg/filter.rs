@@ -317,13 +317,15 @@ impl ResultFilter {
                 // never values.
                 b'S' | b'V' | b'C' | b'P' | b'p' | b'F' | b'L' | b'R' => (*code, value.to_vec()),
                 _ => {
-                    // What the text quotes of the client's statement, then
-                    // detectors over all of it.
+                    // Detectors, then what the text quotes of the client's
+                    // statement (over the detectors' result, so a value a
+                    // detector knows stays masked its way).
+                    let detected = self.masker.mask_text_bytes(value, &mut self.stats);
+                    let text = detected.as_deref().unwrap_or(value);
                     let echo = self
                         .masker
-                        .mask_echo(sqlstate, *code, value, &mut self.stats);
-                    let text = echo.as_deref().unwrap_or(value);
-                    match self.masker.mask_text_bytes(text, &mut self.stats).or(echo) {
+                        .mask_echo(sqlstate, *code, text, &mut self.stats);
+                    match echo.or(detected) {
                         Some(m) => {
                             changed = true;
                             (*code, m)

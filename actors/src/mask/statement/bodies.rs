@@ -12,21 +12,25 @@
 //! names:
 //!
 //! - the PL/pgSQL of a piece before its statement (`DECLARE v text :=
-//!   '…'`, `v := …`, `IF … THEN`, `RAISE`, `RETURN QUERY`, `EXECUTE '…'`)
-//!   has every literal masked, since a variable may carry a value to a
-//!   masked column later; so has a statement that fills variables
-//!   (`SELECT … INTO v`) or that the parser cannot read (`PERFORM`);
-//! - a body too long to parse (over `MAX_PARSED_SQL`), one that cannot be
-//!   tokenized, or one nested deeper than [`MAX_BODY_DEPTH`] is masked
-//!   whole;
+//!   '…'`, `v := …`, `IF … THEN`, `RAISE`, `EXECUTE '…'`) has every literal
+//!   masked, since a variable may carry a value to a masked column later;
+//!   so has a statement whose rows go into variables (`SELECT … INTO v`,
+//!   `FOR v IN SELECT …`, cursors, `RETURN QUERY`) or that the parser
+//!   cannot read (`PERFORM` is read as the `SELECT` it is);
+//! - a body in a language other than `sql` and `plpgsql` (its SQL is in
+//!   strings of its own), too long to parse (over `MAX_PARSED_SQL`), that
+//!   cannot be tokenized, or nested deeper than [`MAX_BODY_DEPTH`] is
+//!   masked whole;
 //! - `$n` in a body is the function's argument, not the statement's
 //!   parameter: bodies never change how Bind parameters are masked.
 //!
-//! Not followed: values a function receives as arguments and writes to a
-//! masked column (the call site does not name the column). Other strings,
-//! and bodies that name no masked column, get detectors as every string
-//! does.
+//! Not followed: values that reach a masked column through a function's
+//! arguments, a session setting (`set_config`) or a table (the statement
+//! that writes the column does not hold the value), and values an agent
+//! splits or encodes on purpose. Other strings, and bodies that name no
+//! masked column, get detectors as every string does.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use sqlparser::dialect::PostgreSqlDialect;
@@ -42,6 +46,14 @@ use crate::policy::classify::parse_each;
 /// limit); a deeper one that names a masked column is masked whole.
 pub(super) const MAX_BODY_DEPTH: usize = 4;
 
+/// PL/pgSQL words before a statement whose rows go into variables.
+const VARIABLE_FEEDS: &[&str] = &["FOR", "FOREACH", "OPEN", "CURSOR", "FETCH", "RETURN"];
+
+/// Languages whose bodies are read as SQL; any other (`plpython3u`,
+/// `plperl`) holds its SQL in strings of its own, so a body in it that
+/// names a masked column is masked whole.
+const READ_LANGUAGES: &[&str] = &["sql", "plpgsql"];
+
 /// Words that start the SQL statement of a PL/pgSQL piece.
 const STATEMENT_STARTS: &[&str] = &[
     "SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "WITH", "VALUES", "PERFORM",
@@ -52,9 +64,12 @@ impl Masker {
     /// to or compares with masked columns masked, and detectors on the
     /// rest; `None` when it names no masked column, so it is no code worth
     /// reading and detectors run over it whole. `depth`: bodies around it.
+    /// `read`: whether the body's language is one read as SQL (see
+    /// [`language_is_read`]).
     pub(super) fn mask_body(
         &self,
         body: &str,
+        read: bool,
         depth: usize,
         stats: &mut MaskStats,
     ) -> Option<String> {
@@ -63,7 +78,7 @@ impl Masker {
             .with_unescape(true)
             .tokenize_with_location()
         {
-            Ok(tokens) if depth < MAX_BODY_DEPTH && body.len() <= MAX_PARSED_SQL => tokens,
+            Ok(tokens) if read && depth < MAX_BODY_DEPTH && body.len() <= MAX_PARSED_SQL => tokens,
             _ => return Some(self.whole(named, body.as_bytes(), "body", stats)),
         };
         let columns = self.body_columns(body, &tokens, named);
@@ -138,18 +153,31 @@ impl Masker {
             return;
         };
         let statement_rule = self.named_column_rule(&sql.to_ascii_lowercase());
-        if fills_variables(statement) {
+        // Rows a loop, a cursor or RETURN takes, and what INTO stores:
+        // their values may reach a masked column later.
+        let feeds_variables =
+            head.iter().any(|t| is_word_in(&t.token, VARIABLE_FEEDS)) || fills_variables(statement);
+        if feeds_variables {
             every_literal(statement, statement_rule.unwrap_or(named), columns);
             return;
         }
-        let Some(statement_rule) = statement_rule else {
-            return;
+        // PERFORM is read as the SELECT it is: "SELECT " is as long as
+        // "PERFORM", so every location stays where it was.
+        let sql: Cow<'_, str> = match sql.get(..7) {
+            Some(word) if word.eq_ignore_ascii_case("perform") => {
+                format!("SELECT {}", &sql[7..]).into()
+            }
+            _ => sql.into(),
         };
         let parsed = (sql.len() <= MAX_PARSED_SQL)
-            .then(|| parse_each(sql, sites).ok())
+            .then(|| parse_each(&sql, sites).ok())
             .flatten();
-        let Some(parsed) = parsed else {
-            every_literal(statement, statement_rule, columns);
+        let (Some(_), Some(parsed)) = (statement_rule, parsed.as_ref()) else {
+            // Unreadable and so maybe feeding a variable: masked. Readable
+            // and naming no masked column: as written.
+            if parsed.is_none() {
+                every_literal(statement, statement_rule.unwrap_or(named), columns);
+            }
             return;
         };
         let origin = statement[0].span.start;
@@ -166,6 +194,29 @@ impl Masker {
             }
         }
     }
+}
+
+/// Whether the bodies among `tokens` are in a language read as SQL: every
+/// `LANGUAGE name` there names one of [`READ_LANGUAGES`] (none: `DO`'s
+/// plpgsql).
+pub(super) fn language_is_read(tokens: &[TokenWithSpan]) -> bool {
+    let mut significant = tokens
+        .iter()
+        .map(|t| &t.token)
+        .filter(|t| !matches!(t, Token::Whitespace(_)));
+    while let Some(t) = significant.next() {
+        if is_word_in(t, &["LANGUAGE"]) {
+            let name = match significant.next() {
+                Some(Token::Word(w)) => w.value.as_str(),
+                Some(Token::SingleQuotedString(s)) => s.as_str(),
+                _ => return false,
+            };
+            if !READ_LANGUAGES.iter().any(|l| name.eq_ignore_ascii_case(l)) {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// Whether a string token at `i` of `tokens` is code: a string in a
@@ -399,6 +450,46 @@ mod tests {
             &mut stats,
         );
         assert!(out.prepares_unread);
+    }
+
+    #[test]
+    fn loops_cursors_and_other_languages_mask_what_they_carry() {
+        for (sql, original) in [
+            (
+                "DO $$DECLARE v text; BEGIN FOR v IN SELECT '512-00-1111' LOOP \
+                 UPDATE customers SET ssn = v; END LOOP; END$$",
+                "512-00-1111",
+            ),
+            (
+                "DO $$DECLARE c CURSOR FOR SELECT '512-00-2222'; v text; BEGIN OPEN c; \
+                 FETCH c INTO v; UPDATE customers SET ssn = v; END$$",
+                "512-00-2222",
+            ),
+            (
+                "DO $$DECLARE c refcursor; v text; BEGIN OPEN c FOR SELECT '512-00-3333'; \
+                 FETCH c INTO v; UPDATE customers SET ssn = v; END$$",
+                "512-00-3333",
+            ),
+            (
+                "DO LANGUAGE plpython3u $$plpy.execute(\"UPDATE customers SET ssn = '512-00-4444'\")$$",
+                "512-00-4444",
+            ),
+            (
+                "CREATE FUNCTION f() RETURNS void AS $$ spi_exec_query(\"UPDATE customers SET ssn = '512-00-5555'\"); $$ LANGUAGE plperl",
+                "512-00-5555",
+            ),
+        ] {
+            let out = masked(sql);
+            assert!(!out.contains(original), "{out}");
+        }
+        // PERFORM is read as a SELECT: what it does not compare with a
+        // masked column stays.
+        assert_eq!(
+            masked(
+                "DO $$BEGIN PERFORM pg_notify('jobs', 'go'); UPDATE customers SET ssn = '1'; END$$"
+            ),
+            "DO $$BEGIN PERFORM pg_notify('jobs', 'go'); UPDATE customers SET ssn = '[redacted]'; END$$"
+        );
     }
 
     proptest::proptest! {

@@ -2,22 +2,34 @@
 //!
 //! PostgreSQL quotes the offending value of a data exception (SQLSTATE
 //! class 22: `invalid input syntax for type integer: "…"`, `value "…" is
-//! out of range for type integer`, and in COPY's context field `COPY
-//! customers, line 1, column ssn: "…"`), the token a syntax error stopped
-//! at (42601: `syntax error at or near "'123-45-6789'"`, `unterminated
-//! quoted string at or near "'123-45-6789"`), and in an error raised inside
-//! a function the SQL statement it ran (the internal query field). The
-//! value may be one a column rule covers, and the text does not say which
-//! column it was meant for. So, under column rules:
+//! out of range for type integer`), the token a syntax error stopped at
+//! (42601: `syntax error at or near "'123-45-6789'"`, `unterminated quoted
+//! string at or near "'123-45-6789"`), and in its context field the SQL
+//! statement a function ran (`SQL statement "UPDATE …"`) and the COPY line
+//! that failed (`COPY customers, line 1: "…"`, or `column ssn: "…"`), as
+//! it does the whole statement a function ran in the internal query
+//! field. The value may be one a column rule covers, and the text does not
+//! say which column it was meant for. So, under column rules:
 //!
-//! - a data exception's quoted value, from its first `"` to its last, is
-//!   masked by the first column rule;
+//! - a data exception's quoted value is masked by the first column rule:
+//!   from the `"` after `: ` (the message's last quoted part) or, without
+//!   one, from the first `"`, to the last `"`;
 //! - a syntax error's quoted token is masked the same way when it is a
-//!   literal (a string, or a number): keywords and names stay, so the agent
-//!   still sees where its SQL went wrong;
-//! - the internal query is masked as SQL the client sent.
+//!   literal (a string, a number, an unterminated quoted identifier or
+//!   comment, which runs to the end of the statement): keywords and names
+//!   stay, so the agent still sees where its SQL went wrong;
+//! - SQL a context line or the internal query quotes is masked as SQL the
+//!   client sent, and a COPY line's quoted data by the first column rule,
+//!   whatever the error;
+//! - text that is not UTF-8 where SQL is expected is masked whole.
 //!
-//! Detectors run over every field afterwards, as on every error text.
+//! Detectors run over every field first, as on every error text, so a
+//! value a detector knows is masked the detector's way.
+//!
+//! Not covered: `Failing row contains (…)` in a NOT NULL or CHECK
+//! violation's detail is masked by detectors only (its columns need the
+//! table's, which this path does not look up); an unquoted token a syntax
+//! error names (`at or near "Smith"`) reads as a name and stays.
 
 use crate::mask::{MaskStats, Masker};
 
@@ -33,36 +45,115 @@ impl Masker {
         stats: &mut MaskStats,
     ) -> Option<Vec<u8>> {
         let rule = self.first_column_rule()?;
-        if code == b'q' {
-            let sql = std::str::from_utf8(text).ok()?;
-            return self.mask_sql(sql, stats).text.map(String::into_bytes);
+        match code {
+            b'q' => Some(self.echoed_sql(rule, text, stats)),
+            b'W' => self.context(rule, sqlstate, text, stats),
+            b'M' | b'D' => self.quoted_value(rule, sqlstate, text, stats),
+            _ => None,
         }
-        let data_exception = sqlstate.starts_with(b"22");
-        let syntax_error = sqlstate == b"42601";
-        if !(data_exception || syntax_error) || !matches!(code, b'M' | b'D' | b'W') {
+    }
+
+    /// SQL an error quotes, masked as the client's SQL is (whole when it is
+    /// not UTF-8); the bytes as given when nothing in it is masked.
+    fn echoed_sql(&self, rule: u32, sql: &[u8], stats: &mut MaskStats) -> Vec<u8> {
+        match std::str::from_utf8(sql) {
+            Ok(sql) => self
+                .mask_sql(sql, stats)
+                .text
+                .map_or_else(|| sql.as_bytes().to_vec(), String::into_bytes),
+            Err(_) => self.whole(rule, sql, "error", stats).into_bytes(),
+        }
+    }
+
+    /// A context field, line by line.
+    fn context(
+        &self,
+        rule: u32,
+        sqlstate: &[u8],
+        text: &[u8],
+        stats: &mut MaskStats,
+    ) -> Option<Vec<u8>> {
+        const SQL: &[u8] = b"SQL statement \"";
+        let mut out = Vec::with_capacity(text.len());
+        let mut changed = false;
+        for (i, line) in text.split(|&b| b == b'\n').enumerate() {
+            if i > 0 {
+                out.push(b'\n');
+            }
+            let masked = if line.starts_with(SQL) && line.len() > SQL.len() && line.ends_with(b"\"")
+            {
+                let inner = &line[SQL.len()..line.len() - 1];
+                let sql = self.echoed_sql(rule, inner, stats);
+                (sql != inner).then(|| [SQL, &sql, b"\""].concat())
+            } else if line.starts_with(b"COPY ") {
+                self.mask_quoted(rule, line, stats)
+            } else if sqlstate.starts_with(b"22") {
+                self.quoted_value(rule, sqlstate, line, stats)
+            } else {
+                None
+            };
+            changed |= masked.is_some();
+            out.extend_from_slice(masked.as_deref().unwrap_or(line));
+        }
+        changed.then_some(out)
+    }
+
+    /// A message or detail: a data exception's value, a syntax error's
+    /// literal.
+    fn quoted_value(
+        &self,
+        rule: u32,
+        sqlstate: &[u8],
+        text: &[u8],
+        stats: &mut MaskStats,
+    ) -> Option<Vec<u8>> {
+        if sqlstate.starts_with(b"22") {
+            return self.mask_quoted(rule, text, stats);
+        }
+        if sqlstate != b"42601" {
             return None;
         }
-        let open = text.iter().position(|&b| b == b'"')?;
-        let close = text.iter().rposition(|&b| b == b'"')?;
-        if close <= open + 1 {
+        let (open, close) = quoted_span(text)?;
+        if !is_literal_token(&text[open + 1..close]) {
             return None;
         }
-        let quoted = &text[open + 1..close];
-        if !data_exception && !is_literal_token(quoted) {
-            return None;
-        }
+        self.mask_quoted(rule, text, stats)
+    }
+
+    /// `text` with its quoted value (see [`quoted_span`]) masked by `rule`.
+    fn mask_quoted(&self, rule: u32, text: &[u8], stats: &mut MaskStats) -> Option<Vec<u8>> {
+        let (open, close) = quoted_span(text)?;
         let mut out = Vec::with_capacity(text.len());
         out.extend_from_slice(&text[..=open]);
-        out.extend_from_slice(self.whole(rule, quoted, "error", stats).as_bytes());
+        out.extend_from_slice(
+            self.whole(rule, &text[open + 1..close], "error", stats)
+                .as_bytes(),
+        );
         out.extend_from_slice(&text[close..]);
         Some(out)
     }
 }
 
+/// The quotes around a message's value: the `"` after the first `: "`, or
+/// else the first `"`, and the last `"`. A value may hold quotes itself, so
+/// everything between is the value.
+fn quoted_span(text: &[u8]) -> Option<(usize, usize)> {
+    let open = text
+        .windows(3)
+        .position(|w| w == b": \"")
+        .map(|i| i + 2)
+        .or_else(|| text.iter().position(|&b| b == b'"'))?;
+    let close = text.iter().rposition(|&b| b == b'"')?;
+    (close > open + 1).then_some((open, close))
+}
+
 /// Whether a token a syntax error quotes is a literal: a string (`'…'`,
-/// `E'…'`, `U&'…'`, `$$…$$`, unterminated or not) or a number.
+/// `E'…'`, `U&'…'`, `$$…$$`, unterminated or not), a number, or an
+/// unterminated quoted identifier or comment (the rest of the statement).
 fn is_literal_token(token: &[u8]) -> bool {
     token.contains(&b'\'')
+        || token.starts_with(b"\"")
+        || token.starts_with(b"/*")
         || token
             .first()
             .is_some_and(|b| b.is_ascii_digit() || matches!(b, b'$' | b'.'))
@@ -132,6 +223,60 @@ mod tests {
             )
             .as_deref(),
             Some("UPDATE customers SET ssn = '[redacted]' WHERE id = 1")
+        );
+    }
+
+    #[test]
+    fn context_lines_and_what_review_found() {
+        // A function's statement in the context of any error.
+        assert_eq!(
+            echo(
+                "23505",
+                b'W',
+                "SQL statement \"UPDATE customers SET ssn = '512-00-1111' WHERE id = 1\"\n\
+                 PL/pgSQL function inline_code_block line 1 at SQL statement"
+            )
+            .as_deref(),
+            Some(
+                "SQL statement \"UPDATE customers SET ssn = '[redacted]' WHERE id = 1\"\n\
+                 PL/pgSQL function inline_code_block line 1 at SQL statement"
+            )
+        );
+        // The COPY line a constraint rejected.
+        assert_eq!(
+            echo(
+                "23514",
+                b'W',
+                "COPY customers, line 1: \"1\t512-00-1111\t\\N\""
+            )
+            .as_deref(),
+            Some("COPY customers, line 1: \"[redacted]\"")
+        );
+        // A name quoted before the value stays.
+        assert_eq!(
+            echo(
+                "22023",
+                b'M',
+                "invalid value for parameter \"TimeZone\": \"512\""
+            )
+            .as_deref(),
+            Some("invalid value for parameter \"TimeZone\": \"[redacted]\"")
+        );
+        // An unterminated quoted identifier or comment runs to the end.
+        assert_eq!(
+            echo(
+                "42601",
+                b'M',
+                "unterminated quoted identifier at or near \"\"x FROM customers WHERE ssn = 51\""
+            )
+            .as_deref(),
+            Some("unterminated quoted identifier at or near \"[redacted]\"")
+        );
+        // An internal query that is not UTF-8 is masked whole.
+        let mut stats = MaskStats::default();
+        assert_eq!(
+            masker().mask_echo(b"22P02", b'q', b"UPDATE t SET a = '\xe9'", &mut stats),
+            Some(b"[redacted]".to_vec())
         );
     }
 

@@ -8,7 +8,7 @@ use memchr::memmem::Finder;
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer, Whitespace};
 
-use super::bodies::is_body;
+use super::bodies::{is_body, language_is_read};
 use super::sites::{Place, To, sites};
 use super::{MaskedSql, ParamRules, Prepared};
 use crate::mask::{CompiledRule, MaskStats, Masker};
@@ -143,6 +143,8 @@ impl Masker {
         let mut out = String::with_capacity(sql.len());
         let mut copied = 0;
         let mut changed = false;
+        // Whether bodies here are in a language read as SQL, found once.
+        let mut read = None;
         for (i, t) in tokens.iter().enumerate() {
             let (value, quoted) = match &t.token {
                 Token::Placeholder(p) => {
@@ -158,7 +160,11 @@ impl Masker {
                     }
                     continue;
                 }
-                Token::Number(n, _) => (n.as_str(), false),
+                // Hex and bit strings hold no text for detectors: column
+                // rules only.
+                Token::Number(n, _)
+                | Token::HexStringLiteral(n)
+                | Token::SingleQuotedByteStringLiteral(n) => (n.as_str(), false),
                 Token::SingleQuotedString(s)
                 | Token::EscapedStringLiteral(s)
                 | Token::NationalStringLiteral(s)
@@ -171,7 +177,12 @@ impl Masker {
             let mut tag = None;
             let masked = match columns.get(&t.span.start).or(every.as_ref()) {
                 Some(rule) => Some(self.whole(*rule, value.as_bytes(), "literal", stats)),
-                None if quoted && is_body(tokens, i) => match self.mask_body(value, depth, stats) {
+                None if quoted && is_body(tokens, i) => match self.mask_body(
+                    value,
+                    *read.get_or_insert_with(|| language_is_read(tokens)),
+                    depth,
+                    stats,
+                ) {
                     Some(code) => {
                         if let Token::DollarQuotedString(d) = &t.token {
                             tag = Some(d.tag.as_deref().unwrap_or(""));

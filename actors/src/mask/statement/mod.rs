@@ -11,8 +11,10 @@
 //!   VALUES (…), (…)` and `INSERT … SELECT`, `UPDATE … SET c = …`, `ON
 //!   CONFLICT … DO UPDATE SET c = …`, `MERGE`'s `UPDATE SET` and `INSERT
 //!   (c, …) VALUES`, and comparisons anywhere (`c = …`,
-//!   `c IN (…)`, `c LIKE …`, `c BETWEEN … AND …`, `… = ANY(…)`), looking
-//!   through casts, parentheses and function calls on either side.
+//!   `c IN (…)`, `c IN (SELECT …)`, `c LIKE …`, `c BETWEEN … AND …`,
+//!   `… = ANY(…)`), looking through casts, typed literals (`text '…'`),
+//!   parentheses and function calls on either side; hex and bit strings
+//!   (`X'…'`, `B'…'`) are masked by column rules like any literal.
 //! - Masked literals are replaced in the text by a quoted marker
 //!   (`VALUES (3, '[redacted]')`), so the statement stays readable.
 //!
@@ -341,6 +343,34 @@ mod tests {
             "selec 'x' frm [redacted]"
         );
         assert_eq!(masked("select 'plain'"), "select 'plain'");
+    }
+
+    #[test]
+    fn typed_literals_subqueries_and_hex_and_bit_strings_follow_their_column() {
+        for (sql, want) in [
+            (
+                "update customers set ssn = text 'X1' where id = 1",
+                "update customers set ssn = text '[redacted]' where id = 1",
+            ),
+            (
+                "select * from customers where ssn = text 'X2'",
+                "select * from customers where ssn = text '[redacted]'",
+            ),
+            (
+                "select * from customers where ssn in (select 'X3' union select 'X4')",
+                "select * from customers where ssn in (select '[redacted]' union select '[redacted]')",
+            ),
+            (
+                "update customers set ssn = X'0A1F' where id = 1",
+                "update customers set ssn = '[redacted]' where id = 1",
+            ),
+            (
+                "insert into customers (id, ssn) values (1, B'0101')",
+                "insert into customers (id, ssn) values (1, '[redacted]')",
+            ),
+        ] {
+            assert_eq!(masked(sql), want, "{sql}");
+        }
     }
 
     #[test]

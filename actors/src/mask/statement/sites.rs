@@ -7,7 +7,7 @@ use std::ops::ControlFlow;
 use sqlparser::ast::{
     AssignmentTarget, Expr, Ident, InTarget, MergeAction, MergeInsertKind, MergeUpdateKind,
     ObjectName, OnConflictAction, OnInsert, SelectItem, SetExpr, Statement, TableFactor,
-    TableObject, Value, Values, visit_expressions, visit_statements,
+    TableObject, Value, Values, Visit, visit_expressions, visit_statements,
 };
 use sqlparser::tokenizer::Location;
 
@@ -251,6 +251,23 @@ fn compared(expr: &Expr, sites: &mut Sites) {
         Expr::Like { expr, pattern, .. }
         | Expr::ILike { expr, pattern, .. }
         | Expr::SimilarTo { expr, pattern, .. } => vec![(expr, vec![pattern.as_ref()])],
+        // `c IN (SELECT …)`: every value of the subquery may be compared.
+        Expr::In {
+            expr,
+            target: InTarget::Subquery(query),
+            ..
+        } => {
+            let mut columns = Vec::new();
+            columns_in(expr, &mut columns);
+            for column in columns {
+                let to = To::Column(Written {
+                    table: None,
+                    column,
+                });
+                values_in(query.as_ref(), &to, sites);
+            }
+            return;
+        }
         _ => return,
     };
     for (side, others) in pairs {
@@ -262,7 +279,7 @@ fn compared(expr: &Expr, sites: &mut Sites) {
                 column,
             });
             for other in &others {
-                values_in(other, &written, sites);
+                values_in(*other, &written, sites);
             }
         }
     }
@@ -285,21 +302,25 @@ fn columns_in(expr: &Expr, out: &mut Vec<String>) {
     });
 }
 
-/// Every literal and parameter inside `expr` (function arguments, casts and
-/// subqueries included), as written to `written`.
-fn values_in(expr: &Expr, to: &To, sites: &mut Sites) {
-    let _ = visit_expressions(expr, |e| {
-        if let Expr::Value(v) = e {
-            let place = match &v.value {
-                Value::Placeholder(p) => match p.strip_prefix('$').and_then(|n| n.parse().ok()) {
-                    Some(n) if n > 0 => Place::Param(n),
-                    _ => return ControlFlow::Continue(()),
-                },
-                Value::Null | Value::Boolean(_) => return ControlFlow::Continue(()),
-                _ => Place::Literal(v.span.start),
-            };
-            sites.values.push((place, to.clone()));
-        }
+/// Every literal and parameter inside `node` (function arguments, casts,
+/// typed literals like `text '…'` and subqueries included), as written to
+/// `to`.
+fn values_in<V: Visit>(node: &V, to: &To, sites: &mut Sites) {
+    let _ = visit_expressions(node, |e| {
+        let v = match e {
+            Expr::Value(v) => v,
+            Expr::TypedString(typed) => &typed.value,
+            _ => return ControlFlow::Continue(()),
+        };
+        let place = match &v.value {
+            Value::Placeholder(p) => match p.strip_prefix('$').and_then(|n| n.parse().ok()) {
+                Some(n) if n > 0 => Place::Param(n),
+                _ => return ControlFlow::Continue(()),
+            },
+            Value::Null | Value::Boolean(_) => return ControlFlow::Continue(()),
+            _ => Place::Literal(v.span.start),
+        };
+        sites.values.push((place, to.clone()));
         ControlFlow::<()>::Continue(())
     });
 }
