@@ -257,31 +257,29 @@ fn compared(expr: &Expr, sites: &mut Sites) {
             target: InTarget::Subquery(query),
             ..
         } => {
-            let mut columns = Vec::new();
-            columns_in(expr, &mut columns);
-            for column in columns {
-                let to = To::Column(Written {
-                    table: None,
-                    column,
-                });
-                values_in(query.as_ref(), &to, sites);
-            }
+            each_column(expr, |to| values_in(query.as_ref(), &to, sites));
             return;
         }
         _ => return,
     };
     for (side, others) in pairs {
-        let mut columns = Vec::new();
-        columns_in(side, &mut columns);
-        for column in columns {
-            let written = To::Column(Written {
-                table: None,
-                column,
-            });
+        each_column(side, |to| {
             for other in &others {
-                values_in(*other, &written, sites);
+                values_in(*other, &to, sites);
             }
-        }
+        });
+    }
+}
+
+/// Each column `side` reads, as where the values compared with it go.
+fn each_column(side: &Expr, mut compared_with: impl FnMut(To)) {
+    let mut columns = Vec::new();
+    columns_in(side, &mut columns);
+    for column in columns {
+        compared_with(To::Column(Written {
+            table: None,
+            column,
+        }));
     }
 }
 
