@@ -40,7 +40,7 @@ use super::ParamRules;
 use super::literals::{LineIndex, MAX_PARSED_SQL};
 use super::sites::{Place, To, sites};
 use crate::mask::{MaskStats, Masker};
-use crate::policy::classify::parse_each;
+use crate::policy::classify::{parse_each, word_in};
 
 /// Bodies inside bodies followed this deep (the policy classifier's own
 /// limit); a deeper one that names a masked column is masked whole.
@@ -134,7 +134,7 @@ impl Masker {
                 Token::RParen | Token::RBracket => depth = depth.saturating_sub(1),
                 _ => {}
             }
-            depth == 0 && is_word_in(&t.token, STATEMENT_STARTS)
+            depth == 0 && word_in(&t.token, STATEMENT_STARTS)
         });
         let (head, statement) = piece.split_at(start.unwrap_or(piece.len()));
         let text = |tokens: &[TokenWithSpan], lines: &mut LineIndex<'_>| {
@@ -156,7 +156,7 @@ impl Masker {
         // Rows a loop, a cursor or RETURN takes, and what INTO stores:
         // their values may reach a masked column later.
         let feeds_variables =
-            head.iter().any(|t| is_word_in(&t.token, VARIABLE_FEEDS)) || fills_variables(statement);
+            head.iter().any(|t| word_in(&t.token, VARIABLE_FEEDS)) || fills_variables(statement);
         if feeds_variables {
             every_literal(statement, statement_rule.unwrap_or(named), columns);
             return;
@@ -205,7 +205,7 @@ pub(super) fn language_is_read(tokens: &[TokenWithSpan]) -> bool {
         .map(|t| &t.token)
         .filter(|t| !matches!(t, Token::Whitespace(_)));
     while let Some(t) = significant.next() {
-        if is_word_in(t, &["LANGUAGE"]) {
+        if word_in(t, &["LANGUAGE"]) {
             let name = match significant.next() {
                 Some(Token::Word(w)) => w.value.as_str(),
                 Some(Token::SingleQuotedString(s)) => s.as_str(),
@@ -244,10 +244,10 @@ fn where_a_body_goes(tokens: &[TokenWithSpan], i: usize) -> bool {
         .map(|t| &t.token)
         .filter(|t| !matches!(t, Token::Whitespace(_)));
     match before.next() {
-        Some(t) if is_word_in(t, &["DO", "AS"]) => true,
+        Some(t) if word_in(t, &["DO", "AS"]) => true,
         Some(Token::Word(_) | Token::SingleQuotedString(_)) => {
-            before.next().is_some_and(|t| is_word_in(t, &["LANGUAGE"]))
-                && before.next().is_some_and(|t| is_word_in(t, &["DO"]))
+            before.next().is_some_and(|t| word_in(t, &["LANGUAGE"]))
+                && before.next().is_some_and(|t| word_in(t, &["DO"]))
         }
         _ => false,
     }
@@ -265,8 +265,8 @@ fn fills_variables(statement: &[TokenWithSpan]) -> bool {
             Token::RParen | Token::RBracket => depth = depth.saturating_sub(1),
             token
                 if depth == 0
-                    && is_word_in(token, &["INTO"])
-                    && !previous.is_some_and(|p| is_word_in(p, &["INSERT", "MERGE"])) =>
+                    && word_in(token, &["INTO"])
+                    && !previous.is_some_and(|p| word_in(p, &["INSERT", "MERGE"])) =>
             {
                 return true;
             }
@@ -275,11 +275,6 @@ fn fills_variables(statement: &[TokenWithSpan]) -> bool {
         previous = Some(&t.token);
     }
     false
-}
-
-fn is_word_in(token: &Token, words: &[&str]) -> bool {
-    matches!(token, Token::Word(w) if w.quote_style.is_none()
-        && words.iter().any(|k| w.value.eq_ignore_ascii_case(k)))
 }
 
 /// Every literal among `tokens` masked by `rule`, but for the body of a

@@ -86,7 +86,7 @@ impl Masker {
                 let sql = self.echoed_sql(rule, inner, stats);
                 (sql != inner).then(|| [SQL, &sql, b"\""].concat())
             } else if line.starts_with(b"COPY ") {
-                self.mask_quoted(rule, line, stats)
+                quoted_span(line).map(|span| self.mask_span(rule, line, span, stats))
             } else if sqlstate.starts_with(b"22") {
                 self.quoted_value(rule, sqlstate, line, stats)
             } else {
@@ -107,22 +107,26 @@ impl Masker {
         text: &[u8],
         stats: &mut MaskStats,
     ) -> Option<Vec<u8>> {
-        if sqlstate.starts_with(b"22") {
-            return self.mask_quoted(rule, text, stats);
-        }
-        if sqlstate != b"42601" {
+        let data_exception = sqlstate.starts_with(b"22");
+        if !data_exception && sqlstate != b"42601" {
             return None;
         }
         let (open, close) = quoted_span(text)?;
-        if !is_literal_token(&text[open + 1..close]) {
+        if !data_exception && !is_literal_token(&text[open + 1..close]) {
             return None;
         }
-        self.mask_quoted(rule, text, stats)
+        Some(self.mask_span(rule, text, (open, close), stats))
     }
 
-    /// `text` with its quoted value (see [`quoted_span`]) masked by `rule`.
-    fn mask_quoted(&self, rule: u32, text: &[u8], stats: &mut MaskStats) -> Option<Vec<u8>> {
-        let (open, close) = quoted_span(text)?;
+    /// `text` with its value between the quotes at `open` and `close` (see
+    /// [`quoted_span`]) masked by `rule`.
+    fn mask_span(
+        &self,
+        rule: u32,
+        text: &[u8],
+        (open, close): (usize, usize),
+        stats: &mut MaskStats,
+    ) -> Vec<u8> {
         let mut out = Vec::with_capacity(text.len());
         out.extend_from_slice(&text[..=open]);
         out.extend_from_slice(
@@ -130,7 +134,7 @@ impl Masker {
                 .as_bytes(),
         );
         out.extend_from_slice(&text[close..]);
-        Some(out)
+        out
     }
 }
 

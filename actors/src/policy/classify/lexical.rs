@@ -386,6 +386,6 @@ pub(super) fn word_is(t: &Token, kw: &str) -> bool {
     matches!(t, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(kw))
 }
 
-pub(super) fn word_in(t: &Token, kws: &[&str]) -> bool {
+pub(crate) fn word_in(t: &Token, kws: &[&str]) -> bool {
     kws.iter().any(|k| word_is(t, k))
 }

@@ -120,6 +120,8 @@ mod statements;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use lexical::word_in;
+
 use std::collections::BTreeSet;
 
 use sqlparser::ast::Statement;
