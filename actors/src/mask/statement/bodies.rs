@@ -37,7 +37,7 @@ use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 
 use super::ParamRules;
-use super::literals::{LineIndex, MAX_PARSED_SQL};
+use super::literals::{LineIndex, MAX_PARSED_SQL, literal};
 use super::sites::{Place, To, sites};
 use crate::mask::{MaskStats, Masker};
 use crate::policy::classify::{parse_each, word_in};
@@ -281,12 +281,10 @@ fn fills_variables(statement: &[TokenWithSpan]) -> bool {
 /// `DO` or function there: it is read as code in turn.
 fn every_literal(tokens: &[TokenWithSpan], rule: u32, columns: &mut HashMap<Location, u32>) {
     for (i, t) in tokens.iter().enumerate() {
-        let literal = match t.token {
-            Token::Number(..) | Token::NationalStringLiteral(_) => true,
-            ref token if is_string(token) => !where_a_body_goes(tokens, i),
-            _ => false,
-        };
-        if literal {
+        // The literals the literal pass replaces, bodies aside.
+        let masked =
+            literal(&t.token).is_some() && !(is_string(&t.token) && where_a_body_goes(tokens, i));
+        if masked {
             columns.entry(t.span.start).or_insert(rule);
         }
     }
@@ -420,6 +418,11 @@ mod tests {
         assert_eq!(
             masked("DO LANGUAGE 'plpgsql' 'BEGIN UPDATE customers SET ssn = ''Y01''; END'"),
             "DO LANGUAGE 'plpgsql' 'BEGIN UPDATE customers SET ssn = ''[redacted]''; END'"
+        );
+        // Hex and bit strings are literals there too.
+        assert_eq!(
+            masked("DO $$DECLARE v bytea := X'0A1F'; BEGIN UPDATE customers SET ssn = v; END$$"),
+            "DO $$DECLARE v bytea := '[redacted]'; BEGIN UPDATE customers SET ssn = v; END$$"
         );
         // Values carried by variables.
         assert_eq!(

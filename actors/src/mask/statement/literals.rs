@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use memchr::memmem::Finder;
 use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer, Whitespace};
+use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 
 use super::bodies::{is_body, language_is_read};
 use super::sites::{Place, To, sites};
@@ -146,33 +146,21 @@ impl Masker {
         // Whether bodies here are in a language read as SQL, found once.
         let mut read = None;
         for (i, t) in tokens.iter().enumerate() {
-            let (value, quoted) = match &t.token {
-                Token::Placeholder(p) => {
-                    if let (Some(rule), Some(n)) = (
-                        every,
-                        p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()),
-                    ) && (1..=MAX_PARAMS).contains(&n)
-                    {
-                        if params.0.len() < n {
-                            params.0.resize(n, None);
-                        }
-                        params.0[n - 1].get_or_insert(rule);
+            if let Token::Placeholder(p) = &t.token {
+                if let (Some(rule), Some(n)) = (
+                    every,
+                    p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()),
+                ) && (1..=MAX_PARAMS).contains(&n)
+                {
+                    if params.0.len() < n {
+                        params.0.resize(n, None);
                     }
-                    continue;
+                    params.0[n - 1].get_or_insert(rule);
                 }
-                // Hex and bit strings hold no text for detectors: column
-                // rules only.
-                Token::Number(n, _)
-                | Token::HexStringLiteral(n)
-                | Token::SingleQuotedByteStringLiteral(n) => (n.as_str(), false),
-                Token::SingleQuotedString(s)
-                | Token::EscapedStringLiteral(s)
-                | Token::NationalStringLiteral(s)
-                | Token::UnicodeStringLiteral(s) => (s.as_str(), true),
-                Token::DollarQuotedString(d) => (d.value.as_str(), true),
-                Token::Whitespace(Whitespace::SingleLineComment { .. })
-                | Token::Whitespace(Whitespace::MultiLineComment(_)) => continue,
-                _ => continue,
+                continue;
+            }
+            let Some((value, quoted)) = literal(&t.token) else {
+                continue;
             };
             let mut tag = None;
             let masked = match columns.get(&t.span.start).or(every.as_ref()) {
@@ -294,6 +282,23 @@ impl Words {
                 })
                 .collect(),
         }
+    }
+}
+
+/// A literal token's value, and whether it is text detectors read (hex
+/// and bit strings hold none: column rules only); `None` for any other
+/// token.
+pub(super) fn literal(token: &Token) -> Option<(&str, bool)> {
+    match token {
+        Token::Number(n, _)
+        | Token::HexStringLiteral(n)
+        | Token::SingleQuotedByteStringLiteral(n) => Some((n, false)),
+        Token::SingleQuotedString(s)
+        | Token::EscapedStringLiteral(s)
+        | Token::NationalStringLiteral(s)
+        | Token::UnicodeStringLiteral(s) => Some((s, true)),
+        Token::DollarQuotedString(d) => Some((&d.value, true)),
+        _ => None,
     }
 }
 
