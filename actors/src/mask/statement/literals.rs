@@ -77,7 +77,10 @@ impl Masker {
             let prepared_here = sites.iter().flat_map(|s| s.prepares.iter());
             // A PREPARE the parse did not see (in a DO body's dynamic SQL)
             // redefines a name in a way this pass cannot follow.
-            let mentioned = self.words.prepare.find_iter(lower.as_bytes()).count();
+            let mentioned = match prepare {
+                true => self.words.prepare.find_iter(lower.as_bytes()).count(),
+                false => 0,
+            };
             out.prepares_unread = prepared_here.clone().any(Option::is_none)
                 || mentioned > prepared_here.clone().count();
             out.prepares = prepared_here.flatten().cloned().collect();
